@@ -1,0 +1,13 @@
+"""keras_qat: quantization-aware training for tf_keras models from an AMCT-style retrain config."""
+
+from keras_qat.config import create_quant_retrain_config, read_retrain_config
+from keras_qat.errors import ConfigError, UnsupportedModelError
+
+__all__ = [
+    "ConfigError",
+    "UnsupportedModelError",
+    "create_quant_retrain_config",
+    "read_retrain_config",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,117 @@
+"""The `keras-qat` console command: create-config, validate, demo."""
+
+import argparse
+import sys
+
+from keras_qat._keras import keras
+from keras_qat.config import create_quant_retrain_config, read_retrain_config
+from keras_qat.demo import run_demo
+from keras_qat.errors import ConfigError, UnsupportedModelError
+from keras_qat.graph.fixed_min import FixedMinResolver
+from keras_qat.graph.model_check import model_layers
+
+
+class _CommandError(Exception):
+    """Ends the command with exit code 1 and the listed messages."""
+
+    def __init__(self, messages):
+        super().__init__(messages)
+        self.messages = messages
+
+
+def _load_model(path):
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # load_model raises many types; all mean "cannot use this file"
+        raise _CommandError([f"cannot load model {path}: {e}"]) from None
+
+
+def _config_table(model, config):
+    """Formats one row per config entry, with fixed_min as the graph resolves it."""
+    layers = {layer.name: layer for layer in model_layers(model)}
+    resolver = FixedMinResolver(model)
+    header = ("layer", "type", "enabled", "data", "fixed_min", "weights", "channel_wise")
+    rows = [header]
+    for name, entry in config.layers.items():
+        data, weights = entry.retrain_data_config, entry.retrain_weight_config
+        fixed_min = data.fixed_min
+        if fixed_min is None:
+            fixed_min = f"{resolver.input_is_non_negative(layers[name])} (graph)"
+        rows.append((
+            name,
+            type(layers[name]).__name__,
+            str(entry.retrain_enable),
+            data.dst_type,
+            str(fixed_min),
+            f"{weights.algo} {weights.dst_type}" if weights else "-",
+            str(weights.channel_wise) if weights else "-",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _create_config(args):
+    model = _load_model(args.model_file)
+    create_quant_retrain_config(args.output, model, args.definition, overwrite=args.force)
+    print(f"wrote {args.output}")
+
+
+def _validate(args):
+    model = _load_model(args.model_file)
+    config = read_retrain_config(args.config, model)
+    print(_config_table(model, config))
+    print(f"{args.config}: valid, {len(config.enabled_layers)} layer(s) enabled")
+
+
+def _demo(args):
+    model, config = run_demo(args.output_dir)
+    print(f"demo model and config written to {args.output_dir}/")
+    print(_config_table(model, config))
+    print(f"config.json: valid, {len(config.enabled_layers)} layer(s) enabled")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="keras-qat", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create-config", help="write a default retrain config")
+    create.add_argument("model_file", help="a tf_keras model (.keras, .h5 or SavedModel dir)")
+    create.add_argument("-o", "--output", required=True, help="config file to write")
+    create.add_argument("--definition", help="simple config definition (JSON)")
+    create.add_argument("--force", action="store_true", help="replace an existing output file")
+    create.set_defaults(run=_create_config)
+    validate = commands.add_parser("validate", help="check a retrain config against a model")
+    validate.add_argument("model_file")
+    validate.add_argument("config")
+    validate.set_defaults(run=_validate)
+    demo = commands.add_parser("demo", help="run keras_qat on the built-in example model")
+    demo.add_argument("--output-dir", default="keras_qat_demo")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit code (0 ok, 1 errors found).
+
+    Args:
+        argv: Arguments without the program name. Defaults to `sys.argv[1:]`.
+
+    Returns:
+        The process exit code.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as e:
+        messages = e.errors
+    except (UnsupportedModelError, FileExistsError, _CommandError) as e:
+        messages = getattr(e, "messages", [str(e)])
+    else:
+        return 0
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Reading a retrain config against a model: every check, before anything else happens."""
+
+import copy
+import math
+import os
+
+from keras_qat.config import schema
+from keras_qat.config.jsonio import read_json
+from keras_qat.config.retrain_config import (
+    DataQuantConfig,
+    LayerRetrainConfig,
+    RetrainConfig,
+    WeightQuantConfig,
+)
+from keras_qat.config.schema_errors import did_you_mean, schema_errors, show
+from keras_qat.errors import ConfigError
+from keras_qat.graph.fixed_min import FixedMinResolver
+from keras_qat.graph.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
+from keras_qat.graph.model_check import check_model, model_layers
+
+
+def load_config_document(config):
+    """Returns the raw config document from a path or a dict.
+
+    Args:
+        config: A path to a JSON file, or an already parsed dict.
+
+    Returns:
+        A deep copy of the document (the caller's dict is never modified).
+
+    Raises:
+        ConfigError: if the file cannot be read or parsed.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        return read_json(config)
+    return copy.deepcopy(config)
+
+
+def _describe(path):
+    if not path:
+        return "", ""
+    head, rest = str(path[0]), [str(p) for p in path[1:]]
+    if head in schema.TOP_LEVEL_KEYS:
+        return "", ".".join([head, *rest])
+    return f"Layer '{head}': ", ".".join(rest) or "its entry"
+
+
+def _weight_algo(name, entry, errors):
+    algo = entry.get("algo")
+    alias = entry.get(schema.WEIGHT_ALGO_KEY_ALIAS)
+    if algo is not None and alias is not None and algo != alias:
+        errors.append(
+            f"Layer '{name}': retrain_weight_config.algo and its alias "
+            f"{schema.WEIGHT_ALGO_KEY_ALIAS} disagree; give one. "
+            f"Received: algo={show(algo)}, {schema.WEIGHT_ALGO_KEY_ALIAS}={show(alias)}"
+        )
+    algo = algo or alias or WeightQuantConfig.algo
+    return schema.WEIGHT_ALGO_ALIASES.get(algo, algo)
+
+
+def _clip_errors(name, data, fixed_min):
+    """Checks the clip bounds of one layer; `fixed_min` is given or resolved."""
+    clip_max, clip_min = data.get("clip_max"), data.get("clip_min")
+    where = f"Layer '{name}': retrain_data_config"
+    errors = [
+        f"{where}.{key} must be finite. Received: {key}={value}"
+        for key, value in (("clip_max", clip_max), ("clip_min", clip_min))
+        if value is not None and not math.isfinite(value)
+    ]
+    if clip_min is not None and data.get("fixed_min") is True:
+        errors.append(
+            f"{where}.clip_min cannot be set together with fixed_min: true (the lower bound is "
+            f"then 0). Received: clip_min={show(clip_min)}, fixed_min=true"
+        )
+    elif clip_min is not None and clip_max is None:
+        errors.append(
+            f"{where}.clip_min requires clip_max: the clip range is given whole or learned. "
+            f"Received: clip_min={show(clip_min)}"
+        )
+    elif clip_max is not None and clip_min is None and not fixed_min:
+        why = (
+            "fixed_min is false"
+            if data.get("fixed_min") is False
+            else "fixed_min resolves to false: the layer's input is not provably non-negative"
+        )
+        errors.append(
+            f"{where}.clip_max without clip_min needs the lower bound fixed at 0, but {why}. "
+            f"Give clip_min too, or set fixed_min: true. Received: clip_max={show(clip_max)}"
+        )
+    return errors
+
+
+class _LayerReader:
+    """Builds `LayerRetrainConfig`s for one model, collecting errors."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = {layer.name: layer for layer in model_layers(model)}
+        self.order = {name: index for index, name in enumerate(self.layers)}
+        self.fixed_min = FixedMinResolver(model)
+        self.errors = []
+
+    def lookup(self, name):
+        """Returns the quantizable layer called `name`, or None after noting why not."""
+        layer = self.layers.get(name)
+        if layer is None:
+            hint = did_you_mean(name, list(self.layers))
+            self.errors.append(
+                f"Layer '{name}': the model '{self.model.name}' has no layer of that name.{hint}"
+            )
+        elif layer_spec(layer) is None:
+            types = ", ".join(QUANTIZABLE_TYPE_NAMES)
+            self.errors.append(
+                f"Layer '{name}': layers of type {type(layer).__name__} cannot be quantized "
+                f"(quantizable types: {types}). Remove its entry."
+            )
+            layer = None
+        return layer
+
+    def read(self, layer, entry):
+        """Returns the `LayerRetrainConfig` of a schema-valid entry, noting errors."""
+        name, spec = layer.name, layer_spec(layer)
+        data = entry.get("retrain_data_config", {})
+        weights = entry.get("retrain_weight_config")
+        if weights is not None and not spec.has_weights:
+            self.errors.append(
+                f"Layer '{name}': {type(layer).__name__} has no weights, only its input is "
+                f"quantized; remove retrain_weight_config. Received: retrain_weight_config="
+                f"{show(weights)}"
+            )
+        fixed_min = data.get("fixed_min")
+        if fixed_min is None and "clip_max" in data and "clip_min" not in data:
+            fixed_min = self.fixed_min.input_is_non_negative(layer)
+        self.errors += _clip_errors(name, data, fixed_min)
+        weight_config = None
+        if spec.has_weights:
+            weights = weights or {}
+            weight_config = WeightQuantConfig(
+                channel_wise=weights.get("channel_wise", spec.channel_wise_default),
+                algo=_weight_algo(name, weights, self.errors),
+                **_present(weights, ("dst_type",)),
+            )
+        return LayerRetrainConfig(
+            retrain_data_config=DataQuantConfig(
+                **_present(data, ("algo", "dst_type", "fixed_min")),
+                **{k: float(v) for k, v in _present(data, ("clip_max", "clip_min")).items()},
+            ),
+            retrain_weight_config=weight_config,
+            **_present(entry, ("retrain_enable",)),
+        )
+
+
+def _present(mapping, keys):
+    """The items of `mapping` among `keys`: absent keys keep the dataclass defaults."""
+    return {k: mapping[k] for k in keys if k in mapping}
+
+
+def _batch_num(document, entries, errors):
+    """Reconciles the top-level batch_num with the English table's per-layer spelling."""
+    found = {}
+    if "batch_num" in document:
+        found["batch_num"] = document["batch_num"]
+    for name, entry in entries.items():
+        if "batch_num" in entry.get("retrain_data_config", {}):
+            found[f"{name}.retrain_data_config.batch_num"] = entry["retrain_data_config"][
+                "batch_num"
+            ]
+    values = {int(v) for v in found.values()}
+    if len(values) > 1:
+        listed = ", ".join(f"{k}={v}" for k, v in found.items())
+        errors.append(f"batch_num is given several times with different values. Received: {listed}")
+    return values.pop() if len(values) == 1 else schema.DEFAULT_BATCH_NUM
+
+
+def parse_retrain_config(document, model, source=None):
+    """Validates a parsed retrain config against an already checked `model`.
+
+    Args:
+        document: The parsed JSON document (not modified).
+        model: The tf_keras model the config is for, already accepted by
+            `check_model`.
+        source: The config file's path, prefixed to every error, or None.
+            Defaults to `None`.
+
+    Returns:
+        A `RetrainConfig` in canonical form, layers in model order, defaults
+        filled in.
+
+    Raises:
+        ConfigError: listing every problem found in the config.
+    """
+    if not isinstance(document, dict):
+        errors = schema_errors(document, schema.RETRAIN_CONFIG_SCHEMA, _describe)
+        raise _config_error(errors, source)
+    # Entries are checked one by one so that a bad entry does not hide the
+    # model-level errors of the others.
+    top_level = {k: document[k] for k in schema.TOP_LEVEL_KEYS if k in document}
+    errors = schema_errors(top_level, schema.RETRAIN_CONFIG_SCHEMA, _describe)
+    reader = _LayerReader(model)
+    valid_entries, layers = {}, {}
+    for name, entry in document.items():
+        if name in schema.TOP_LEVEL_KEYS:
+            continue
+        entry_errors = schema_errors({name: entry}, schema.RETRAIN_CONFIG_SCHEMA, _describe)
+        errors += entry_errors
+        layer = reader.lookup(name)
+        if layer is not None and not entry_errors:
+            valid_entries[name] = entry
+            layers[name] = reader.read(layer, entry)
+    errors += reader.errors
+    batch_num = _batch_num(document, valid_entries, errors)
+    if not errors and not any(layer.retrain_enable for layer in layers.values()):
+        errors.append(
+            "No layer has retrain_enable: true, so nothing would be quantized. "
+            f"Received: {len(layers)} layer entries, none enabled"
+        )
+    if errors:
+        raise _config_error(errors, source)
+    ordered = sorted(layers, key=reader.order.__getitem__)
+    return RetrainConfig(
+        layers={name: layers[name] for name in ordered},
+        batch_num=batch_num,
+        version=document.get("version", schema.VERSION),
+    )
+
+
+def read_retrain_config(config, model):
+    """Reads and validates a retrain config (path or dict) for `model`.
+
+    Args:
+        config: Path to a config.json, or the parsed dict.
+        model: The tf_keras model the config is for.
+
+    Returns:
+        The validated `RetrainConfig`.
+
+    Raises:
+        UnsupportedModelError: if the model cannot be quantized at all.
+        ConfigError: listing every problem found in the config.
+    """
+    check_model(model)
+    source = os.fspath(config) if isinstance(config, (str, os.PathLike)) else None
+    return parse_retrain_config(load_config_document(config), model, source)
+
+
+def _config_error(errors, source):
+    return ConfigError([f"{source}: {e}" if source else e for e in errors])

@@ -1,0 +1,88 @@
+"""Checks that a model is one keras_qat can walk, and lists its layers."""
+
+import collections
+
+from keras_qat._keras import is_keras3_object, keras
+from keras_qat.errors import UnsupportedModelError
+
+
+def _is_walkable(model):
+    # An unbuilt Sequential is not a graph network yet, but its order is known.
+    return isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+
+
+def iter_containers(model):
+    """Yields `model` and every Sequential/Functional model nested in it.
+
+    Args:
+        model: A tf_keras Sequential or Functional model.
+
+    Yields:
+        Each walkable model once, outermost first.
+    """
+    seen = set()
+    stack = [model]
+    while stack:
+        container = stack.pop(0)
+        if id(container) in seen:
+            continue
+        seen.add(id(container))
+        yield container
+        stack.extend(layer for layer in container.layers if _is_walkable(layer))
+
+
+def model_layers(model):
+    """Lists the layers of `model`, descending into nested sub-models.
+
+    Args:
+        model: A tf_keras Sequential or Functional model.
+
+    Returns:
+        Every layer that is not itself a nested model, each once (a layer shared
+        by several sub-models appears once), in model order.
+    """
+    layers, seen = [], set()
+    for container in iter_containers(model):
+        for layer in container.layers:
+            if not _is_walkable(layer) and id(layer) not in seen:
+                seen.add(id(layer))
+                layers.append(layer)
+    return layers
+
+
+def check_model(model):
+    """Raises `UnsupportedModelError` unless keras_qat can quantize `model`.
+
+    Args:
+        model: What the user passed as the model.
+
+    Raises:
+        UnsupportedModelError: for a Keras 3 model, anything that is not a
+            tf_keras model, a subclassed model, or duplicate layer names.
+    """
+    if is_keras3_object(model):
+        raise UnsupportedModelError(
+            f"Model '{getattr(model, 'name', '?')}' is a Keras 3 model. keras_qat and "
+            "tensorflow-model-optimization need Keras 2: build or load it with `import tf_keras` "
+            "(e.g. `tf_keras.models.load_model(path)`), not `keras` or `tf.keras`. "
+            f"Received: model={type(model).__module__}.{type(model).__name__}"
+        )
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModelError(
+            f"Expected a tf_keras Sequential or Functional model. Received: model={model!r}"
+        )
+    if not _is_walkable(model):
+        raise UnsupportedModelError(
+            f"Model '{model.name}' is a subclassed model ({type(model).__name__}); keras_qat "
+            "needs the layer graph of a Sequential or Functional model. Rebuild it with the "
+            "Functional API, or quantize its Functional parts and keep the subclass as a wrapper."
+        )
+    names = collections.Counter(layer.name for layer in model_layers(model))
+    names.update(c.name for c in iter_containers(model) if c is not model)
+    duplicates = sorted(name for name, count in names.items() if count > 1)
+    if duplicates:
+        raise UnsupportedModelError(
+            f"Model '{model.name}' has duplicate layer names; the retrain config is keyed by "
+            "layer name, so each must be unique. Rename them (e.g. pass `name=` when building). "
+            f"Received: duplicated names={duplicates}"
+        )

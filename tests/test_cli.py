@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from keras_qat.cli import main
+from keras_qat.demo import build_demo_model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.keras"
+    build_demo_model().save(path)
+    return path
+
+
+def test_create_then_validate_round_trip(model_file, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    assert main(["create-config", str(model_file), "-o", str(config)]) == 0
+    assert json.loads(config.read_text())["conv1"]["retrain_enable"] is True
+    assert main(["validate", str(model_file), str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "valid, 5 layer(s) enabled" in out
+    assert "conv1_relu" not in out and "True (graph)" in out
+
+
+def test_create_with_definition_and_force(model_file, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    definition = tmp_path / "definition.json"
+    definition.write_text(json.dumps({"skip_layers": ["logits"]}))
+    args = ["create-config", str(model_file), "-o", str(config), "--definition", str(definition)]
+    assert main(args) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert config.read_text() == "{}"
+    assert main([*args, "--force"]) == 0
+    assert json.loads(config.read_text())["logits"]["retrain_enable"] is False
+
+
+def test_validate_lists_errors_one_per_line(model_file, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"conv1": {"retrain_enable": "yes"}, "logit": {}, "batch_num": 0}))
+    assert main(["validate", str(model_file), str(config)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"error: {config}: ") for line in lines)
+    assert any("Did you mean 'logits'?" in line for line in lines)
+
+
+def test_unloadable_model_file(tmp_path, capsys):
+    (tmp_path / "junk.keras").write_text("not a model")
+    assert main(["validate", str(tmp_path / "junk.keras"), str(tmp_path / "c.json")]) == 1
+    assert "cannot load model" in capsys.readouterr().err
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0
+    assert "config.json: valid, 5 layer(s) enabled" in capsys.readouterr().out
+    assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0  # re-runnable
