@@ -2,11 +2,13 @@
 
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
 from keras_qat.errors import ConfigError, UnsupportedModelError
+from keras_qat.quantizers import quantize_scope
 
 __all__ = [
     "ConfigError",
     "UnsupportedModelError",
     "create_quant_retrain_config",
+    "quantize_scope",
     "read_retrain_config",
 ]
 

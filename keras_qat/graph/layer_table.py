@@ -1,9 +1,10 @@
 """The layer types keras_qat quantizes, as a data table.
 
-Each entry says which kernel attributes ARQ quantizes (empty: the layer has no
-weights and only its input is quantized) and the seeds' default for
-`channel_wise`. Lookup is by exact class, so a user subclass of `Conv2D` with
-its own `call` is never silently treated as a plain convolution.
+Each entry says which kernel attributes the weight quantizer handles and how
+each kernel lays out its output channels (empty: the layer has no weights and
+only its input is quantized), and the seeds' default for `channel_wise`.
+Lookup is by exact class, so a user subclass of `Conv2D` with its own `call`
+is never silently treated as a plain convolution.
 """
 
 import dataclasses
@@ -16,29 +17,34 @@ class LayerSpec:
     """How keras_qat quantizes one layer type.
 
     Args:
-        kernel_attrs: Names of the layer attributes holding the weights ARQ
-            quantizes. Empty for layers quantized at their input only.
+        kernels: `(attribute name, channel layout)` of each weight to quantize,
+            the layout one of `quantizers.ranges.KERNEL_LAYOUTS`. Empty for
+            layers quantized at their input only.
         channel_wise_default: Default of `retrain_weight_config.channel_wise`.
     """
 
-    kernel_attrs: tuple[str, ...]
+    kernels: tuple[tuple[str, str], ...]
     channel_wise_default: bool = True
 
     @property
     def has_weights(self):
-        return bool(self.kernel_attrs)
+        return bool(self.kernels)
 
 
 _L = keras.layers
 
+_KERNEL = (("kernel", "last"),)
+
 QUANTIZABLE_LAYERS = {
-    _L.Conv1D: LayerSpec(("kernel",)),
-    _L.Conv2D: LayerSpec(("kernel",)),
-    _L.DepthwiseConv2D: LayerSpec(("depthwise_kernel",)),
-    _L.SeparableConv2D: LayerSpec(("depthwise_kernel", "pointwise_kernel")),
-    _L.Conv2DTranspose: LayerSpec(("kernel",)),
+    _L.Conv1D: LayerSpec(_KERNEL),
+    _L.Conv2D: LayerSpec(_KERNEL),
+    _L.DepthwiseConv2D: LayerSpec((("depthwise_kernel", "depthwise"),)),
+    _L.SeparableConv2D: LayerSpec(
+        (("depthwise_kernel", "depthwise"), ("pointwise_kernel", "last"))
+    ),
+    _L.Conv2DTranspose: LayerSpec((("kernel", "transpose"),)),
     # AMCT forbids per-channel MatMul; its default stays per-tensor.
-    _L.Dense: LayerSpec(("kernel",), channel_wise_default=False),
+    _L.Dense: LayerSpec(_KERNEL, channel_wise_default=False),
     _L.AveragePooling2D: LayerSpec(()),
 }
 

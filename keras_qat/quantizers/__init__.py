@@ -1,0 +1,35 @@
+"""ARQ and ULQ as TFMOT quantizers, and what is needed to load models that use them."""
+
+from keras_qat._keras import tfmot
+from keras_qat.quantizers.arq import ArqQuantizer
+from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
+from keras_qat.quantizers.ulq import UlqQuantizer
+from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
+
+CUSTOM_OBJECTS = {
+    cls.__name__: cls
+    for cls in (ArqQuantizer, UlqQuantizer, UlqWeightQuantizer, WeightQuantizeConfig)
+}
+
+
+def quantize_scope():
+    """Scope in which `tf_keras.models.load_model` restores a keras_qat QAT model.
+
+    Example:
+
+    >>> with quantize_scope():  # doctest: +SKIP
+    ...     model = tf_keras.models.load_model("qat_model.keras")
+
+    Returns:
+        A context manager knowing TFMOT's and keras_qat's classes.
+    """
+    return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
+
+
+__all__ = [
+    "ArqQuantizer",
+    "UlqQuantizer",
+    "UlqWeightQuantizer",
+    "WeightQuantizeConfig",
+    "quantize_scope",
+]

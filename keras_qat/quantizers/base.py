@@ -1,0 +1,49 @@
+"""What every keras_qat quantizer shares: config equality, and the weight quantizers' arguments."""
+
+from keras_qat._keras import tfmot
+
+
+class QuantizerBase(tfmot.quantization.keras.quantizers.Quantizer):
+    """A TFMOT quantizer whose `get_config` is its constructor arguments.
+
+    Two quantizers are equal when their configs are, which is what TFMOT
+    compares after deserialisation.
+    """
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+
+class WeightQuantizerBase(QuantizerBase):
+    """Arguments of a weight quantizer, one-to-one with `retrain_weight_config`.
+
+    Args:
+        dst_type: `"INT8"` or `"INT4"`. Defaults to `"INT8"`.
+        channel_wise: One scale per output channel. Defaults to `True`.
+        kernel_layout: Where the kernel's output channels are, one of
+            `"last"`, `"depthwise"`, `"transpose"` (from the layer table).
+            Defaults to `"last"`.
+    """
+
+    def __init__(self, dst_type="INT8", channel_wise=True, kernel_layout="last"):
+        self.dst_type = dst_type
+        self.channel_wise = channel_wise
+        self.kernel_layout = kernel_layout
+
+    @property
+    def layout(self):
+        """The layout used: per-tensor quantization needs no channel reshuffle."""
+        return self.kernel_layout if self.channel_wise else "last"
+
+    def get_config(self):
+        return {
+            "dst_type": self.dst_type,
+            "channel_wise": self.channel_wise,
+            "kernel_layout": self.kernel_layout,
+        }

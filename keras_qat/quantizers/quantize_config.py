@@ -1,0 +1,82 @@
+"""The TFMOT QuantizeConfig that attaches keras_qat's weight quantizers to a layer."""
+
+from keras_qat._keras import tfmot
+from keras_qat.graph.layer_table import layer_spec
+from keras_qat.quantizers.arq import ArqQuantizer
+from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
+
+WEIGHT_QUANTIZERS = {"arq_retrain": ArqQuantizer, "ulq_quantize": UlqWeightQuantizer}
+
+
+class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Quantizes a layer's kernels as its `retrain_weight_config` says.
+
+    The layer's input is quantized by a separate `UlqQuantizer` layer placed
+    before it, and its output is left to the next layer's input quantizer, so
+    this config only deals with weights.
+
+    Args:
+        kernels: `(attribute, channel layout)` pairs from the layer table.
+        algo: `"arq_retrain"` or `"ulq_quantize"`. Defaults to `"arq_retrain"`.
+        channel_wise: One scale per output channel. Defaults to `True`.
+        dst_type: `"INT8"` or `"INT4"`. Defaults to `"INT8"`.
+    """
+
+    def __init__(self, kernels, algo="arq_retrain", channel_wise=True, dst_type="INT8"):
+        self.kernels = tuple(tuple(pair) for pair in kernels)
+        self.algo = algo
+        self.channel_wise = channel_wise
+        self.dst_type = dst_type
+        quantizer = WEIGHT_QUANTIZERS[algo]
+        self.quantizers = [quantizer(dst_type, channel_wise, layout) for _, layout in self.kernels]
+
+    @classmethod
+    def for_layer(cls, layer, weight_config):
+        """Builds the config of `layer` from its `WeightQuantConfig`.
+
+        Args:
+            layer: A quantizable layer with weights.
+            weight_config: The layer's validated `retrain_weight_config`.
+
+        Returns:
+            A `WeightQuantizeConfig`.
+        """
+        return cls(
+            layer_spec(layer).kernels,
+            weight_config.algo,
+            weight_config.channel_wise,
+            weight_config.dst_type,
+        )
+
+    def get_weights_and_quantizers(self, layer):
+        return [
+            (getattr(layer, attr), quantizer)
+            for (attr, _), quantizer in zip(self.kernels, self.quantizers, strict=True)
+        ]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        for (attr, _), weight in zip(self.kernels, quantize_weights, strict=True):
+            setattr(layer, attr, weight)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {
+            "kernels": [list(pair) for pair in self.kernels],
+            "algo": self.algo,
+            "channel_wise": self.channel_wise,
+            "dst_type": self.dst_type,
+        }
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self == other

@@ -1,0 +1,115 @@
+"""Range maths shared by the quantizers: bits, scales, channel layouts, nudging.
+
+Everything here is a small pure function of tensors. The quantizers compose
+them and end in a `tf.quantization.fake_quant_*` op, the only form the TFLite
+converter reads ranges from. That op rounds half up (`floor(v + 0.5)`), and it
+is the rounding keras_qat uses everywhere.
+"""
+
+import tensorflow as tf
+
+DST_TYPE_BITS = {"INT8": 8, "INT4": 4}
+
+# Smallest clip magnitude: an all-zero channel or a collapsed range must not
+# divide by zero (the fake-quant op and TFLite both need a positive scale).
+MIN_RANGE = 1e-8
+
+# How a kernel's output channels are laid out, per layer type:
+#   "last":      (..., out) - Conv1D, Conv2D, Dense, SeparableConv2D pointwise
+#   "depthwise": (h, w, in, multiplier) - one channel per in x multiplier
+#   "transpose": (h, w, out, in) - Conv2DTranspose, channels on axis -2
+KERNEL_LAYOUTS = ("last", "depthwise", "transpose")
+
+
+def bits_of(dst_type):
+    """Returns the bit width of a config `dst_type` ("INT8" -> 8)."""
+    return DST_TYPE_BITS[dst_type]
+
+
+def signed_qmax(num_bits):
+    """Largest integer of the narrow signed range [-(2^(b-1)-1), 2^(b-1)-1]."""
+    return 2 ** (num_bits - 1) - 1
+
+
+def to_channels_last(kernel, layout):
+    """Reshapes/transposes `kernel` so its output channels are the last axis.
+
+    Args:
+        kernel: A weight tensor.
+        layout: One of `KERNEL_LAYOUTS`.
+
+    Returns:
+        The kernel with channels last (a view for "last").
+    """
+    if layout == "depthwise":
+        shape = tf.shape(kernel)
+        return tf.reshape(kernel, tf.concat([shape[:-2], [shape[-2] * shape[-1]]], 0))
+    if layout == "transpose":
+        return tf.transpose(kernel, [0, 1, 3, 2])
+    return kernel
+
+
+def from_channels_last(tensor, layout, shape):
+    """Inverts `to_channels_last` for a kernel of the given `shape`."""
+    if layout == "depthwise":
+        return tf.reshape(tensor, shape)
+    if layout == "transpose":
+        return tf.transpose(tensor, [0, 1, 3, 2])
+    return tensor
+
+
+def max_abs(kernel, channel_wise):
+    """Returns max|w| per channel (last axis) or over the whole tensor.
+
+    Args:
+        kernel: Weights with channels last.
+        channel_wise: Reduce all axes but the last (True) or all (False).
+
+    Returns:
+        A vector of per-channel maxima or a scalar, at least `MIN_RANGE`.
+    """
+    axes = list(range(kernel.shape.rank - 1)) if channel_wise else None
+    return tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), MIN_RANGE)
+
+
+def symmetric_fake_quant(kernel, bound, num_bits):
+    """Fake-quantizes to the narrow signed grid with step `bound / qmax`.
+
+    Args:
+        kernel: Weights with channels last.
+        bound: Per-channel vector or scalar: the largest representable magnitude.
+        num_bits: Bit width.
+
+    Returns:
+        `clamp(round(w / s), -qmax, qmax) * s`, s = bound / qmax, as one
+        `fake_quant_with_min_max_vars[_per_channel]` op.
+    """
+    if bound.shape.rank == 0:
+        return tf.quantization.fake_quant_with_min_max_vars(
+            kernel, -bound, bound, num_bits=num_bits, narrow_range=True
+        )
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        kernel, -bound, bound, num_bits=num_bits, narrow_range=True
+    )
+
+
+def nudged_range(clip_min, clip_max, num_bits):
+    """The range `fake_quant_with_min_max_vars` actually represents.
+
+    The op moves [clip_min, clip_max] so that 0 falls on an integer zero point;
+    these are the bounds beyond which it clips.
+
+    Args:
+        clip_min: Lower clip bound (<= 0).
+        clip_max: Upper clip bound (> 0).
+        num_bits: Bit width (asymmetric range [0, 2^b - 1]).
+
+    Returns:
+        `(nudged_min, nudged_max, scale)`.
+    """
+    quant_max = float(2**num_bits - 1)
+    scale = (clip_max - clip_min) / quant_max
+    zero_point = tf.clip_by_value(-clip_min / scale, 0.0, quant_max)
+    # The op rounds the zero point half away from zero; it is >= 0 here.
+    zero_point = tf.floor(zero_point + 0.5)
+    return -zero_point * scale, (quant_max - zero_point) * scale, scale

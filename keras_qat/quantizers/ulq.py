@@ -1,0 +1,147 @@
+"""ULQ: asymmetric activation quantization with learned clip bounds."""
+
+import tensorflow as tf
+
+from keras_qat._keras import keras
+from keras_qat.quantizers import ranges
+from keras_qat.quantizers.base import QuantizerBase
+
+
+def _round_half_up(values):
+    return tf.floor(values + 0.5)
+
+
+def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
+    """Fake-quantizes `inputs` to [clip_min, clip_max] with AMCT's ULQ gradients.
+
+    Forward: `fake_quant_with_min_max_vars` (scale `(clip_max - clip_min) /
+    (2^b - 1)`, zero point nudged to an integer so that 0 is exact).
+
+    Backward, with U / L the elements above / below the represented range,
+    `v` = clip_max on U, clip_min on L, x elsewhere, and
+    `e = (round(v/s) - v/s) / (2^b - 1)`:
+    `dx = dy` inside the range and 0 outside, `dclip_max = sum(dy * (e + U))`,
+    `dclip_min = sum(dy * (L - e))`. The `e` term (LSQ-like) lets in-range
+    values move the bounds too; the op's own gradient only counts clipped ones.
+
+    Args:
+        inputs: Float activations.
+        clip_min: Scalar lower bound (<= 0).
+        clip_max: Scalar upper bound (> 0).
+        num_bits: 8 or 4.
+
+    Returns:
+        The fake-quantized activations.
+    """
+    levels = float(2**num_bits - 1)
+
+    @tf.custom_gradient
+    def quantize(x, low, high):
+        def grad(dy):
+            nudged_min, nudged_max, scale = ranges.nudged_range(low, high, num_bits)
+            upper = tf.cast(x > nudged_max, x.dtype)
+            lower = tf.cast(x < nudged_min, x.dtype)
+            clipped = tf.where(x > nudged_max, high, tf.where(x < nudged_min, low, x))
+            ratio = clipped / scale
+            error = (_round_half_up(ratio) - ratio) / levels
+            inside = 1.0 - upper - lower
+            d_min = tf.reduce_sum(dy * (lower - error))
+            d_max = tf.reduce_sum(dy * (error + upper))
+            return dy * inside, d_min, d_max
+
+        y = tf.quantization.fake_quant_with_min_max_vars(x, low, high, num_bits=num_bits)
+        return y, grad
+
+    return quantize(inputs, clip_min, clip_max)
+
+
+def _positive(value):
+    return tf.maximum(value, ranges.MIN_RANGE)
+
+
+def _non_positive(value):
+    return tf.minimum(value, 0.0)
+
+
+class UlqQuantizer(QuantizerBase):
+    """ULQ activation quantizer (`retrain_data_config`), one per quantized layer input.
+
+    The clip bounds are variables of the layer that owns the quantizer, so they
+    are saved and restored with it. A bound given in the config is fixed (the
+    seeds: "if this parameter is included, the bound is fixed"); one left out
+    is trainable, initialised by calibration (`assign_clip_range`). Whatever
+    the optimiser does, the bounds are projected back to clip_min <= 0 <
+    clip_max (variable constraints, which tf_keras optimisers apply after each
+    update).
+
+    Example:
+
+    >>> import numpy as np
+    >>> q = UlqQuantizer("INT8", clip_max=2.55, fixed_min=True)
+    >>> from keras_qat._keras import QuantizeLayer
+    >>> layer = QuantizeLayer(q)
+    >>> layer(np.array([-1.0, 0.004, 0.006, 3.0], "float32")).numpy()
+    array([0.  , 0.  , 0.01, 2.55], dtype=float32)
+
+    Args:
+        dst_type: `"INT8"` or `"INT4"`. Defaults to `"INT8"`.
+        fixed_min: Pin the lower bound at the constant 0 (no variable).
+            Defaults to `False`.
+        clip_max: Fixed upper bound, or None for a trainable one. Defaults to `None`.
+        clip_min: Fixed lower bound, or None for a trainable one (ignored with
+            `fixed_min`). Defaults to `None`.
+    """
+
+    def __init__(self, dst_type="INT8", fixed_min=False, clip_max=None, clip_min=None):
+        self.dst_type = dst_type
+        self.fixed_min = fixed_min
+        self.clip_max = clip_max
+        self.clip_min = clip_min
+
+    def build(self, tensor_shape, name, layer):
+        weights = {
+            "clip_max": layer.add_weight(
+                f"{name}_clip_max",
+                shape=(),
+                initializer=keras.initializers.Constant(self.clip_max or 1.0),
+                trainable=self.clip_max is None,
+                constraint=_positive,
+            )
+        }
+        if not self.fixed_min:
+            weights["clip_min"] = layer.add_weight(
+                f"{name}_clip_min",
+                shape=(),
+                initializer=keras.initializers.Constant(self.clip_min or -1.0),
+                trainable=self.clip_min is None,
+                constraint=_non_positive,
+            )
+        return weights
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        # The projection is repeated here so that a custom loop that bypasses
+        # constraints still runs a valid fake-quant op.
+        clip_max = _positive(weights["clip_max"])
+        clip_min = _non_positive(weights["clip_min"]) if "clip_min" in weights else tf.zeros(())
+        return ulq_fake_quant(inputs, clip_min, clip_max, ranges.bits_of(self.dst_type))
+
+    @staticmethod
+    def assign_clip_range(weights, clip_min, clip_max):
+        """Sets the bounds (calibration); `clip_min` is ignored with `fixed_min`.
+
+        Args:
+            weights: The dict `build` returned.
+            clip_min: New lower bound.
+            clip_max: New upper bound.
+        """
+        weights["clip_max"].assign(clip_max)
+        if "clip_min" in weights:
+            weights["clip_min"].assign(clip_min)
+
+    def get_config(self):
+        return {
+            "dst_type": self.dst_type,
+            "fixed_min": self.fixed_min,
+            "clip_max": self.clip_max,
+            "clip_min": self.clip_min,
+        }

@@ -1,0 +1,79 @@
+"""NumPy reference of every keras_qat formula, written from SPEC.md section 3.
+
+Rounding is half up (floor(v + 0.5)), the rounding of TensorFlow's fake-quant
+ops that the quantizers end in.
+"""
+
+import numpy as np
+
+MIN_RANGE = 1e-8
+
+
+def round_half_up(values):
+    return np.floor(values + 0.5)
+
+
+def channels_last(kernel, layout):
+    if layout == "depthwise":
+        return kernel.reshape(*kernel.shape[:-2], kernel.shape[-2] * kernel.shape[-1])
+    if layout == "transpose":
+        return np.swapaxes(kernel, -1, -2)
+    return kernel
+
+
+def from_channels_last(values, layout, shape):
+    if layout == "depthwise":
+        return values.reshape(shape)
+    if layout == "transpose":
+        return np.swapaxes(values, -1, -2)
+    return values
+
+
+def arq(kernel, bits, channel_wise, layout="last"):
+    """ARQ: a = max|w| (per channel), s = a / qmax, clamp(round(w/s)) * s."""
+    layout = layout if channel_wise else "last"
+    w = channels_last(kernel, layout)
+    qmax = 2 ** (bits - 1) - 1
+    axes = tuple(range(w.ndim - 1)) if channel_wise else None
+    scale = np.maximum(np.abs(w).max(axis=axes), MIN_RANGE) / qmax
+    q = np.clip(round_half_up(w / scale), -qmax, qmax) * scale
+    return from_channels_last(q, layout, kernel.shape)
+
+
+def nudged(clip_min, clip_max, bits):
+    levels = 2**bits - 1
+    scale = (clip_max - clip_min) / levels
+    zero_point = round_half_up(np.clip(-clip_min / scale, 0, levels))
+    return -zero_point * scale, (levels - zero_point) * scale, scale
+
+
+def ulq(x, clip_min, clip_max, bits):
+    """ULQ forward: asymmetric grid over the nudged range."""
+    low, high, scale = nudged(clip_min, clip_max, bits)
+    return round_half_up((np.clip(x, low, high) - low) / scale) * scale + low
+
+
+def ulq_gradients(x, dy, clip_min, clip_max, bits):
+    """AMCT's ULQ gradients: (dx, dclip_min, dclip_max)."""
+    low, high, scale = nudged(clip_min, clip_max, bits)
+    upper, lower = (x > high).astype(float), (x < low).astype(float)
+    v = np.where(x > high, clip_max, np.where(x < low, clip_min, x))
+    e = (round_half_up(v / scale) - v / scale) / (2**bits - 1)
+    return dy * (1 - upper - lower), np.sum(dy * (lower - e)), np.sum(dy * (e + upper))
+
+
+def ulq_weight(w, scale, bits):
+    """Weight ULQ forward on channels-last weights with step `scale`."""
+    qmax = 2 ** (bits - 1) - 1
+    return np.clip(round_half_up(w / scale), -qmax, qmax) * scale
+
+
+def ulq_weight_gradients(w, dy, scale, bits, channel_wise):
+    """LSQ gradients of weight ULQ: (dw, dscale)."""
+    qmax = 2 ** (bits - 1) - 1
+    r = w / scale
+    inside = np.abs(r) <= qmax
+    step = np.where(inside, round_half_up(r) - r, np.sign(r) * qmax)
+    axes = tuple(range(w.ndim - 1)) if channel_wise else None
+    count = w.size // (w.shape[-1] if channel_wise else 1)
+    return np.where(inside, dy, 0.0), np.sum(dy * step, axis=axes) / np.sqrt(count * qmax)
