@@ -10,13 +10,7 @@ the same whichever of the two happened in the user's interpreter.
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-# Not exported by TFMOT's public API (0.8), but the layer its own
-# quantize_apply inserts for input quantizers, and known to quantize_scope.
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
-    QuantizeLayer,
-)
-
-__all__ = ["QuantizeLayer", "is_keras3_object", "keras", "tfmot"]
+__all__ = ["is_keras3_object", "keras", "tfmot"]
 
 
 def is_keras3_object(obj):

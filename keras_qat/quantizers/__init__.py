@@ -2,13 +2,20 @@
 
 from keras_qat._keras import tfmot
 from keras_qat.quantizers.arq import ArqQuantizer
+from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
 from keras_qat.quantizers.ulq import UlqQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
 
 CUSTOM_OBJECTS = {
     cls.__name__: cls
-    for cls in (ArqQuantizer, UlqQuantizer, UlqWeightQuantizer, WeightQuantizeConfig)
+    for cls in (
+        ArqQuantizer,
+        InputQuantizeLayer,
+        UlqQuantizer,
+        UlqWeightQuantizer,
+        WeightQuantizeConfig,
+    )
 }
 
 
@@ -28,6 +35,7 @@ def quantize_scope():
 
 __all__ = [
     "ArqQuantizer",
+    "InputQuantizeLayer",
     "UlqQuantizer",
     "UlqWeightQuantizer",
     "WeightQuantizeConfig",

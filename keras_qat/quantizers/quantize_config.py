@@ -80,3 +80,17 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __ne__(self, other):
         return not self == other
+
+
+def initialize_weight_scales(wrapper):
+    """Sets learned weight scales from the wrapped layer's current kernels.
+
+    ULQ weight scales start from the ARQ rule, which needs the trained float
+    weights: call this once the wrapper holds them (ARQ needs nothing).
+
+    Args:
+        wrapper: A built `QuantizeWrapperV2` using a `WeightQuantizeConfig`.
+    """
+    for kernel, quantizer, quantizer_vars in wrapper._weight_vars:
+        if isinstance(quantizer, UlqWeightQuantizer):
+            quantizer.initialize(quantizer_vars, kernel)

@@ -78,8 +78,8 @@ class UlqQuantizer(QuantizerBase):
 
     >>> import numpy as np
     >>> q = UlqQuantizer("INT8", clip_max=2.55, fixed_min=True)
-    >>> from keras_qat._keras import QuantizeLayer
-    >>> layer = QuantizeLayer(q)
+    >>> from keras_qat.quantizers import InputQuantizeLayer
+    >>> layer = InputQuantizeLayer(q)
     >>> layer(np.array([-1.0, 0.004, 0.006, 3.0], "float32")).numpy()
     array([0.  , 0.  , 0.01, 2.55], dtype=float32)
 

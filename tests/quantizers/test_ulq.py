@@ -3,8 +3,8 @@ import pytest
 import reference
 import tensorflow as tf
 
-from keras_qat._keras import QuantizeLayer, keras
-from keras_qat.quantizers import UlqQuantizer
+from keras_qat._keras import keras
+from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer
 from keras_qat.quantizers.ulq import ulq_fake_quant
 
 # (bits, clip_min, clip_max): bounds whose step is a power of two, so ties are exact.
@@ -83,8 +83,8 @@ def test_in_range_values_move_the_bounds():
 
 
 def quant_layer(**kwargs):
-    layer = QuantizeLayer(UlqQuantizer(**kwargs))
-    layer(tf.zeros((1, 4)))  # builds it the Keras way (QuantizeLayer.build alone does not)
+    layer = InputQuantizeLayer(UlqQuantizer(**kwargs))
+    layer(tf.zeros((1, 4)))
     return layer
 
 
@@ -115,7 +115,7 @@ def test_assign_clip_range():
 
 def test_bounds_stay_ordered_under_any_update():
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, QuantizeLayer(UlqQuantizer())(inputs))
+    model = keras.Model(inputs, InputQuantizeLayer(UlqQuantizer())(inputs))
     model.compile(keras.optimizers.SGD(1000.0), loss=lambda y, p: -tf.reduce_sum(p) * 1e3)
     x = np.full((8, 4), -0.5, np.float32)
     model.fit(x, x, epochs=3, verbose=0)

@@ -1,0 +1,47 @@
+"""The Keras layer that quantizes a quantized layer's input."""
+
+from keras_qat._keras import keras
+
+
+class InputQuantizeLayer(keras.layers.Layer):
+    """Applies an activation quantizer (`UlqQuantizer`) and owns its variables.
+
+    TFMOT's own `QuantizeLayer` is not used: its `build` leaves the layer
+    unbuilt, so loading a `.keras` file builds it twice and fails.
+
+    Args:
+        quantizer: The activation quantizer.
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, quantizer, **kwargs):
+        super().__init__(**kwargs)
+        self.quantizer = quantizer
+        self.quantizer_vars = {}
+
+    def build(self, input_shape):
+        self.quantizer_vars = self.quantizer.build(input_shape, self.name, self)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        return self.quantizer(inputs, training, self.quantizer_vars)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "quantizer": keras.utils.serialize_keras_object(self.quantizer),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        # Imported here: the quantizers package imports this module.
+        from keras_qat.quantizers import CUSTOM_OBJECTS
+
+        config = dict(config)
+        config["quantizer"] = keras.utils.deserialize_keras_object(
+            config["quantizer"], custom_objects=CUSTOM_OBJECTS
+        )
+        return cls(**config)
