@@ -1,5 +1,6 @@
 """keras_qat: quantization-aware training for tf_keras models from an AMCT-style retrain config."""
 
+from keras_qat.apply import apply_retrain_config
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
 from keras_qat.errors import ConfigError, UnsupportedModelError
 from keras_qat.quantizers import quantize_scope
@@ -7,6 +8,7 @@ from keras_qat.quantizers import quantize_scope
 __all__ = [
     "ConfigError",
     "UnsupportedModelError",
+    "apply_retrain_config",
     "create_quant_retrain_config",
     "quantize_scope",
     "read_retrain_config",

@@ -11,12 +11,15 @@ class InputQuantizeLayer(keras.layers.Layer):
 
     Args:
         quantizer: The activation quantizer.
+        target: Name of the layer whose input this quantizes, for reports.
+            Defaults to `None`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
-    def __init__(self, quantizer, **kwargs):
+    def __init__(self, quantizer, target=None, **kwargs):
         super().__init__(**kwargs)
         self.quantizer = quantizer
+        self.target = target
         self.quantizer_vars = {}
 
     def build(self, input_shape):
@@ -32,6 +35,7 @@ class InputQuantizeLayer(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
+            "target": self.target,
             "quantizer": keras.utils.serialize_keras_object(self.quantizer),
         }
 

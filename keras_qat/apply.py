@@ -1,0 +1,77 @@
+"""apply_retrain_config: validate, walk, calibrate, quantize. The input model is never modified."""
+
+from keras_qat.calibration.collect import calibrate
+from keras_qat.config.validate import read_retrain_config
+from keras_qat.errors import ConfigError
+from keras_qat.graph.fixed_min import FixedMinResolver
+from keras_qat.graph.model_check import model_layers
+from keras_qat.graph.walker import GraphRebuilder
+from keras_qat.quantizers import UlqQuantizer
+from keras_qat.quantizers.ranges import bits_of
+
+
+def _resolve_fixed_min(model, config):
+    layers = {layer.name: layer for layer in model_layers(model)}
+    resolver = FixedMinResolver(model)
+    return {
+        name: (
+            entry.retrain_data_config.fixed_min
+            if entry.retrain_data_config.fixed_min is not None
+            else resolver.input_is_non_negative(layers[name])
+        )
+        for name, entry in config.layers.items()
+        if entry.retrain_enable
+    }
+
+
+def apply_retrain_config(model, config, calibration_data=None):
+    """Returns a QAT copy of `model` quantized as `config` says.
+
+    Every check (model, then config, then calibration data) runs before the
+    model is copied. Clip bounds the config does not give are initialised by
+    IFMR over `batch_num` batches of `calibration_data` on the float model
+    (BatchNormalization folded).
+
+    Args:
+        model: A tf_keras Sequential or Functional model (not modified).
+        config: Path to a config.json, or the parsed dict.
+        calibration_data: A `tf.data.Dataset`, a generator of batches (x or
+            (x, y)), or a NumPy array holding the whole calibration set (split
+            into `batch_num` batches). Needed unless the config gives every
+            enabled layer its clip bounds. Defaults to `None`.
+
+    Returns:
+        A new tf_keras Functional model, ready for `compile` and `fit`.
+
+    Raises:
+        UnsupportedModelError: if the model cannot be quantized.
+        ConfigError: if the config is invalid, or calibration data is needed
+            and missing.
+        ValueError: if the calibration data is malformed.
+    """
+    retrain = read_retrain_config(config, model)
+    fixed_min = _resolve_fixed_min(model, retrain)
+    to_calibrate = [
+        name for name in fixed_min if retrain.layers[name].retrain_data_config.clip_max is None
+    ]
+    if to_calibrate and calibration_data is None:
+        raise ConfigError(
+            "calibration_data is needed to initialise the clip bounds of layers without "
+            f"clip_max/clip_min in the config. Received: calibration_data=None for {to_calibrate}"
+        )
+    clip_ranges = {}
+    if to_calibrate:
+        float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
+        float_model = float_copy.build()
+        settings = {
+            name: (bits_of(retrain.layers[name].retrain_data_config.dst_type), fixed_min[name])
+            for name in to_calibrate
+        }
+        inputs = {name: float_copy.layer_inputs[name] for name in to_calibrate}
+        clip_ranges = calibrate(float_model, inputs, settings, calibration_data, retrain.batch_num)
+    builder = GraphRebuilder(model, retrain, fixed_min, quantize=True)
+    qat_model = builder.build()
+    for name, (clip_max, clip_min) in clip_ranges.items():
+        layer = builder.input_quantizers[name]
+        UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
+    return qat_model

@@ -1,0 +1,1 @@
+"""Initial clip bounds: gathering layer inputs and the IFMR search."""

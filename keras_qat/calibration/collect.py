@@ -1,0 +1,118 @@
+"""Feeding calibration batches through the float model and gathering layer inputs."""
+
+import numpy as np
+
+from keras_qat._keras import keras
+from keras_qat.calibration.ifmr import ActivationSampler, ifmr_clip_range
+
+
+def _features(element, input_count):
+    """Takes x out of an x or (x, y[, sample_weight]) element."""
+    if isinstance(element, tuple) and len(element) in (2, 3):
+        first = element[0]
+        if input_count == 1 or isinstance(first, (list, tuple, dict)):
+            return first
+    return element
+
+
+def _as_input_list(features, model):
+    names = [t._keras_history.layer.name for t in model.inputs]
+    if isinstance(features, dict):
+        missing = [n for n in names if n not in features]
+        if missing:
+            raise ValueError(
+                f"calibration_data: a dict batch must hold every model input. "
+                f"Missing: {missing}. Received keys: {sorted(features)}"
+            )
+        return [features[n] for n in names]
+    if len(names) > 1:
+        if not isinstance(features, (list, tuple)) or len(features) != len(names):
+            raise ValueError(
+                f"calibration_data: the model has {len(names)} inputs {names}; each batch must "
+                "be a list or dict of as many arrays (or (x, y) with such an x)."
+            )
+        return list(features)
+    return [features]
+
+
+def _checked(batch, model, index):
+    arrays = [np.asarray(a) for a in _as_input_list(batch, model)]
+    for array, tensor in zip(arrays, model.inputs, strict=True):
+        name = tensor._keras_history.layer.name
+        expected = tuple(tensor.shape)
+        if len(array.shape) != len(expected) or any(
+            e is not None and e != r for e, r in zip(expected, array.shape, strict=True)
+        ):
+            raise ValueError(
+                f"calibration_data batch {index}: input '{name}' expects shape {expected}. "
+                f"Received: shape={array.shape}"
+            )
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(
+                f"calibration_data batch {index}: input '{name}' contains NaN or Inf values."
+            )
+    return arrays
+
+
+def iterate_batches(data, batch_num, model):
+    """Yields `batch_num` checked batches, each a list of arrays (one per model input).
+
+    A NumPy array (or a list/dict of arrays for several inputs) is the whole
+    calibration set, split into `batch_num` batches; a `tf.data.Dataset`, a
+    generator or any other iterable yields one batch per element, x or (x, y).
+
+    Args:
+        data: The calibration data.
+        batch_num: How many batches to take.
+        model: The model the batches are fed to.
+
+    Yields:
+        Lists of NumPy arrays.
+
+    Raises:
+        ValueError: for a batch of the wrong shape, with NaN/Inf, or too few batches.
+    """
+    if isinstance(data, np.ndarray):
+        if len(data) < batch_num:
+            raise ValueError(
+                f"calibration_data has {len(data)} samples, fewer than batch_num={batch_num}."
+            )
+        elements = iter(np.array_split(data, batch_num))
+    else:
+        elements = iter(data)
+    for index in range(1, batch_num + 1):
+        try:
+            element = next(elements)
+        except StopIteration:
+            raise ValueError(
+                f"calibration_data yielded {index - 1} batch(es), fewer than "
+                f"batch_num={batch_num}. Give more data or lower batch_num in the config."
+            ) from None
+        yield _checked(_features(element, len(model.inputs)), model, index)
+
+
+def calibrate(float_model, layer_inputs, settings, data, batch_num):
+    """Runs IFMR for each layer on its inputs over `batch_num` batches.
+
+    Args:
+        float_model: The float copy of the model (BN folded) holding the tensors.
+        layer_inputs: Layer name -> its input tensors in `float_model`.
+        settings: Layer name -> `(num_bits, fixed_min)`.
+        data: Calibration data (see `iterate_batches`).
+        batch_num: Number of batches.
+
+    Returns:
+        Layer name -> `(clip_max, clip_min)`.
+    """
+    names = list(layer_inputs)
+    flat = [(name, t) for name in names for t in layer_inputs[name]]
+    probe = keras.Model(float_model.inputs, [t for _, t in flat])
+    samplers = {name: ActivationSampler(batch_num) for name in names}
+    progress = keras.utils.Progbar(batch_num, unit_name="calibration batch")
+    for index, batch in enumerate(iterate_batches(data, batch_num, float_model), 1):
+        outputs = probe.predict_on_batch(batch)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        for (name, _), output in zip(flat, outputs, strict=True):
+            samplers[name].add(output)
+        progress.update(index)
+    return {name: ifmr_clip_range(samplers[name].values(), *settings[name]) for name in names}

@@ -1,0 +1,63 @@
+"""Folding a BatchNormalization into the layer before it, so ARQ sees the deployed kernel.
+
+Formula: with `f = gamma / sqrt(moving_variance + epsilon)` per channel,
+`kernel' = kernel * f` (along the output channels) and
+`bias' = beta + (bias - moving_mean) * f`. Folding before QAT keeps the
+trained integers equal to the deployed ones for per-tensor ARQ too (a
+per-tensor scale does not commute with a per-channel factor).
+"""
+
+import numpy as np
+
+from keras_qat._keras import keras
+from keras_qat.graph.layer_table import layer_spec
+
+
+def is_foldable_batch_norm(batch_norm, producer):
+    """Tells whether `batch_norm` can be folded into `producer` (structure aside).
+
+    Args:
+        batch_norm: A layer with a single call site.
+        producer: The layer whose output it normalises.
+
+    Returns:
+        True for a BatchNormalization over the last axis after a layer with
+        weights.
+    """
+    if type(batch_norm) is not keras.layers.BatchNormalization:
+        return False
+    spec = layer_spec(producer)
+    axes = batch_norm.axis if isinstance(batch_norm.axis, (list, tuple)) else [batch_norm.axis]
+    ndim = len(batch_norm.input_shape)
+    return spec is not None and spec.has_weights and [a % ndim for a in axes] == [ndim - 1]
+
+
+def folded_config(layer):
+    """The config of `layer` with a bias (the fold always produces one)."""
+    return {**layer.get_config(), "use_bias": True}
+
+
+def folded_weights(layer, batch_norm):
+    """Returns `layer`'s weights with `batch_norm` folded in, in clone order.
+
+    Args:
+        layer: The producing layer (its kernels per the layer table).
+        batch_norm: The BatchNormalization right after it.
+
+    Returns:
+        Kernels (the output one scaled) followed by the folded bias.
+    """
+    bn = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in batch_norm.weights}
+    factor = bn.get("gamma", 1.0) / np.sqrt(bn["moving_variance"] + batch_norm.epsilon)
+    kernels = [getattr(layer, attr).numpy() for attr, _ in layer_spec(layer).kernels]
+    _, layout = layer_spec(layer).kernels[-1]
+    out = kernels[-1]
+    if layout == "depthwise":
+        out = out * factor.reshape(out.shape[-2:])
+    elif layout == "transpose":
+        out = out * factor[:, None]
+    else:
+        out = out * factor
+    bias = layer.bias.numpy() if layer.use_bias else 0.0
+    new_bias = bn.get("beta", 0.0) + (bias - bn["moving_mean"]) * factor
+    return [*kernels[:-1], out.astype(np.float32), new_bias.astype(np.float32)]

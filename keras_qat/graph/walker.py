@@ -1,0 +1,201 @@
+"""Rebuilding a model's graph with quantizers: the graph walker.
+
+The walker replays the original graph node by node (as tf_keras's Functional
+model does when it runs) into a new Functional model made of copies of the
+layers, so the input model is never touched. Nested Sequential/Functional
+models are inlined, which puts every quantized layer's input in one graph
+(calibration reads them there). A layer called at several places stays one
+shared copy. For each enabled layer the walker inserts an
+`InputQuantizeLayer` before it and wraps it in TFMOT's `QuantizeWrapperV2`
+with a `WeightQuantizeConfig`; a BatchNormalization right after it is folded
+into its weights.
+"""
+
+import tensorflow as tf
+
+from keras_qat._keras import keras, tfmot
+from keras_qat.errors import UnsupportedModelError
+from keras_qat.graph import bn_folding
+from keras_qat.graph.model_check import iter_containers, model_layers
+from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer, WeightQuantizeConfig
+from keras_qat.quantizers.quantize_config import initialize_weight_scales
+
+
+class UniqueNames:
+    """Hands out layer names that collide with no name of the model nor each other.
+
+    Args:
+        model: The original model (all its layer names are taken).
+    """
+
+    def __init__(self, model):
+        self._used = {layer.name for layer in model_layers(model)}
+        self._used.update(container.name for container in iter_containers(model))
+
+    def __call__(self, base):
+        name, index = base, 1
+        while name in self._used:
+            name, index = f"{base}_{index}", index + 1
+        self._used.add(name)
+        return name
+
+
+def plan_batch_norm_folds(model, enabled):
+    """Finds the BatchNormalizations to fold: layer name -> BN layer.
+
+    A BN is folded into an enabled layer when it is that layer's only
+    consumer, both have a single call site, and it normalises the last axis.
+
+    Args:
+        model: The original model.
+        enabled: Names of the layers that will be quantized.
+
+    Returns:
+        A dict from producing layer name to the BatchNormalization layer.
+    """
+    folds = {}
+    for container in iter_containers(model):
+        usage = container._tensor_usage_count
+        for nodes in container._nodes_by_depth.values():
+            for node in nodes:
+                bn = node.layer
+                if node.is_input or len(bn._inbound_nodes) != 1:
+                    continue
+                inbound = list(node.iterate_inbound())
+                if len(inbound) != 1:
+                    continue
+                producer, _, _, tensor = inbound[0]
+                if (
+                    producer.name in enabled
+                    and len(producer._inbound_nodes) == 1
+                    and usage.get(str(id(tensor))) == 1
+                    and bn_folding.is_foldable_batch_norm(bn, producer)
+                ):
+                    folds[producer.name] = bn
+    return folds
+
+
+class GraphRebuilder:
+    """Builds a copy of a model, float or quantized, per a validated config.
+
+    Args:
+        model: The original (checked) model.
+        config: Its `RetrainConfig`.
+        fixed_min: Layer name -> resolved `fixed_min` for every enabled layer.
+        quantize: Insert quantizers (True) or build the float copy with BN
+            folded, used for calibration (False).
+    """
+
+    def __init__(self, model, config, fixed_min, quantize):
+        self.model = model
+        self.layers = {n: c for n, c in config.layers.items() if c.retrain_enable}
+        self.fixed_min = fixed_min
+        self.quantize = quantize
+        self.folds = plan_batch_norm_folds(model, set(self.layers))
+        self.folded_bns = {id(bn) for bn in self.folds.values()}
+        self.names = UniqueNames(model)
+        self._copies = {}  # id(original layer) -> (original, copy, called copy)
+        self.input_quantizers = {}  # layer name -> InputQuantizeLayer
+        self.wrappers = {}  # layer name -> QuantizeWrapperV2
+        self.layer_inputs = {}  # layer name -> its input tensors, one per call site
+
+    def build(self):
+        """Returns the new Functional model, weights copied from the original."""
+        inputs = [
+            keras.Input(type_spec=t.type_spec, name=t._keras_history.layer.name)
+            for t in self.model.inputs
+        ]
+        outputs = self._replay(self.model, inputs)
+        new_model = keras.Model(inputs, outputs, name=self.model.name)
+        self._copy_weights()
+        return new_model
+
+    def _replay(self, container, inputs):
+        tensors = {}
+        usage = container._tensor_usage_count
+        for original, new in zip(container.inputs, inputs, strict=True):
+            tensors[str(id(original))] = [new] * usage[str(id(original))]
+        for depth in sorted(container._nodes_by_depth, reverse=True):
+            for node in container._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                args, kwargs = node.map_arguments(tensors)
+                outputs = self._call(node.layer, args, kwargs)
+                for tensor_id, value in zip(
+                    node.flat_output_ids, tf.nest.flatten(outputs), strict=True
+                ):
+                    tensors[tensor_id] = [value] * usage[tensor_id]
+        outputs = [tensors[str(id(t))].pop() for t in container.outputs]
+        return tf.nest.pack_sequence_as(container._nested_outputs, outputs)
+
+    def _call(self, layer, args, kwargs):
+        if isinstance(layer, keras.Model):
+            if not getattr(layer, "_is_graph_network", False):
+                raise UnsupportedModelError(
+                    f"Nested model '{layer.name}' is subclassed or an unbuilt Sequential; "
+                    "keras_qat inlines nested models and needs their layer graph. Build it "
+                    "with an Input, or rebuild it with the Functional API."
+                )
+            return self._replay(layer, tf.nest.flatten(args[0]))
+        if id(layer) in self.folded_bns:
+            return args[0]  # folded into the layer before it
+        copy = self._copy(layer)
+        if layer.name in self.layers:
+            self.layer_inputs.setdefault(layer.name, []).append(args[0])
+            if self.quantize:
+                args = (self._input_quantizer(layer)(args[0]), *args[1:])
+        return copy(*args, **kwargs)
+
+    def _copy(self, layer):
+        if id(layer) in self._copies:
+            return self._copies[id(layer)][2]
+        try:
+            config = layer.get_config()
+            if layer.name in self.folds:
+                config = bn_folding.folded_config(layer)
+            copy = type(layer).from_config(config)
+        except Exception as e:  # any failure here means the layer cannot be copied
+            raise UnsupportedModelError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
+                f"config: {e}. Custom layers need get_config()/from_config()."
+            ) from e
+        called = copy
+        entry = self.layers.get(layer.name)
+        if self.quantize and entry is not None and entry.retrain_weight_config is not None:
+            quantize_config = WeightQuantizeConfig.for_layer(layer, entry.retrain_weight_config)
+            called = tfmot.quantization.keras.QuantizeWrapperV2(
+                copy, quantize_config, name=self.names(f"{layer.name}_quant")
+            )
+            self.wrappers[layer.name] = called
+        self._copies[id(layer)] = (layer, copy, called)
+        return called
+
+    def _input_quantizer(self, layer):
+        if layer.name not in self.input_quantizers:
+            data = self.layers[layer.name].retrain_data_config
+            quantizer = UlqQuantizer(
+                data.dst_type, self.fixed_min[layer.name], data.clip_max, data.clip_min
+            )
+            self.input_quantizers[layer.name] = InputQuantizeLayer(
+                quantizer, target=layer.name, name=self.names(f"{layer.name}_input_quant")
+            )
+        return self.input_quantizers[layer.name]
+
+    def _copy_weights(self):
+        for original, copy, called in self._copies.values():
+            if original.name in self.folds:
+                values = bn_folding.folded_weights(original, self.folds[original.name])
+            else:
+                values = original.get_weights()
+            if called is copy:
+                copy.set_weights(values)
+                continue
+            # The wrapper replaced the kernel attributes with their quantized
+            # tensors; its own list still holds the kernel variables, in the
+            # layer table's order, which is also the layers' weight order.
+            variables = [kernel for kernel, _, _ in called._weight_vars]
+            if copy.use_bias:
+                variables.append(copy.bias)
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value)
+            initialize_weight_scales(called)
