@@ -4,12 +4,14 @@ from keras_qat.apply import apply_retrain_config
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
 from keras_qat.errors import ConfigError, UnsupportedModelError
 from keras_qat.quantizers import quantize_scope
+from keras_qat.report import quant_report
 
 __all__ = [
     "ConfigError",
     "UnsupportedModelError",
     "apply_retrain_config",
     "create_quant_retrain_config",
+    "quant_report",
     "quantize_scope",
     "read_retrain_config",
 ]

@@ -77,3 +77,22 @@ def ulq_weight_gradients(w, dy, scale, bits, channel_wise):
     axes = tuple(range(w.ndim - 1)) if channel_wise else None
     count = w.size // (w.shape[-1] if channel_wise else 1)
     return np.where(inside, dy, 0.0), np.sum(dy * step, axis=axes) / np.sqrt(count * qmax)
+
+
+def ifmr(x, bits, fixed_min):
+    """IFMR by brute force: one candidate at a time."""
+    x = np.asarray(x, np.float64).ravel()
+    qmax = 2 ** (bits - 1) - 1
+    high = max(np.quantile(x, 0.999999), 0.0)
+    low = min(np.quantile(x, 1 - 0.999999), 0.0)
+    magnitude = max(high, -low)
+    divisor = qmax + 1 if -low > high else qmax
+    best = None
+    for ratio in [0.70 + 0.01 * i for i in range(61)]:
+        c = ratio * magnitude
+        s = c / divisor
+        error = np.mean((round_half_up(np.clip(x, -c, c) / s) * s - x) ** 2)
+        if best is None or error < best[0]:
+            best = (error, s)
+    step = best[1]
+    return qmax * step, 0.0 if fixed_min else -(qmax + 1) * step

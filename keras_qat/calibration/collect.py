@@ -1,6 +1,7 @@
 """Feeding calibration batches through the float model and gathering layer inputs."""
 
 import numpy as np
+import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.calibration.ifmr import ActivationSampler, ifmr_clip_range
@@ -54,10 +55,31 @@ def _checked(batch, model, index):
     return arrays
 
 
+def _is_array_set(data):
+    """An array, or a list/tuple/dict of arrays: a whole calibration set."""
+    if isinstance(data, dict):
+        data = list(data.values())
+    if isinstance(data, (list, tuple)):
+        return bool(data) and all(isinstance(a, np.ndarray) for a in data)
+    return isinstance(data, np.ndarray)
+
+
+def _split_arrays(data, batch_num):
+    arrays = tf.nest.flatten(data)
+    size = len(arrays[0])
+    if size < batch_num:
+        raise ValueError(f"calibration_data has {size} samples, fewer than batch_num={batch_num}.")
+    parts = [np.array_split(a, batch_num) for a in arrays]
+    return iter(
+        tf.nest.pack_sequence_as(data, [p[i] for p in parts], expand_composites=False)
+        for i in range(batch_num)
+    )
+
+
 def iterate_batches(data, batch_num, model):
     """Yields `batch_num` checked batches, each a list of arrays (one per model input).
 
-    A NumPy array (or a list/dict of arrays for several inputs) is the whole
+    A NumPy array (or a list/tuple/dict of arrays, one per input) is the whole
     calibration set, split into `batch_num` batches; a `tf.data.Dataset`, a
     generator or any other iterable yields one batch per element, x or (x, y).
 
@@ -72,14 +94,7 @@ def iterate_batches(data, batch_num, model):
     Raises:
         ValueError: for a batch of the wrong shape, with NaN/Inf, or too few batches.
     """
-    if isinstance(data, np.ndarray):
-        if len(data) < batch_num:
-            raise ValueError(
-                f"calibration_data has {len(data)} samples, fewer than batch_num={batch_num}."
-            )
-        elements = iter(np.array_split(data, batch_num))
-    else:
-        elements = iter(data)
+    elements = _split_arrays(data, batch_num) if _is_array_set(data) else iter(data)
     for index in range(1, batch_num + 1):
         try:
             element = next(elements)

@@ -1,0 +1,177 @@
+"""apply_retrain_config end to end on real small data (scikit-learn's digits)."""
+
+import numpy as np
+import pytest
+import reference
+import tensorflow as tf
+from conftest import assert_same_weights
+from sklearn.datasets import load_digits
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.calibration.ifmr import ifmr_clip_range
+from keras_qat.demo import build_demo_model
+from keras_qat.graph.walker import GraphRebuilder
+from keras_qat.quantizers import InputQuantizeLayer
+
+L = keras.layers
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    return x[:1500], data.target[:1500], x[1500:], data.target[1500:]
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    keras.utils.set_random_seed(0)
+    x, y, _, _ = digits
+    model = build_demo_model()
+    model.compile(keras.optimizers.Adam(3e-3), LOSS, metrics=["accuracy"])
+    model.fit(x, y, epochs=20, batch_size=64, verbose=0)
+    return model
+
+
+def full_config(model, **top):
+    return {**top, **{n: {} for n in ("conv1", "dwconv2", "pwconv2", "pool2", "logits")}}
+
+
+def test_qat_accuracy_within_one_point_of_float(trained, digits):
+    x, y, x_test, y_test = digits
+    before = [w.copy() for w in trained.get_weights()]
+    qat = keras_qat.apply_retrain_config(trained, full_config(trained, batch_num=2), x[:256])
+    assert_same_weights(before, trained.get_weights())
+    qat.compile(keras.optimizers.Adam(2e-4), LOSS, metrics=["accuracy"])
+    qat.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    float_accuracy = trained.evaluate(x_test, y_test, verbose=0)[1]
+    qat_accuracy = qat.evaluate(x_test, y_test, verbose=0)[1]
+    assert qat_accuracy >= float_accuracy - 0.01, (qat_accuracy, float_accuracy)
+    assert_same_weights(before, trained.get_weights())
+
+
+def test_structure_bn_folded_and_names(trained, digits):
+    qat = keras_qat.apply_retrain_config(trained, full_config(trained), digits[0][:64])
+    names = [layer.name for layer in qat.layers]
+    assert "conv1_bn" not in names
+    assert len(names) == len(set(names))
+    quantizers = [layer for layer in qat.layers if isinstance(layer, InputQuantizeLayer)]
+    assert [q.target for q in quantizers] == ["conv1", "dwconv2", "pwconv2", "pool2", "logits"]
+    report = keras_qat.quant_report(qat)
+    assert report["conv1"]["fixed_min"] is False  # model input
+    assert report["dwconv2"]["fixed_min"] is True  # after conv1_relu
+    assert report["pool2"]["clip_min"] == 0.0 and "weight_algo" not in report["pool2"]
+    assert report["logits"]["channel_wise"] is False
+    assert report["conv1"]["weight_scale_min"] > 0
+
+
+def test_bn_folded_float_copy_equals_original(trained, digits):
+    config = keras_qat.read_retrain_config(full_config(trained), trained)
+    fixed_min = dict.fromkeys(config.layers, False)
+    folded = GraphRebuilder(trained, config, fixed_min, quantize=False).build()
+    assert not any(isinstance(layer, L.BatchNormalization) for layer in folded.layers)
+    x = digits[2]
+    np.testing.assert_allclose(folded(x), trained(x, training=False), atol=1e-4)
+
+
+def test_ifmr_initialises_from_layer_inputs(trained, digits):
+    x = digits[0][:100]
+    qat = keras_qat.apply_retrain_config(trained, full_config(trained, batch_num=1), x)
+    relu_out = keras.Model(trained.inputs, trained.get_layer("conv1_relu").output)(x).numpy()
+    report = keras_qat.quant_report(qat)
+    expected = ifmr_clip_range(relu_out, 8, fixed_min=True)
+    assert report["dwconv2"]["clip_max"] == pytest.approx(expected[0], rel=1e-5)
+    assert expected == pytest.approx(reference.ifmr(relu_out, 8, True))
+    assert report["conv1"]["clip_max"] == pytest.approx(ifmr_clip_range(x, 8)[0], rel=1e-5)
+
+
+def test_given_clip_bounds_are_fixed_and_need_no_data(trained):
+    config = {
+        "conv1": {"retrain_data_config": {"clip_max": 1.0, "clip_min": -0.5}},
+        "logits": {"retrain_data_config": {"clip_max": 4.0}},
+    }
+    qat = keras_qat.apply_retrain_config(trained, config)
+    report = keras_qat.quant_report(qat)
+    assert (report["conv1"]["clip_max"], report["conv1"]["clip_min"]) == (1.0, -0.5)
+    assert report["logits"]["fixed_min"] is True
+    quantizers = [layer for layer in qat.layers if isinstance(layer, InputQuantizeLayer)]
+    assert all(not q.trainable_weights for q in quantizers)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (None, "calibration_data is needed"),
+        (np.full((8, 8, 8, 1), np.nan, np.float32), "contains NaN or Inf"),
+        (np.zeros((8, 8, 8), np.float32), r"expects shape \(None, 8, 8, 1\)"),
+        (np.zeros((1, 8, 8, 1), np.float32), "fewer than batch_num=2"),
+        (iter([np.zeros((4, 8, 8, 1), np.float32)]), r"yielded 1 batch\(es\), fewer than"),
+    ],
+    ids=["none", "nan", "shape", "array-too-small", "generator-too-short"],
+)
+def test_calibration_data_errors(trained, data, message):
+    before = [w.copy() for w in trained.get_weights()]
+    with pytest.raises(ValueError, match=message):
+        keras_qat.apply_retrain_config(trained, full_config(trained, batch_num=2), data)
+    assert_same_weights(before, trained.get_weights())
+
+
+def test_dataset_and_generator_of_x_y(trained, digits):
+    x, y = digits[0][:128], digits[1][:128]
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    from_dataset = keras_qat.quant_report(
+        keras_qat.apply_retrain_config(trained, full_config(trained, batch_num=4), dataset)
+    )
+    generator = ((x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32))
+    from_generator = keras_qat.quant_report(
+        keras_qat.apply_retrain_config(trained, full_config(trained, batch_num=4), generator)
+    )
+    assert from_dataset == from_generator
+
+
+def test_nested_shared_multi_io(tmp_path):
+    keras.utils.set_random_seed(1)
+    block_in = keras.Input((6,))
+    block = keras.Model(block_in, L.Dense(6, activation="relu", name="inner")(block_in), name="blk")
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    shared = L.Dense(4, name="shared")
+    out1 = shared(block(a))
+    out2 = L.Dense(2, name="head")(shared(b))
+    model = keras.Model([a, b], [out1, out2])
+    config = {"inner": {}, "shared": {}, "head": {}}
+    data = [np.random.default_rng(2).normal(size=(32, 6)).astype(np.float32) for _ in range(2)]
+    qat = keras_qat.apply_retrain_config(model, config, data)
+    quant_layers = [layer for layer in qat.layers if isinstance(layer, InputQuantizeLayer)]
+    assert sorted(q.target for q in quant_layers) == ["head", "inner", "shared"]
+    expected = model.predict(data, verbose=0)
+    for got, want in zip(qat.predict(data, verbose=0), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=0.1)
+    report = keras_qat.quant_report(qat)
+    assert report["shared"]["fixed_min"] is False  # one call site takes raw input b
+
+
+def test_inserted_names_never_collide():
+    inputs = keras.Input((4,))
+    x = L.Dense(4, name="d")(inputs)
+    x = L.Activation("linear", name="d_input_quant")(x)
+    x = L.Dense(4, name="d_quant")(x)
+    model = keras.Model(inputs, L.Dense(2, name="d_input_quant_1")(x))
+    config = {"d": {"retrain_data_config": {"clip_max": 1.0, "clip_min": -1.0}}}
+    names = [layer.name for layer in keras_qat.apply_retrain_config(model, config).layers]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_save_load_and_resume(trained, digits, tmp_path, suffix):
+    x, y = digits[0][:256], digits[1][:256]
+    qat = keras_qat.apply_retrain_config(trained, full_config(trained), x[:64])
+    qat.compile(keras.optimizers.Adam(2e-4), LOSS)
+    qat.fit(x, y, epochs=1, verbose=0)
+    qat.save(tmp_path / f"qat{suffix}")
+    with keras_qat.quantize_scope():
+        loaded = keras.models.load_model(tmp_path / f"qat{suffix}")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    assert keras_qat.quant_report(loaded) == keras_qat.quant_report(qat)
+    loaded.fit(x, y, epochs=1, verbose=0)  # training continues from the restored state
