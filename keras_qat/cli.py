@@ -9,6 +9,8 @@ from keras_qat.demo import run_demo
 from keras_qat.errors import ConfigError, UnsupportedModelError
 from keras_qat.graph.fixed_min import FixedMinResolver
 from keras_qat.graph.model_check import model_layers
+from keras_qat.quantizers import quantize_scope
+from keras_qat.report import quant_report
 
 
 class _CommandError(Exception):
@@ -46,9 +48,36 @@ def _config_table(model, config):
             f"{weights.algo} {weights.dst_type}" if weights else "-",
             str(weights.channel_wise) if weights else "-",
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _format_rows(rows)
+
+
+def _format_rows(rows):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _report_table(report):
+    """Formats `quant_report` output, one row per quantized layer."""
+    header = ("layer", "data", "fixed_min", "clip_min", "clip_max", "weights", "scale range")
+    rows = [header]
+    for name, entry in report.items():
+        weights, scales = "-", "-"
+        if "weight_algo" in entry:
+            weights = f"{entry['weight_algo']} {entry['weight_dst_type']}" + (
+                " per-channel" if entry["channel_wise"] else " per-tensor"
+            )
+            scales = f"{entry['weight_scale_min']:.3g}..{entry['weight_scale_max']:.3g}"
+        rows.append((
+            name,
+            entry.get("data_dst_type", "-"),
+            str(entry.get("fixed_min", "-")),
+            f"{entry['clip_min']:.4g}" if "clip_min" in entry else "-",
+            f"{entry['clip_max']:.4g}" if "clip_max" in entry else "-",
+            weights,
+            scales,
+        ))  # fmt: skip
+    return _format_rows(rows)
 
 
 def _create_config(args):
@@ -62,6 +91,12 @@ def _validate(args):
     config = read_retrain_config(args.config, model)
     print(_config_table(model, config))
     print(f"{args.config}: valid, {len(config.enabled_layers)} layer(s) enabled")
+
+
+def _report(args):
+    with quantize_scope():
+        model = _load_model(args.qat_model_file)
+    print(_report_table(quant_report(model)))
 
 
 def _demo(args):
@@ -84,6 +119,9 @@ def _parser():
     validate.add_argument("model_file")
     validate.add_argument("config")
     validate.set_defaults(run=_validate)
+    report = commands.add_parser("report", help="print a QAT model's quantization settings")
+    report.add_argument("qat_model_file", help="a model saved after apply_retrain_config")
+    report.set_defaults(run=_report)
     demo = commands.add_parser("demo", help="run keras_qat on the built-in example model")
     demo.add_argument("--output-dir", default="keras_qat_demo")
     demo.set_defaults(run=_demo)

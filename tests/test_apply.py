@@ -175,3 +175,39 @@ def test_save_load_and_resume(trained, digits, tmp_path, suffix):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
     assert keras_qat.quant_report(loaded) == keras_qat.quant_report(qat)
     loaded.fit(x, y, epochs=1, verbose=0)  # training continues from the restored state
+
+
+def test_fit_with_validation_checkpoint_and_resume(trained, digits, tmp_path):
+    x, y, x_val, y_val = digits
+    config = full_config(trained)
+    qat = keras_qat.apply_retrain_config(trained, config, x[:64])
+    qat.compile(keras.optimizers.Adam(2e-4), LOSS, metrics=["accuracy"])
+    checkpoint = str(tmp_path / "ckpt")
+    history = qat.fit(
+        x[:512], y[:512], epochs=2, verbose=0, validation_data=(x_val, y_val),
+        callbacks=[keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)],
+    )  # fmt: skip
+    assert "val_accuracy" in history.history
+    resumed = keras_qat.apply_retrain_config(trained, config, x[:64])
+    resumed.load_weights(checkpoint)
+    np.testing.assert_array_equal(resumed.predict(x_val, verbose=0), qat.predict(x_val, verbose=0))
+
+
+def test_unknown_layers_pass_through_and_subclassed_models_are_refused():
+    class Scale(L.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2, name="d")(Scale(name="scale")(inputs)))
+    config = {"d": {"retrain_data_config": {"clip_max": 8.0, "clip_min": -8.0}}}
+    qat = keras_qat.apply_retrain_config(model, config)
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(qat(x), model(x), atol=0.1)
+
+    class Net(keras.Model):
+        def call(self, inputs):
+            return inputs
+
+    with pytest.raises(keras_qat.UnsupportedModelError, match="subclassed"):
+        keras_qat.apply_retrain_config(Net(), {})

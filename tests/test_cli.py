@@ -56,3 +56,22 @@ def test_demo(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0
     assert "config.json: valid, 5 layer(s) enabled" in capsys.readouterr().out
     assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0  # re-runnable
+
+
+def test_report_prints_a_table(tmp_path, capsys):
+    import numpy as np
+
+    import keras_qat
+
+    model = build_demo_model()
+    qat = keras_qat.apply_retrain_config(
+        model, {"conv1": {}, "pool2": {}}, np.zeros((4, 8, 8, 1), np.float32)
+    )
+    qat.save(tmp_path / "qat.keras")
+    capsys.readouterr()  # drop the calibration progress bar
+    assert main(["report", str(tmp_path / "qat.keras")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "data", "fixed_min", "clip_min", "clip_max", "weights",
+                                "scale", "range"]  # fmt: skip
+    assert lines[1].startswith("conv1") and "arq_retrain INT8 per-channel" in lines[1]
+    assert lines[2].startswith("pool2") and lines[2].split()[2] == "True"
