@@ -21,6 +21,11 @@ MIN_RANGE = 1e-8
 KERNEL_LAYOUTS = ("last", "depthwise", "transpose")
 
 
+def positive(value):
+    """Projects a scale or upper bound to at least `MIN_RANGE`."""
+    return tf.maximum(value, MIN_RANGE)
+
+
 def bits_of(dst_type):
     """Returns the bit width of a config `dst_type` ("INT8" -> 8)."""
     return DST_TYPE_BITS[dst_type]
@@ -69,7 +74,7 @@ def max_abs(kernel, channel_wise):
         A vector of per-channel maxima or a scalar, at least `MIN_RANGE`.
     """
     axes = list(range(kernel.shape.rank - 1)) if channel_wise else None
-    return tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), MIN_RANGE)
+    return positive(tf.reduce_max(tf.abs(kernel), axis=axes))
 
 
 def symmetric_fake_quant(kernel, bound, num_bits):

@@ -55,10 +55,6 @@ def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
     return quantize(inputs, clip_min, clip_max)
 
 
-def _positive(value):
-    return tf.maximum(value, ranges.MIN_RANGE)
-
-
 def _non_positive(value):
     return tf.minimum(value, 0.0)
 
@@ -105,7 +101,7 @@ class UlqQuantizer(QuantizerBase):
                 shape=(),
                 initializer=keras.initializers.Constant(self.clip_max or 1.0),
                 trainable=self.clip_max is None,
-                constraint=_positive,
+                constraint=ranges.positive,
             )
         }
         if not self.fixed_min:
@@ -121,7 +117,7 @@ class UlqQuantizer(QuantizerBase):
     def __call__(self, inputs, training, weights, **kwargs):
         # The projection is repeated here so that a custom loop that bypasses
         # constraints still runs a valid fake-quant op.
-        clip_max = _positive(weights["clip_max"])
+        clip_max = ranges.positive(weights["clip_max"])
         clip_min = _non_positive(weights["clip_min"]) if "clip_min" in weights else tf.zeros(())
         return ulq_fake_quant(inputs, clip_min, clip_max, ranges.bits_of(self.dst_type))
 

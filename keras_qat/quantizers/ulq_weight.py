@@ -65,7 +65,7 @@ class UlqWeightQuantizer(WeightQuantizerBase):
             shape=(channels,) if self.channel_wise else (),
             initializer=keras.initializers.Constant(1.0),
             trainable=True,
-            constraint=lambda s: tf.maximum(s, ranges.MIN_RANGE),
+            constraint=ranges.positive,
         )
         return {"scale": scale}
 
@@ -83,7 +83,7 @@ class UlqWeightQuantizer(WeightQuantizerBase):
     def __call__(self, inputs, training, weights, **kwargs):
         quantized = ulq_weight_fake_quant(
             ranges.to_channels_last(inputs, self.layout),
-            tf.maximum(weights["scale"], ranges.MIN_RANGE),
+            ranges.positive(weights["scale"]),
             ranges.bits_of(self.dst_type),
         )
         return ranges.from_channels_last(quantized, self.layout, tf.shape(inputs))
