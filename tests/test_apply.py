@@ -211,3 +211,12 @@ def test_unknown_layers_pass_through_and_subclassed_models_are_refused():
 
     with pytest.raises(keras_qat.UnsupportedModelError, match="subclassed"):
         keras_qat.apply_retrain_config(Net(), {})
+
+
+def test_unbuilt_sequential_gets_a_clear_error():
+    model = keras.Sequential([L.Dense(4, name="d1"), L.Dense(2, name="d2")])
+    with pytest.raises(keras_qat.UnsupportedModelError, match=r"tf_keras.Input\(shape\)"):
+        keras_qat.apply_retrain_config(model, {"d1": {}}, np.zeros((4, 3), np.float32))
+    model.build((None, 3))
+    qat = keras_qat.apply_retrain_config(model, {"d1": {}}, np.zeros((4, 3), np.float32))
+    assert qat.output_shape == (None, 2)

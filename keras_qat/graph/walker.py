@@ -40,6 +40,23 @@ class UniqueNames:
         return name
 
 
+def _check_graph(model):
+    """Raises unless `model` and every nested model have a layer graph to replay."""
+    for container in iter_containers(model):
+        if not container._is_graph_network:
+            raise UnsupportedModelError(
+                f"Sequential model '{container.name}' has no input shape yet; quantizing it "
+                "needs its layer graph. Start it with `tf_keras.Input(shape)` or call "
+                "`model.build(input_shape)` first."
+            )
+    for layer in model_layers(model):
+        if isinstance(layer, keras.Model):  # a subclassed model nested as a layer
+            raise UnsupportedModelError(
+                f"Nested model '{layer.name}' is subclassed; keras_qat inlines nested models "
+                "and needs their layer graph. Rebuild it with the Functional API."
+            )
+
+
 def plan_batch_norm_folds(model, enabled):
     """Finds the BatchNormalizations to fold: layer name -> BN layer.
 
@@ -87,6 +104,7 @@ class GraphRebuilder:
     """
 
     def __init__(self, model, config, fixed_min, quantize):
+        _check_graph(model)
         self.model = model
         self.layers = {n: c for n, c in config.layers.items() if c.retrain_enable}
         self.fixed_min = fixed_min
@@ -130,12 +148,6 @@ class GraphRebuilder:
 
     def _call(self, layer, args, kwargs):
         if isinstance(layer, keras.Model):
-            if not getattr(layer, "_is_graph_network", False):
-                raise UnsupportedModelError(
-                    f"Nested model '{layer.name}' is subclassed or an unbuilt Sequential; "
-                    "keras_qat inlines nested models and needs their layer graph. Build it "
-                    "with an Input, or rebuild it with the Functional API."
-                )
             return self._replay(layer, tf.nest.flatten(args[0]))
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
