@@ -4,7 +4,9 @@ The lower clip bound may be pinned at 0 only when every value reaching the
 layer is non-negative. That holds for outputs of ReLU-like layers, and stays
 true through layers that never change a sign (pooling, reshaping, padding,
 dropout...) or combine non-negative inputs (concatenation, addition...).
-Anything else, including a model input, is assumed to be signed.
+Anything else, including a model input, is assumed to be signed. Nested
+models are looked through: into what they return, and out to what each of
+their calls feeds them.
 """
 
 from keras_qat._keras import keras
@@ -55,28 +57,26 @@ def _is_non_negative_source(layer):
 
 
 def _call_site_inputs(container, layer):
-    """Yields, per call of `layer` inside `container`, the layers feeding it."""
+    """Yields, per call of `layer` inside `container`, its `(producer, tensor index)` inputs."""
     if not container._is_graph_network:  # an unbuilt Sequential: the list is the graph
         index = container.layers.index(layer)
-        yield [container.layers[index - 1]] if index > 0 else [None]
+        yield [(container.layers[index - 1], 0)] if index > 0 else [(None, 0)]
         return
     for index, node in enumerate(layer._inbound_nodes):
         if f"{layer.name}_ib-{index}" in container._network_nodes:
-            yield [inbound for inbound, _, _, _ in node.iterate_inbound()] or [None]
+            yield [(inbound, t) for inbound, _, t, _ in node.iterate_inbound()] or [(None, 0)]
 
 
 class FixedMinResolver:
-    """Decides `fixed_min` for layers of one model.
+    """Decides `fixed_min` for layers of one model, across nested models.
 
     Args:
         model: A tf_keras Sequential or Functional model (already checked).
     """
 
     def __init__(self, model):
-        self._containers = [
-            (container, {id(layer) for layer in container.layers})
-            for container in iter_containers(model)
-        ]
+        self._containers = list(iter_containers(model))
+        self._members = {id(c): {id(layer) for layer in c.layers} for c in self._containers}
         self._memo = {}
 
     def input_is_non_negative(self, layer):
@@ -90,31 +90,50 @@ class FixedMinResolver:
         """
         return self._inputs_non_negative(layer, all)
 
-    def _inputs_non_negative(self, layer, combine):
-        sites = [
+    def _sites(self, layer):
+        return [
             producers
-            for container, members in self._containers
-            if id(layer) in members
+            for container in self._containers
+            if id(layer) in self._members[id(container)]
             for producers in _call_site_inputs(container, layer)
         ]
+
+    def _inputs_non_negative(self, layer, combine):
+        sites = self._sites(layer)
         return bool(sites) and all(
-            combine(self._output_non_negative(p) for p in producers) for producers in sites
+            combine(self._output_non_negative(*producer) for producer in producers)
+            for producers in sites
         )
 
-    def _output_non_negative(self, layer):
-        # Nested model outputs and model inputs are treated as signed: the walk
-        # stays inside one container.
-        if layer is None or isinstance(layer, (_L.InputLayer, keras.Model)):
+    def _output_non_negative(self, layer, tensor_index=0):
+        if layer is None:
             return False
-        if id(layer) not in self._memo:
-            self._memo[id(layer)] = False  # guards against cycles while resolving
-            self._memo[id(layer)] = self._resolve(layer)
-        return self._memo[id(layer)]
+        key = (id(layer), tensor_index)
+        if key not in self._memo:
+            self._memo[key] = False  # guards against cycles while resolving
+            self._memo[key] = self._resolve(layer, tensor_index)
+        return self._memo[key]
 
-    def _resolve(self, layer):
+    def _resolve(self, layer, tensor_index):
+        if isinstance(layer, keras.Model):  # a nested model: look at what it returns
+            producer, _, index = layer.outputs[tensor_index]._keras_history
+            return self._output_non_negative(producer, index)
+        if isinstance(layer, _L.InputLayer):
+            return self._nested_input_non_negative(layer)
         if _is_non_negative_source(layer):
             return True
         rule = _SIGN_PRESERVING.get(type(layer))
         if rule is None:
             return False
         return self._inputs_non_negative(layer, all if rule == "all" else any)
+
+    def _nested_input_non_negative(self, input_layer):
+        """An input of a nested model is >= 0 when every call of that model feeds >= 0."""
+        for container in self._containers[1:]:  # the outermost model's inputs are signed
+            if input_layer in getattr(container, "_input_layers", ()):
+                position = container._input_layers.index(input_layer)
+                sites = self._sites(container)
+                return bool(sites) and all(
+                    self._output_non_negative(*producers[position]) for producers in sites
+                )
+        return False

@@ -58,3 +58,18 @@ def test_unbuilt_sequential_uses_layer_order():
     assert resolver.input_is_non_negative(model.get_layer("d2")) is True
     assert resolver.input_is_non_negative(model.get_layer("d3")) is False
     assert resolver.input_is_non_negative(model.layers[0]) is False
+
+
+def test_resolution_crosses_nested_model_boundaries():
+    inner_in = keras.Input((4,))
+    inner_first = L.Dense(4, name="inner_first")
+    inner = keras.Model(inner_in, L.ReLU()(inner_first(inner_in)), name="inner")
+    inputs = keras.Input((4,))
+    after_inner = L.Dense(2, name="after_inner")
+    relu_in = L.ReLU()(inputs)
+    model = keras.Model(inputs, after_inner(inner(relu_in)))
+    resolver = FixedMinResolver(model)
+    assert resolver.input_is_non_negative(after_inner) is True  # inner ends in a ReLU
+    assert resolver.input_is_non_negative(inner_first) is True  # fed a ReLU from outside
+    signed = keras.Model(inputs, inner(inputs))
+    assert FixedMinResolver(signed).input_is_non_negative(inner_first) is False
