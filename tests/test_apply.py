@@ -189,7 +189,7 @@ def test_fit_with_validation_checkpoint_and_resume(trained, digits, tmp_path):
     )  # fmt: skip
     assert "val_accuracy" in history.history
     resumed = keras_qat.apply_retrain_config(trained, config, x[:64])
-    resumed.load_weights(checkpoint)
+    resumed.load_weights(checkpoint).expect_partial()  # the optimizer state is not restored
     np.testing.assert_array_equal(resumed.predict(x_val, verbose=0), qat.predict(x_val, verbose=0))
 
 
