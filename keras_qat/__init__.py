@@ -2,15 +2,20 @@
 
 from keras_qat.apply import apply_retrain_config
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
-from keras_qat.errors import ConfigError, UnsupportedModelError
+from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
+from keras_qat.export import check_tflite, export_saved_model, export_tflite
 from keras_qat.quantizers import quantize_scope
 from keras_qat.report import quant_report
 
 __all__ = [
     "ConfigError",
+    "ExportError",
     "UnsupportedModelError",
     "apply_retrain_config",
+    "check_tflite",
     "create_quant_retrain_config",
+    "export_saved_model",
+    "export_tflite",
     "quant_report",
     "quantize_scope",
     "read_retrain_config",

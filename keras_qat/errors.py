@@ -23,3 +23,7 @@ class ConfigError(ValueError):
 
 class UnsupportedModelError(ValueError):
     """A model keras_qat cannot quantize (Keras 3, subclassed, duplicate names...)."""
+
+
+class ExportError(ValueError):
+    """The TFLite converter rejected the model; nothing was written."""

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from keras_qat._keras import keras
+from keras_qat.demo import build_demo_model
 
 L = keras.layers
 
@@ -43,3 +45,23 @@ def assert_same_weights(before, after):
     assert len(before) == len(after)
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    return x[:1500], data.target[:1500], x[1500:], data.target[1500:]
+
+
+@pytest.fixture(scope="session")
+def trained(digits):
+    keras.utils.set_random_seed(0)
+    x, y, _, _ = digits
+    model = build_demo_model()
+    model.compile(keras.optimizers.Adam(3e-3), LOSS, metrics=["accuracy"])
+    model.fit(x, y, epochs=20, batch_size=64, verbose=0)
+    return model

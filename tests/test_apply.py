@@ -4,35 +4,15 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from conftest import assert_same_weights
-from sklearn.datasets import load_digits
+from conftest import LOSS, assert_same_weights
 
 import keras_qat
 from keras_qat._keras import keras
 from keras_qat.calibration.ifmr import ifmr_clip_range
-from keras_qat.demo import build_demo_model
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import InputQuantizeLayer
 
 L = keras.layers
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    return x[:1500], data.target[:1500], x[1500:], data.target[1500:]
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    keras.utils.set_random_seed(0)
-    x, y, _, _ = digits
-    model = build_demo_model()
-    model.compile(keras.optimizers.Adam(3e-3), LOSS, metrics=["accuracy"])
-    model.fit(x, y, epochs=20, batch_size=64, verbose=0)
-    return model
 
 
 def full_config(model, **top):

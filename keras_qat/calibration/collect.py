@@ -55,7 +55,7 @@ def _checked(batch, model, index):
     return arrays
 
 
-def _is_array_set(data):
+def is_array_set(data):
     """An array, or a list/tuple/dict of arrays: a whole calibration set."""
     if isinstance(data, dict):
         data = list(data.values())
@@ -94,7 +94,7 @@ def iterate_batches(data, batch_num, model):
     Raises:
         ValueError: for a batch of the wrong shape, with NaN/Inf, or too few batches.
     """
-    elements = _split_arrays(data, batch_num) if _is_array_set(data) else iter(data)
+    elements = _split_arrays(data, batch_num) if is_array_set(data) else iter(data)
     for index in range(1, batch_num + 1):
         try:
             element = next(elements)

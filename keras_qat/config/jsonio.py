@@ -1,16 +1,14 @@
 """Reading JSON strictly and writing it atomically.
 
 Strict: duplicate keys and NaN/Infinity are errors (Python's json module
-silently keeps the last duplicate and accepts NaN). Atomic: the text goes to
-a temporary file in the same directory, is flushed to disk, then renamed over
-the target, so a reader sees the old file or the new one, never half of one.
+silently keeps the last duplicate and accepts NaN). Atomic: see `atomic`.
 """
 
 import json
 import os
 import re
-import tempfile
 
+from keras_qat.atomic import write_file_atomic
 from keras_qat.errors import ConfigError
 
 
@@ -106,31 +104,4 @@ def write_json_atomic(path, document, overwrite=False):
     Raises:
         FileExistsError: if `path` exists and `overwrite` is False.
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"{path} already exists and may hold your edits; keras_qat does not overwrite it. "
-            "Choose another path, delete it, or pass overwrite=True (CLI: --force)."
-        )
-    text = json.dumps(document, indent=4) + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _file_mode(path):
-    # mkstemp creates 0600; keep an existing file's mode, else honour the umask.
-    if os.path.exists(path):
-        return os.stat(path).st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    write_file_atomic(path, json.dumps(document, indent=4) + "\n", overwrite=overwrite)

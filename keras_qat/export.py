@@ -1,0 +1,148 @@
+"""Export: SavedModel, int8 TFLite, and checking the .tflite against the QAT model."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_qat.atomic import write_dir_atomic, write_file_atomic
+from keras_qat.calibration.collect import is_array_set, iterate_batches
+from keras_qat.errors import ExportError
+
+# Representative data: enough batches for the converter to calibrate the
+# tensors the QAT model has no range for, without a long conversion.
+REPRESENTATIVE_BATCHES = 32
+REPRESENTATIVE_BATCH_SIZE = 16
+
+
+def export_saved_model(qat_model, path, overwrite=False):
+    """Saves the QAT model as a TensorFlow SavedModel with a `serving_default` signature.
+
+    The SavedModel holds the fake-quant graph itself, so `tf.saved_model.load`
+    runs it without keras_qat installed.
+
+    Args:
+        qat_model: A model from `apply_retrain_config`.
+        path: Destination directory.
+        overwrite: Replace an existing directory. Defaults to `False`.
+
+    Returns:
+        The path.
+    """
+    write_dir_atomic(path, lambda tmp: tf.saved_model.save(qat_model, tmp), overwrite)
+    return path
+
+
+def _chunks(data):
+    """Splits an array calibration set into small batches (the converter wants many)."""
+    arrays = tf.nest.flatten(data)
+    count = min(len(arrays[0]), REPRESENTATIVE_BATCHES * REPRESENTATIVE_BATCH_SIZE)
+    for start in range(0, count, REPRESENTATIVE_BATCH_SIZE):
+        yield tf.nest.pack_sequence_as(
+            data, [a[start : start + REPRESENTATIVE_BATCH_SIZE] for a in arrays]
+        )
+
+
+def _batches(data, model, limit):
+    """Up to `limit` checked batches of `data` (array set, Dataset or iterable)."""
+    source = list(_chunks(data)) if is_array_set(data) else data
+    taken = []
+    for element in source:
+        taken.append(element)
+        if len(taken) == limit:
+            break
+    return iterate_batches(iter(taken), len(taken), model)  # iter: one element per batch
+
+
+def export_tflite(qat_model, path, representative_data=None, int8_io=False, overwrite=False):
+    """Converts the QAT model to an int8 TFLite file.
+
+    Convolution and dense inputs and weights take the learned ULQ ranges and
+    ARQ scales from the model's fake-quant ops; `representative_data`
+    (recommended) lets the converter range the remaining tensors so that the
+    whole model runs in int8.
+
+    Args:
+        qat_model: A model from `apply_retrain_config`.
+        path: Destination `.tflite` file (written atomically).
+        representative_data: Sample inputs, as accepted by
+            `apply_retrain_config`'s `calibration_data`. Defaults to `None`.
+        int8_io: Make the model's inputs and outputs int8 (needs
+            `representative_data`). Defaults to `False`.
+        overwrite: Replace an existing file. Defaults to `False`.
+
+    Returns:
+        The path.
+
+    Raises:
+        ExportError: if the converter rejects the model (no file is written).
+        FileExistsError: if `path` exists and `overwrite` is False.
+    """
+    if int8_io and representative_data is None:
+        raise ValueError("int8_io=True needs representative_data to range the model's inputs.")
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if representative_data is not None:
+        batches = list(_batches(representative_data, qat_model, REPRESENTATIVE_BATCHES))
+        converter.representative_dataset = lambda: (
+            [a.astype(np.float32) for a in b] for b in batches
+        )
+    if int8_io:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        flatbuffer = converter.convert()
+    except Exception as e:  # the converter raises several types; all mean "rejected"
+        message = str(e)
+        start = message.find("error:")
+        raise ExportError(
+            f"TFLite conversion of model '{qat_model.name}' failed: "
+            f"{message[start : start + 500] if start >= 0 else message[:500]}"
+        ) from e
+    write_file_atomic(path, flatbuffer, overwrite)
+    return path
+
+
+def _run_tflite(interpreter, batch):
+    inputs = interpreter.get_input_details()
+    for detail, array in zip(inputs, batch, strict=True):
+        interpreter.resize_tensor_input(detail["index"], array.shape)
+    interpreter.allocate_tensors()
+    for detail, array in zip(interpreter.get_input_details(), batch, strict=True):
+        scale, zero_point = detail["quantization"]
+        if detail["dtype"] == np.int8:
+            array = np.clip(np.round(array / scale + zero_point), -128, 127)
+        interpreter.set_tensor(detail["index"], array.astype(detail["dtype"]))
+    interpreter.invoke()
+    output = interpreter.get_output_details()[0]
+    result = interpreter.get_tensor(output["index"]).astype(np.float32)
+    if output["dtype"] == np.int8:
+        scale, zero_point = output["quantization"]
+        result = (result - zero_point) * scale
+    return result
+
+
+def check_tflite(qat_model, tflite_path, data, max_batches=1000):
+    """Runs the .tflite with LiteRT and compares it with the Keras QAT model.
+
+    Args:
+        qat_model: The model the file was exported from.
+        tflite_path: The exported file.
+        data: Sample inputs (array set, Dataset or iterable of batches).
+        max_batches: At most this many batches are compared. Defaults to `1000`.
+
+    Returns:
+        Dict with `samples`, `top1_agreement` (fraction of equal argmax over the
+        first output) and `max_abs_error` (largest output difference).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    agree = total = 0
+    max_error = 0.0
+    for batch in _batches(data, qat_model, max_batches):
+        expected = tf.nest.flatten(qat_model.predict_on_batch(batch))[0]
+        got = _run_tflite(interpreter, batch)
+        agree += int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))
+        total += len(got)
+        max_error = max(max_error, float(np.max(np.abs(got - expected))))
+    return {"samples": total, "top1_agreement": agree / total, "max_abs_error": max_error}
