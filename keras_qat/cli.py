@@ -1,12 +1,15 @@
-"""The `keras-qat` console command: create-config, validate, demo."""
+"""The `keras-qat` console command: create-config, validate, report, export, demo."""
 
 import argparse
 import sys
 
+import numpy as np
+
 from keras_qat._keras import keras
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
 from keras_qat.demo import run_demo
-from keras_qat.errors import ConfigError, UnsupportedModelError
+from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
+from keras_qat.export import check_tflite, export_saved_model, export_tflite
 from keras_qat.graph.fixed_min import FixedMinResolver
 from keras_qat.graph.model_check import model_layers
 from keras_qat.quantizers import quantize_scope
@@ -99,6 +102,30 @@ def _report(args):
     print(_report_table(quant_report(model)))
 
 
+def _load_array(path):
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as e:
+        raise _CommandError([f"cannot load data {path} (a .npy array of inputs): {e}"]) from None
+
+
+def _export(args):
+    with quantize_scope():
+        model = _load_model(args.qat_model_file)
+    representative = _load_array(args.representative) if args.representative else None
+    export_tflite(model, args.output, representative, args.int8_io, overwrite=args.force)
+    print(f"wrote {args.output}")
+    if args.saved_model:
+        export_saved_model(model, args.saved_model, overwrite=args.force)
+        print(f"wrote {args.saved_model}/")
+    if args.check:
+        result = check_tflite(model, args.output, _load_array(args.check))
+        print(
+            f"check on {result['samples']} samples: top-1 agreement "
+            f"{result['top1_agreement']:.2%}, max |TFLite - Keras| {result['max_abs_error']:.4g}"
+        )
+
+
 def _demo(args):
     model, config = run_demo(args.output_dir)
     print(f"demo model and config written to {args.output_dir}/")
@@ -122,6 +149,15 @@ def _parser():
     report = commands.add_parser("report", help="print a QAT model's quantization settings")
     report.add_argument("qat_model_file", help="a model saved after apply_retrain_config")
     report.set_defaults(run=_report)
+    export = commands.add_parser("export", help="export a QAT model to int8 TFLite")
+    export.add_argument("qat_model_file", help="a model saved after apply_retrain_config")
+    export.add_argument("-o", "--output", required=True, help=".tflite file to write")
+    export.add_argument("--representative", help=".npy inputs to range the other tensors")
+    export.add_argument("--int8-io", action="store_true", help="int8 model inputs and outputs")
+    export.add_argument("--saved-model", help="also write a SavedModel to this directory")
+    export.add_argument("--check", help=".npy inputs: compare the .tflite with the QAT model")
+    export.add_argument("--force", action="store_true", help="replace existing outputs")
+    export.set_defaults(run=_export)
     demo = commands.add_parser("demo", help="run keras_qat on the built-in example model")
     demo.add_argument("--output-dir", default="keras_qat_demo")
     demo.set_defaults(run=_demo)
@@ -142,7 +178,7 @@ def main(argv=None):
         args.run(args)
     except ConfigError as e:
         messages = e.errors
-    except (UnsupportedModelError, FileExistsError, _CommandError) as e:
+    except (UnsupportedModelError, ExportError, FileExistsError, _CommandError) as e:
         messages = getattr(e, "messages", [str(e)])
     else:
         return 0

@@ -75,3 +75,24 @@ def test_report_prints_a_table(tmp_path, capsys):
                                 "scale", "range"]  # fmt: skip
     assert lines[1].startswith("conv1") and "arq_retrain INT8 per-channel" in lines[1]
     assert lines[2].startswith("pool2") and lines[2].split()[2] == "True"
+
+
+def test_export_with_check(tmp_path, capsys):
+    import numpy as np
+
+    import keras_qat
+
+    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(build_demo_model(), {"conv1": {}, "logits": {}}, x)
+    qat.save(tmp_path / "qat.keras")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "m.tflite"
+    args = ["export", str(tmp_path / "qat.keras"), "-o", str(out)]
+    extra = ["--representative", str(tmp_path / "x.npy"), "--check", str(tmp_path / "x.npy")]
+    capsys.readouterr()
+    assert main([*args, *extra, "--saved-model", str(tmp_path / "saved")]) == 0
+    printed = capsys.readouterr().out
+    assert "check on 64 samples: top-1 agreement" in printed
+    assert out.exists() and (tmp_path / "saved" / "saved_model.pb").exists()
+    assert main(args) == 1  # exists: not overwritten without --force
+    assert "already exists" in capsys.readouterr().err
