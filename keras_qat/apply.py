@@ -3,25 +3,10 @@
 from keras_qat.calibration.collect import calibrate
 from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
-from keras_qat.graph.fixed_min import FixedMinResolver
-from keras_qat.graph.model_check import model_layers
+from keras_qat.graph.fixed_min import resolve_fixed_min
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import UlqQuantizer
 from keras_qat.quantizers.ranges import bits_of
-
-
-def _resolve_fixed_min(model, config):
-    layers = {layer.name: layer for layer in model_layers(model)}
-    resolver = FixedMinResolver(model)
-    return {
-        name: (
-            entry.retrain_data_config.fixed_min
-            if entry.retrain_data_config.fixed_min is not None
-            else resolver.input_is_non_negative(layers[name])
-        )
-        for name, entry in config.layers.items()
-        if entry.retrain_enable
-    }
 
 
 def apply_retrain_config(model, config, calibration_data=None):
@@ -50,7 +35,11 @@ def apply_retrain_config(model, config, calibration_data=None):
         ValueError: if the calibration data is malformed.
     """
     retrain = read_retrain_config(config, model)
-    fixed_min = _resolve_fixed_min(model, retrain)
+    fixed_min = {
+        name: value
+        for name, value in resolve_fixed_min(model, retrain).items()
+        if retrain.layers[name].retrain_enable
+    }
     to_calibrate = [
         name for name in fixed_min if retrain.layers[name].retrain_data_config.clip_max is None
     ]

@@ -10,7 +10,7 @@ from keras_qat.config import create_quant_retrain_config, read_retrain_config
 from keras_qat.demo import run_demo
 from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
 from keras_qat.export import check_tflite, export_saved_model, export_tflite
-from keras_qat.graph.fixed_min import FixedMinResolver
+from keras_qat.graph.fixed_min import resolve_fixed_min
 from keras_qat.graph.model_check import model_layers
 from keras_qat.quantizers import quantize_scope
 from keras_qat.report import quant_report
@@ -34,14 +34,12 @@ def _load_model(path):
 def _config_table(model, config):
     """Formats one row per config entry, with fixed_min as the graph resolves it."""
     layers = {layer.name: layer for layer in model_layers(model)}
-    resolver = FixedMinResolver(model)
+    resolved = resolve_fixed_min(model, config)
     header = ("layer", "type", "enabled", "data", "fixed_min", "weights", "channel_wise")
     rows = [header]
     for name, entry in config.layers.items():
         data, weights = entry.retrain_data_config, entry.retrain_weight_config
-        fixed_min = data.fixed_min
-        if fixed_min is None:
-            fixed_min = f"{resolver.input_is_non_negative(layers[name])} (graph)"
+        fixed_min = str(resolved[name]) + (" (graph)" if data.fixed_min is None else "")
         rows.append((
             name,
             type(layers[name]).__name__,

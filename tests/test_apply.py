@@ -200,3 +200,11 @@ def test_unbuilt_sequential_gets_a_clear_error():
     model.build((None, 3))
     qat = keras_qat.apply_retrain_config(model, {"d1": {}}, np.zeros((4, 3), np.float32))
     assert qat.output_shape == (None, 2)
+
+
+def test_explicit_clip_min_wins_over_the_graph(trained):
+    # dwconv2's input comes out of a ReLU, so the graph alone would pin it at 0.
+    config = {"dwconv2": {"retrain_data_config": {"clip_max": 4.0, "clip_min": -0.5}}}
+    report = keras_qat.quant_report(keras_qat.apply_retrain_config(trained, config))
+    assert report["dwconv2"]["fixed_min"] is False
+    assert (report["dwconv2"]["clip_min"], report["dwconv2"]["clip_max"]) == (-0.5, 4.0)

@@ -114,7 +114,6 @@ class GraphRebuilder:
         self.names = UniqueNames(model)
         self._copies = {}  # id(original layer) -> (original, copy, called copy)
         self.input_quantizers = {}  # layer name -> InputQuantizeLayer
-        self.wrappers = {}  # layer name -> QuantizeWrapperV2
         self.layer_inputs = {}  # layer name -> its input tensors, one per call site
 
     def build(self):
@@ -178,7 +177,6 @@ class GraphRebuilder:
             called = tfmot.quantization.keras.QuantizeWrapperV2(
                 copy, quantize_config, name=self.names(f"{layer.name}_quant")
             )
-            self.wrappers[layer.name] = called
         self._copies[id(layer)] = (layer, copy, called)
         return called
 
