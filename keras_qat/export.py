@@ -1,11 +1,14 @@
 """Export: SavedModel, int8 TFLite, and checking the .tflite against the QAT model."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
-from keras_qat.atomic import write_dir_atomic, write_file_atomic
+from keras_qat.atomic import refuse_existing, write_dir_atomic, write_file_atomic
 from keras_qat.calibration.collect import is_array_set, iterate_batches
 from keras_qat.errors import ExportError
+from keras_qat.record import write_quant_record
 
 # Representative data: enough batches for the converter to calibrate the
 # tensors the QAT model has no range for, without a long conversion.
@@ -70,7 +73,8 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
         overwrite: Replace an existing file. Defaults to `False`.
 
     Returns:
-        The path.
+        The path. The quant record (`quant_record`) is written beside it as
+        `<name>.quant_record.json`.
 
     Raises:
         ExportError: if the converter rejects the model (no file is written).
@@ -98,8 +102,17 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
             f"TFLite conversion of model '{qat_model.name}' failed: "
             f"{message[start : start + 500] if start >= 0 else message[:500]}"
         ) from e
+    record_path = record_path_for(path)
+    refuse_existing(record_path, overwrite)
     write_file_atomic(path, flatbuffer, overwrite)
+    write_quant_record(qat_model, record_path, overwrite)
     return path
+
+
+def record_path_for(tflite_path):
+    """The quant record written beside an export: `model.tflite` -> `model.quant_record.json`."""
+    root, _ = os.path.splitext(os.fspath(tflite_path))
+    return root + ".quant_record.json"
 
 
 def _run_tflite(interpreter, batch):

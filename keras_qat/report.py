@@ -1,4 +1,4 @@
-"""quant_report: what a QAT model actually does, layer by layer."""
+"""quant_report: what a QAT model actually does, layer by layer (and the helpers behind it)."""
 
 import numpy as np
 
@@ -6,18 +6,53 @@ from keras_qat._keras import tfmot
 from keras_qat.quantizers import InputQuantizeLayer, UlqWeightQuantizer, ranges
 
 
-def _weight_scales(wrapper):
-    """Current per-channel (or per-tensor) weight scales of a wrapped layer."""
-    scales = []
-    for kernel, quantizer, variables in wrapper._weight_vars:
+def weight_scales(wrapper):
+    """Current weight scales of a wrapped layer, per kernel attribute.
+
+    Args:
+        wrapper: A `QuantizeWrapperV2` built by the walker.
+
+    Returns:
+        Kernel attribute -> 1-D array (one scale per output channel, or one).
+    """
+    scales = {}
+    for (attr, _), (kernel, quantizer, variables) in zip(
+        wrapper.quantize_config.kernels, wrapper._weight_vars, strict=True
+    ):
         if isinstance(quantizer, UlqWeightQuantizer):
-            scales.append(np.atleast_1d(variables["scale"].numpy()))
+            scales[attr] = np.atleast_1d(variables["scale"].numpy())
         else:
             channels_last = ranges.to_channels_last(kernel, quantizer.layout)
             bound = ranges.max_abs(channels_last, quantizer.channel_wise).numpy()
             qmax = ranges.signed_qmax(ranges.bits_of(quantizer.dst_type))
-            scales.append(np.atleast_1d(bound / qmax))
-    return np.concatenate(scales)
+            scales[attr] = np.atleast_1d(bound / qmax)
+    return scales
+
+
+def quantized_layers(qat_model):
+    """Yields `(input quantizer layers, weight wrappers)` of a QAT model, by target name.
+
+    Args:
+        qat_model: A model from `apply_retrain_config` (or loaded).
+
+    Returns:
+        `(inputs, wrappers)`: two dicts from quantized layer name to layer.
+    """
+    inputs, wrappers = {}, {}
+    for layer in qat_model.layers:
+        if isinstance(layer, InputQuantizeLayer):
+            inputs[layer.target] = layer
+        elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+            wrappers[layer.layer.name] = layer
+    return inputs, wrappers
+
+
+def clip_range(input_layer):
+    """Returns `(clip_min, clip_max)` of an `InputQuantizeLayer` as floats."""
+    variables = input_layer.quantizer_vars
+    clip_min = variables.get("clip_min")
+    clip_min = 0.0 if clip_min is None else float(clip_min.numpy())
+    return clip_min, float(variables["clip_max"].numpy())
 
 
 def quant_report(qat_model):
@@ -33,23 +68,18 @@ def quant_report(qat_model):
         `weight_scale_max`.
     """
     report = {}
-    wrappers = {}
-    for layer in qat_model.layers:
-        if isinstance(layer, InputQuantizeLayer):
-            quantizer, variables = layer.quantizer, layer.quantizer_vars
-            report[layer.target] = {
-                "fixed_min": quantizer.fixed_min,
-                "clip_min": float(variables["clip_min"].numpy())
-                if "clip_min" in variables
-                else 0.0,
-                "clip_max": float(variables["clip_max"].numpy()),
-                "data_dst_type": quantizer.dst_type,
-            }
-        elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
-            wrappers[layer.layer.name] = layer
+    inputs, wrappers = quantized_layers(qat_model)
+    for name, layer in inputs.items():
+        clip_min, clip_max = clip_range(layer)
+        report[name] = {
+            "fixed_min": layer.quantizer.fixed_min,
+            "clip_min": clip_min,
+            "clip_max": clip_max,
+            "data_dst_type": layer.quantizer.dst_type,
+        }
     for name, wrapper in wrappers.items():
         config = wrapper.quantize_config
-        scales = _weight_scales(wrapper)
+        scales = np.concatenate(list(weight_scales(wrapper).values()))
         report.setdefault(name, {}).update(
             weight_algo=config.algo,
             weight_dst_type=config.dst_type,

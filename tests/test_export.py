@@ -92,3 +92,22 @@ def test_saved_model_loads_without_keras_qat(qat, digits, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), qat.predict(x, verbose=0), atol=1e-5)
     with pytest.raises(FileExistsError):
         keras_qat.export_saved_model(qat, tmp_path / "saved")
+
+
+def test_quant_record_matches_the_tflite(qat, digits, tmp_path):
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    record = json.loads((tmp_path / "m.quant_record.json").read_text())
+    assert record == json.loads(json.dumps(keras_qat.quant_record(qat)))
+    assert record["pool2"]["offset_d"] == -128  # fixed_min: zero at the bottom of int8
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    data, weights = (tensors[i]["quantization_parameters"] for i in convs[0]["inputs"][:2])
+    assert data["scales"][0] == pytest.approx(record["conv1"]["scale_d"], rel=1e-5)
+    assert data["zero_points"][0] == record["conv1"]["offset_d"]
+    np.testing.assert_allclose(weights["scales"], record["conv1"]["scale_w"]["kernel"], rtol=1e-5)

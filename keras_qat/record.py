@@ -1,0 +1,77 @@
+"""The quant record: what another runtime needs to deploy the quantized layers.
+
+Like AMCT's record file, per quantized layer: the input's scale and integer
+offset (`scale_d`, `offset_d`, signed storage: int8 offset = uint8 zero point
+- 128), its clip bounds, and per kernel the weight scales per channel
+(`scale_w`) with their offsets (`offset_w`, always 0: ARQ is symmetric), and
+the bit widths. Scales and offsets are those of the fake-quant ops, the values
+the TFLite converter writes into the .tflite.
+"""
+
+import json
+
+import numpy as np
+
+from keras_qat.atomic import write_file_atomic
+from keras_qat.quantizers.ranges import bits_of
+from keras_qat.report import clip_range, quantized_layers, weight_scales
+
+
+def input_scale_and_offset(clip_min, clip_max, num_bits):
+    """Scale and signed offset of the asymmetric grid over [clip_min, clip_max].
+
+    Args:
+        clip_min: Lower bound (<= 0).
+        clip_max: Upper bound (> 0).
+        num_bits: Bit width.
+
+    Returns:
+        `(scale, offset)`: real = scale * (q - offset), q signed.
+    """
+    levels = 2**num_bits - 1
+    scale = (clip_max - clip_min) / levels
+    zero_point = np.floor(np.clip(-clip_min / scale, 0, levels) + 0.5)
+    return float(scale), int(zero_point) - 2 ** (num_bits - 1)
+
+
+def quant_record(qat_model):
+    """Returns the quant record of a QAT model.
+
+    Args:
+        qat_model: A model from `apply_retrain_config` (or loaded).
+
+    Returns:
+        Layer name -> dict (see the module docstring).
+    """
+    record = {}
+    inputs, wrappers = quantized_layers(qat_model)
+    for name, layer in inputs.items():
+        bits = bits_of(layer.quantizer.dst_type)
+        clip_min, clip_max = clip_range(layer)
+        scale, offset = input_scale_and_offset(clip_min, clip_max, bits)
+        record[name] = {
+            "data_bits": bits,
+            "scale_d": scale,
+            "offset_d": offset,
+            "clip_min": clip_min,
+            "clip_max": clip_max,
+        }
+    for name, wrapper in wrappers.items():
+        scales = weight_scales(wrapper)
+        record.setdefault(name, {}).update(
+            weight_bits=bits_of(wrapper.quantize_config.dst_type),
+            scale_w={attr: values.tolist() for attr, values in scales.items()},
+            offset_w={attr: [0] * len(values) for attr, values in scales.items()},
+        )
+    return record
+
+
+def write_quant_record(qat_model, path, overwrite=False):
+    """Writes `quant_record(qat_model)` as JSON, atomically.
+
+    Args:
+        qat_model: A model from `apply_retrain_config`.
+        path: Destination file.
+        overwrite: Replace an existing file. Defaults to `False`.
+    """
+    write_file_atomic(path, json.dumps(quant_record(qat_model), indent=2) + "\n", overwrite)
