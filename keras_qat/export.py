@@ -5,9 +5,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_qat._keras import keras
 from keras_qat.atomic import refuse_existing, write_dir_atomic, write_file_atomic
 from keras_qat.calibration.collect import is_array_set, iterate_batches
 from keras_qat.errors import ExportError
+from keras_qat.quantizers import quantize_scope
 from keras_qat.record import write_quant_record
 
 # Representative data: enough batches for the converter to calibrate the
@@ -55,6 +57,30 @@ def _batches(data, model, limit):
     return iterate_batches(iter(taken), len(taken), model)  # iter: one element per batch
 
 
+def _tflite_ready_copy(qat_model):
+    """The QAT model with INT4 input quantizers swapped for their int8 carriers.
+
+    Returns the model itself when it has no INT4 activations.
+    """
+    config = qat_model.get_config()
+    swapped = False
+    for layer in config["layers"]:
+        quantizer = (
+            layer["config"].get("quantizer")
+            if layer["class_name"] == "InputQuantizeLayer"
+            else None
+        )
+        if quantizer and quantizer["config"]["dst_type"] == "INT4":
+            quantizer["class_name"] = quantizer["registered_name"] = "UlqInt8CarrierQuantizer"
+            swapped = True
+    if not swapped:
+        return qat_model
+    with quantize_scope():
+        copy = keras.Model.from_config(config)
+    copy.set_weights(qat_model.get_weights())
+    return copy
+
+
 def export_tflite(qat_model, path, representative_data=None, int8_io=False, overwrite=False):
     """Converts the QAT model to an int8 TFLite file.
 
@@ -82,7 +108,7 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     """
     if int8_io and representative_data is None:
         raise ValueError("int8_io=True needs representative_data to range the model's inputs.")
-    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(_tflite_ready_copy(qat_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative_data is not None:
         batches = list(_batches(representative_data, qat_model, REPRESENTATIVE_BATCHES))

@@ -111,3 +111,41 @@ def test_quant_record_matches_the_tflite(qat, digits, tmp_path):
     assert data["scales"][0] == pytest.approx(record["conv1"]["scale_d"], rel=1e-5)
     assert data["zero_points"][0] == record["conv1"]["offset_d"]
     np.testing.assert_allclose(weights["scales"], record["conv1"]["scale_w"]["kernel"], rtol=1e-5)
+
+
+def int4_data_config(layer):
+    return {"conv1": {}, layer: {"retrain_data_config": {"dst_type": "INT4"}}, "logits": {}}
+
+
+def test_int4_carrier_is_exact_in_keras(trained, digits):
+    from keras_qat.export import _tflite_ready_copy
+
+    qat = keras_qat.apply_retrain_config(trained, int4_data_config("dwconv2"), digits[0][:256])
+    copy = _tflite_ready_copy(qat)
+    assert copy is not qat
+    x = digits[2]
+    got, want = copy.predict(x, verbose=0), qat.predict(x, verbose=0)
+    # Same grid; only values on a rounding boundary may land one 4-bit step apart.
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert np.mean(got == want) > 0.95
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        "pwconv2",
+        pytest.param(
+            "dwconv2",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="INT4 input right after a standalone ReLU layer: the converted model "
+                "agrees on ~39% only; converter behaviour not understood yet (issue 5)",
+            ),
+        ),
+    ],
+)
+def test_int4_activations_agree_in_tflite(trained, digits, tmp_path, layer):
+    qat = keras_qat.apply_retrain_config(trained, int4_data_config(layer), digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:512])
+    assert keras_qat.check_tflite(qat, path, digits[2])["top1_agreement"] >= 0.99
