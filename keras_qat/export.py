@@ -1,6 +1,7 @@
 """Export: SavedModel, int8 TFLite, and checking the .tflite against the QAT model."""
 
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +17,9 @@ from keras_qat.record import write_quant_record
 # tensors the QAT model has no range for, without a long conversion.
 REPRESENTATIVE_BATCHES = 32
 REPRESENTATIVE_BATCH_SIZE = 16
+
+# Below this top-1 agreement on the representative data, export warns.
+AGREEMENT_WARNING = 0.99
 
 
 def export_saved_model(qat_model, path, overwrite=False):
@@ -100,7 +104,9 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
 
     Returns:
         The path. The quant record (`quant_record`) is written beside it as
-        `<name>.quant_record.json`.
+        `<name>.quant_record.json`. With `representative_data`, the file is
+        run in LiteRT on it and a `RuntimeWarning` is issued when its top-1
+        agreement with the QAT model is below `AGREEMENT_WARNING`.
 
     Raises:
         ExportError: if the converter rejects the model (no file is written).
@@ -132,7 +138,22 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     refuse_existing(record_path, overwrite)
     write_file_atomic(path, flatbuffer, overwrite)
     write_quant_record(qat_model, record_path, overwrite)
+    if representative_data is not None:
+        _warn_on_disagreement(qat_model, path, representative_data)
     return path
+
+
+def _warn_on_disagreement(qat_model, path, data):
+    result = check_tflite(qat_model, path, data, max_batches=REPRESENTATIVE_BATCHES)
+    if result["top1_agreement"] < AGREEMENT_WARNING:
+        warnings.warn(
+            f"{path} agrees with the QAT model on only {result['top1_agreement']:.1%} of "
+            f"{result['samples']} representative samples (top-1; max |error| "
+            f"{result['max_abs_error']:.3g}). Do not deploy it unchecked. Known cause: INT4 "
+            "activations right after a standalone ReLU layer.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def record_path_for(tflite_path):

@@ -149,3 +149,9 @@ def test_int4_activations_agree_in_tflite(trained, digits, tmp_path, layer):
     qat = keras_qat.apply_retrain_config(trained, int4_data_config(layer), digits[0][:256])
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:512])
     assert keras_qat.check_tflite(qat, path, digits[2])["top1_agreement"] >= 0.99
+
+
+def test_export_warns_when_the_tflite_disagrees(trained, digits, tmp_path):
+    qat = keras_qat.apply_retrain_config(trained, int4_data_config("dwconv2"), digits[0][:256])
+    with pytest.warns(RuntimeWarning, match="Do not deploy it unchecked"):
+        keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:512])
