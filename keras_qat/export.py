@@ -1,5 +1,6 @@
 """Export: SavedModel, int8 TFLite, and checking the .tflite against the QAT model."""
 
+import itertools
 import os
 import warnings
 
@@ -52,12 +53,8 @@ def _chunks(data):
 
 def _batches(data, model, limit):
     """Up to `limit` checked batches of `data` (array set, Dataset or iterable)."""
-    source = list(_chunks(data)) if is_array_set(data) else data
-    taken = []
-    for element in source:
-        taken.append(element)
-        if len(taken) == limit:
-            break
+    source = _chunks(data) if is_array_set(data) else data
+    taken = list(itertools.islice(source, limit))
     return iterate_batches(iter(taken), len(taken), model)  # iter: one element per batch
 
 
@@ -69,12 +66,10 @@ def _tflite_ready_copy(qat_model):
     config = qat_model.get_config()
     swapped = False
     for layer in config["layers"]:
-        quantizer = (
-            layer["config"].get("quantizer")
-            if layer["class_name"] == "InputQuantizeLayer"
-            else None
-        )
-        if quantizer and quantizer["config"]["dst_type"] == "INT4":
+        if layer["class_name"] != "InputQuantizeLayer":
+            continue
+        quantizer = layer["config"]["quantizer"]
+        if quantizer["config"]["dst_type"] == "INT4":
             quantizer["class_name"] = quantizer["registered_name"] = "UlqInt8CarrierQuantizer"
             swapped = True
     if not swapped:
