@@ -24,7 +24,6 @@ WEIGHT_ALGO_ALIASES = {"ulq_retrain": "ulq_quantize"}
 WEIGHT_ALGO_KEY_ALIAS = "weights_retrain_algo"
 
 TOP_LEVEL_KEYS = ("version", "batch_num")
-LAYER_KEYS = ("retrain_enable", "retrain_data_config", "retrain_weight_config")
 
 _DST_TYPE = {"enum": list(DST_TYPES)}
 _WEIGHT_ALGO = {"enum": [*WEIGHT_ALGOS, *WEIGHT_ALGO_ALIASES]}

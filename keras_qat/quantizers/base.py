@@ -1,6 +1,7 @@
 """What every keras_qat quantizer shares: config equality, and the weight quantizers' arguments."""
 
 from keras_qat._keras import tfmot
+from keras_qat.quantizers import ranges
 
 
 class QuantizerBase(tfmot.quantization.keras.quantizers.Quantizer):
@@ -29,9 +30,17 @@ class WeightQuantizerBase(QuantizerBase):
         kernel_layout: Where the kernel's output channels are, one of
             `"last"`, `"depthwise"`, `"transpose"` (from the layer table).
             Defaults to `"last"`.
+
+    Raises:
+        ValueError: for an unknown `kernel_layout`.
     """
 
     def __init__(self, dst_type="INT8", channel_wise=True, kernel_layout="last"):
+        if kernel_layout not in ranges.KERNEL_LAYOUTS:
+            raise ValueError(
+                f"kernel_layout must be one of {ranges.KERNEL_LAYOUTS}. "
+                f"Received: kernel_layout={kernel_layout!r}"
+            )
         self.dst_type = dst_type
         self.channel_wise = channel_wise
         self.kernel_layout = kernel_layout

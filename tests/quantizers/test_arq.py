@@ -77,3 +77,8 @@ def test_quantizer_is_the_function_and_serialises():
     expected = {"dst_type": "INT4", "channel_wise": True, "kernel_layout": "depthwise"}
     assert q.get_config() == expected
     assert q != ArqQuantizer("INT8", True, "depthwise")
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="kernel_layout must be one of"):
+        ArqQuantizer("INT8", True, "first")
