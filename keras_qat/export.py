@@ -51,11 +51,11 @@ def _chunks(data):
         )
 
 
-def _batches(data, model, limit):
+def _batches(data, model, limit, what):
     """Up to `limit` checked batches of `data` (array set, Dataset or iterable)."""
     source = _chunks(data) if is_array_set(data) else data
     taken = list(itertools.islice(source, limit))
-    return iterate_batches(iter(taken), len(taken), model)  # iter: one element per batch
+    return iterate_batches(iter(taken), len(taken), model, what)  # iter: one element per batch
 
 
 def _tflite_ready_copy(qat_model):
@@ -112,7 +112,9 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     converter = tf.lite.TFLiteConverter.from_keras_model(_tflite_ready_copy(qat_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative_data is not None:
-        batches = list(_batches(representative_data, qat_model, REPRESENTATIVE_BATCHES))
+        batches = list(
+            _batches(representative_data, qat_model, REPRESENTATIVE_BATCHES, "representative_data")
+        )
         converter.representative_dataset = lambda: (
             [a.astype(np.float32) for a in b] for b in batches
         )
@@ -194,7 +196,7 @@ def check_tflite(qat_model, tflite_path, data, max_batches=1000):
     interpreter = Interpreter(model_path=str(tflite_path))
     agree = total = 0
     max_error = 0.0
-    for batch in _batches(data, qat_model, max_batches):
+    for batch in _batches(data, qat_model, max_batches, "data"):
         expected = tf.nest.flatten(qat_model.predict_on_batch(batch))[0]
         got = _run_tflite(interpreter, batch)
         agree += int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))

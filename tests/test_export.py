@@ -155,3 +155,9 @@ def test_export_warns_when_the_tflite_disagrees(trained, digits, tmp_path):
     qat = keras_qat.apply_retrain_config(trained, int4_data_config("dwconv2"), digits[0][:256])
     with pytest.warns(RuntimeWarning, match="Do not deploy it unchecked"):
         keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:512])
+
+
+def test_bad_representative_data_is_named(qat, tmp_path):
+    with pytest.raises(ValueError, match=r"representative_data batch 1: input 'image' expects"):
+        keras_qat.export_tflite(qat, tmp_path / "m.tflite", np.zeros((4, 8, 8), np.float32))
+    assert list(tmp_path.iterdir()) == []

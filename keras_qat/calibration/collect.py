@@ -16,28 +16,28 @@ def _features(element, input_count):
     return element
 
 
-def _as_input_list(features, model):
+def _as_input_list(features, model, what):
     names = [t._keras_history.layer.name for t in model.inputs]
     if isinstance(features, dict):
         missing = [n for n in names if n not in features]
         if missing:
             raise ValueError(
-                f"calibration_data: a dict batch must hold every model input. "
+                f"{what}: a dict batch must hold every model input. "
                 f"Missing: {missing}. Received keys: {sorted(features)}"
             )
         return [features[n] for n in names]
     if len(names) > 1:
         if not isinstance(features, (list, tuple)) or len(features) != len(names):
             raise ValueError(
-                f"calibration_data: the model has {len(names)} inputs {names}; each batch must "
+                f"{what}: the model has {len(names)} inputs {names}; each batch must "
                 "be a list or dict of as many arrays (or (x, y) with such an x)."
             )
         return list(features)
     return [features]
 
 
-def _checked(batch, model, index):
-    arrays = [np.asarray(a) for a in _as_input_list(batch, model)]
+def _checked(batch, model, index, what):
+    arrays = [np.asarray(a) for a in _as_input_list(batch, model, what)]
     for array, tensor in zip(arrays, model.inputs, strict=True):
         name = tensor._keras_history.layer.name
         expected = tuple(tensor.shape)
@@ -45,13 +45,11 @@ def _checked(batch, model, index):
             e is not None and e != r for e, r in zip(expected, array.shape, strict=True)
         ):
             raise ValueError(
-                f"calibration_data batch {index}: input '{name}' expects shape {expected}. "
+                f"{what} batch {index}: input '{name}' expects shape {expected}. "
                 f"Received: shape={array.shape}"
             )
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise ValueError(
-                f"calibration_data batch {index}: input '{name}' contains NaN or Inf values."
-            )
+            raise ValueError(f"{what} batch {index}: input '{name}' contains NaN or Inf values.")
     return arrays
 
 
@@ -76,7 +74,7 @@ def _split_arrays(data, batch_num):
     )
 
 
-def iterate_batches(data, batch_num, model):
+def iterate_batches(data, batch_num, model, what="calibration_data"):
     """Yields `batch_num` checked batches, each a list of arrays (one per model input).
 
     A NumPy array (or a list/tuple/dict of arrays, one per input) is the whole
@@ -87,6 +85,8 @@ def iterate_batches(data, batch_num, model):
         data: The calibration data.
         batch_num: How many batches to take.
         model: The model the batches are fed to.
+        what: The argument's name, for error messages. Defaults to
+            `"calibration_data"`.
 
     Yields:
         Lists of NumPy arrays.
@@ -103,7 +103,7 @@ def iterate_batches(data, batch_num, model):
                 f"calibration_data yielded {index - 1} batch(es), fewer than "
                 f"batch_num={batch_num}. Give more data or lower batch_num in the config."
             ) from None
-        yield _checked(_features(element, len(model.inputs)), model, index)
+        yield _checked(_features(element, len(model.inputs)), model, index, what)
 
 
 def calibrate(float_model, layer_inputs, settings, data, batch_num):
