@@ -49,10 +49,8 @@ def quantized_layers(qat_model):
 
 def clip_range(input_layer):
     """Returns `(clip_min, clip_max)` of an `InputQuantizeLayer` as floats."""
-    variables = input_layer.quantizer_vars
-    clip_min = variables.get("clip_min")
-    clip_min = 0.0 if clip_min is None else float(clip_min.numpy())
-    return clip_min, float(variables["clip_max"].numpy())
+    clip_min, clip_max = input_layer.quantizer.bounds(input_layer.quantizer_vars)
+    return float(clip_min.numpy()), float(clip_max.numpy())
 
 
 def quant_report(qat_model):

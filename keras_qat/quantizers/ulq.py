@@ -114,11 +114,25 @@ class UlqQuantizer(QuantizerBase):
             )
         return weights
 
-    def __call__(self, inputs, training, weights, **kwargs):
-        # The projection is repeated here so that a custom loop that bypasses
-        # constraints still runs a valid fake-quant op.
+    @staticmethod
+    def bounds(weights):
+        """Returns `(clip_min, clip_max)` as used by the forward pass.
+
+        The constraints' projection is repeated here so that a custom loop
+        that bypasses constraints still runs a valid fake-quant op.
+
+        Args:
+            weights: The dict `build` returned.
+
+        Returns:
+            Two scalar tensors; clip_min is 0 with `fixed_min`.
+        """
         clip_max = ranges.positive(weights["clip_max"])
         clip_min = _non_positive(weights["clip_min"]) if "clip_min" in weights else tf.zeros(())
+        return clip_min, clip_max
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        clip_min, clip_max = self.bounds(weights)
         return ulq_fake_quant(inputs, clip_min, clip_max, ranges.bits_of(self.dst_type))
 
     @staticmethod
@@ -156,8 +170,7 @@ class UlqInt8CarrierQuantizer(UlqQuantizer):
     """
 
     def __call__(self, inputs, training, weights, **kwargs):
-        clip_max = ranges.positive(weights["clip_max"])
-        clip_min = _non_positive(weights["clip_min"]) if "clip_min" in weights else tf.zeros(())
+        clip_min, clip_max = self.bounds(weights)
         low, high, step = ranges.nudged_range(clip_min, clip_max, ranges.bits_of(self.dst_type))
         clipped = tf.clip_by_value(inputs, low, high)
         return tf.quantization.fake_quant_with_min_max_vars(
