@@ -7,12 +7,13 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_qat._keras import keras
 from keras_qat.atomic import refuse_existing, write_dir_atomic, write_file_atomic
 from keras_qat.calibration.collect import is_array_set, iterate_batches
 from keras_qat.errors import ExportError
-from keras_qat.quantizers import quantize_scope
 from keras_qat.record import write_quant_record
+from keras_qat.tflite.bias_scales import repair_bias_scales
+from keras_qat.tflite.ready_copy import tflite_ready_copy
+from keras_qat.tflite.weights import pin_weights
 
 # Representative data: enough batches for the converter to calibrate the
 # tensors the QAT model has no range for, without a long conversion.
@@ -58,28 +59,6 @@ def _batches(data, model, limit, what):
     return iterate_batches(iter(taken), len(taken), model, what)  # iter: one element per batch
 
 
-def _tflite_ready_copy(qat_model):
-    """The QAT model with INT4 input quantizers swapped for their int8 carriers.
-
-    Returns the model itself when it has no INT4 activations.
-    """
-    config = qat_model.get_config()
-    swapped = False
-    for layer in config["layers"]:
-        if layer["class_name"] != "InputQuantizeLayer":
-            continue
-        quantizer = layer["config"]["quantizer"]
-        if quantizer["config"]["dst_type"] == "INT4":
-            quantizer["class_name"] = quantizer["registered_name"] = "UlqInt8CarrierQuantizer"
-            swapped = True
-    if not swapped:
-        return qat_model
-    with quantize_scope():
-        copy = keras.Model.from_config(config)
-    copy.set_weights(qat_model.get_weights())
-    return copy
-
-
 def export_tflite(qat_model, path, representative_data=None, int8_io=False, overwrite=False):
     """Converts the QAT model to an int8 TFLite file.
 
@@ -109,7 +88,8 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     """
     if int8_io and representative_data is None:
         raise ValueError("int8_io=True needs representative_data to range the model's inputs.")
-    converter = tf.lite.TFLiteConverter.from_keras_model(_tflite_ready_copy(qat_model))
+    copy, _ = tflite_ready_copy(qat_model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(copy)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative_data is not None:
         batches = list(
@@ -131,6 +111,8 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
             f"TFLite conversion of model '{qat_model.name}' failed: "
             f"{message[start : start + 500] if start >= 0 else message[:500]}"
         ) from e
+    flatbuffer, _ = pin_weights(flatbuffer, copy)
+    flatbuffer, _ = repair_bias_scales(flatbuffer)
     record_path = record_path_for(path)
     refuse_existing(record_path, overwrite)
     write_file_atomic(path, flatbuffer, overwrite)
@@ -146,8 +128,7 @@ def _warn_on_disagreement(qat_model, path, data):
         warnings.warn(
             f"{path} agrees with the QAT model on only {result['top1_agreement']:.1%} of "
             f"{result['samples']} representative samples (top-1; max |error| "
-            f"{result['max_abs_error']:.3g}). Do not deploy it unchecked. Known cause: INT4 "
-            "activations right after a standalone ReLU layer.",
+            f"{result['max_abs_error']:.3g}). Do not deploy it unchecked.",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -1,0 +1,69 @@
+"""The copy of a QAT model that the TFLite converter is given.
+
+Same numbers as the QAT model, in forms the converter keeps: INT4 input
+quantizers become their int8 carriers, and per-channel Dense, Conv1D and
+Conv2DTranspose layers become their `deploy_layers` forms. Every other layer
+is shared with the QAT model, not rebuilt.
+"""
+
+from keras_qat._keras import keras, tfmot
+from keras_qat.quantizers import InputQuantizeLayer, UlqInt8CarrierQuantizer, WeightQuantizeConfig
+from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
+
+
+def _carrier_input(layer):
+    quantizer = UlqInt8CarrierQuantizer.from_config(layer.quantizer.get_config())
+    return InputQuantizeLayer(quantizer, layer.target, name=layer.name)
+
+
+def _deploy_wrapper(wrapper, form):
+    quantize_config = WeightQuantizeConfig.from_config(
+        {**wrapper.quantize_config.get_config(), "kernels": [("kernel", "last")]}
+    )
+    deployed = form(**form.config_from(wrapper.layer.get_config()))
+    return tfmot.quantization.keras.QuantizeWrapperV2(deployed, quantize_config, name=wrapper.name)
+
+
+def _copy_weights(source, target, form=None):
+    """Copies weights in build order, moving a rewritten kernel to its deploy layout."""
+    values = [
+        form.deploy_kernel(value)
+        if form is not None and weight.name.endswith("kernel:0")
+        else value
+        for value, weight in zip(source.get_weights(), target.weights, strict=True)
+    ]
+    target.set_weights(values)
+
+
+def tflite_ready_copy(qat_model):
+    """The QAT model rebuilt in the forms the TFLite converter keeps.
+
+    Args:
+        qat_model: A model from `apply_retrain_config`.
+
+    Returns:
+        `(model, rewritten)`: the copy (`qat_model` itself when nothing needs
+        rewriting) and the names of the wrappers put in a deploy form.
+
+    Raises:
+        ExportError: for a per-channel layer option no deploy form reproduces.
+    """
+    replaced = {}
+
+    def clone(layer):
+        if isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT4":
+            replaced[layer.name] = (layer, None)
+            return _carrier_input(layer)
+        if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+            form = DEPLOY_FORMS.get(type(layer.layer))
+            if form is not None and layer.quantize_config.channel_wise:
+                replaced[layer.name] = (layer, form)
+                return _deploy_wrapper(layer, form)
+        return layer
+
+    copy = keras.models.clone_model(qat_model, clone_function=clone)
+    if not replaced:
+        return qat_model, []
+    for name, (source, form) in replaced.items():
+        _copy_weights(source, copy.get_layer(name), form)
+    return copy, sorted(name for name, (_, form) in replaced.items() if form is not None)

@@ -1,0 +1,115 @@
+"""Per layer type: the int8 .tflite agrees with the Keras QAT model within one output step.
+
+Each case is a one-layer model, quantized as configured, exported with int8
+input and output and run in LiteRT on its own calibration data (so the output
+range the converter calibrates covers every value compared). The compute
+op's weights must carry the QAT model's scales, not re-calibrated ones.
+"""
+
+import numpy as np
+import pytest
+
+import keras_qat
+from keras_qat._keras import keras
+
+L = keras.layers
+COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+
+
+def case(layer, shape, op, weights=None, data=None, kernel="kernel", id=None):
+    config = {}
+    if weights is not None:
+        config["retrain_weight_config"] = weights
+    if data is not None:
+        config["retrain_data_config"] = data
+    return pytest.param(layer, shape, config, op, kernel, id=id)
+
+
+PER_TENSOR = {"channel_wise": False}
+INT4 = {"dst_type": "INT4"}
+
+CASES = [
+    case(L.Conv2D(6, 3, padding="same"), (7, 7, 3), "CONV_2D", id="conv2d"),
+    case(L.Conv2D(6, 3, strides=2), (9, 9, 3), "CONV_2D", PER_TENSOR, id="conv2d-per-tensor"),
+    case(L.Conv2D(6, 3, activation="relu"), (7, 7, 3), "CONV_2D", INT4, INT4, id="conv2d-w4a4"),
+    case(
+        L.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
+        (6, 6, 3),
+        "DEPTHWISE_CONV_2D",
+        kernel="depthwise_kernel",
+        id="depthwise-x2",
+    ),
+    case(
+        L.DepthwiseConv2D(3),
+        (6, 6, 4),
+        "DEPTHWISE_CONV_2D",
+        INT4,
+        INT4,
+        kernel="depthwise_kernel",
+        id="depthwise-w4a4",
+    ),
+    case(L.Conv1D(5, 3), (10, 4), "CONV_2D", id="conv1d"),
+    case(L.Conv1D(5, 3, strides=2, padding="same"), (11, 4), "CONV_2D", id="conv1d-strided"),
+    case(L.Conv1D(5, 2, padding="causal", dilation_rate=2), (10, 4), "CONV_2D", id="conv1d-causal"),
+    case(L.Conv1D(5, 3), (10, 4), "CONV_2D", PER_TENSOR, id="conv1d-per-tensor"),
+    case(L.Conv2DTranspose(4, 3, padding="same"), (5, 5, 3), "CONV_2D", id="transpose"),
+    case(L.Conv2DTranspose(4, 3, 2, padding="same"), (5, 5, 3), "CONV_2D", id="transpose-s2"),
+    case(L.Conv2DTranspose(4, 2, 3), (4, 5, 3), "CONV_2D", id="transpose-k2s3-valid"),
+    case(L.Conv2DTranspose(4, 4, 2, padding="same"), (4, 4, 3), "CONV_2D", INT4, id="transpose-w4"),
+    case(
+        L.Conv2DTranspose(4, 3, 2, padding="same"),
+        (5, 5, 3),
+        "TRANSPOSE_CONV",
+        PER_TENSOR,
+        id="transpose-per-tensor",
+    ),
+    case(L.Dense(7), (12,), "FULLY_CONNECTED", id="dense"),
+    case(L.Dense(7, activation="relu"), (12,), "CONV_2D", {"channel_wise": True}, id="dense-pc"),
+    case(L.Dense(7), (3, 12), "CONV_2D", {"channel_wise": True}, id="dense-3d-pc"),
+    case(L.Dense(7), (12,), "FULLY_CONNECTED", INT4, INT4, id="dense-w4a4"),
+    case(L.AveragePooling2D(), (6, 6, 3), "AVERAGE_POOL_2D", id="avgpool"),
+    case(L.AveragePooling2D(), (6, 6, 3), "AVERAGE_POOL_2D", data=INT4, id="avgpool-a4"),
+]
+
+
+def interpreter_for(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def only_op(interpreter, name):
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] == name]
+    assert len(ops) == 1, [op["op_name"] for op in interpreter._get_ops_details()]
+    return ops[0]
+
+
+@pytest.mark.parametrize(("layer", "shape", "config", "op", "kernel"), CASES)
+def test_tflite_matches_keras_within_one_step(layer, shape, config, op, kernel, tmp_path):
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(shape, name="x")
+    model = keras.Model(inputs, layer(inputs))
+    data = np.random.default_rng(2).normal(size=(64, *shape)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(model, {layer.name: config}, data)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data, int8_io=True)
+
+    interpreter = interpreter_for(path)
+    ops = interpreter._get_ops_details()
+    assert {o["op_name"] for o in ops} & COMPUTE_OPS <= {op}, [o["op_name"] for o in ops]
+    tensors = interpreter.get_tensor_details()
+    for compute in ops:
+        if compute["op_name"] in COMPUTE_OPS:
+            data_and_weights = (2, 1) if compute["op_name"] == "TRANSPOSE_CONV" else (0, 1)
+            assert {tensors[compute["inputs"][i]]["dtype"] for i in data_and_weights} == {np.int8}
+    if kernel is not None and op != "AVERAGE_POOL_2D":
+        weight_index = only_op(interpreter, op)["inputs"][1]
+        scales = tensors[weight_index]["quantization_parameters"]["scales"]
+        want = keras_qat.quant_record(qat)[layer.name]["scale_w"][kernel]
+        np.testing.assert_allclose(np.broadcast_to(want, scales.shape), scales, rtol=1e-5)
+
+    got = keras_qat.export._run_tflite(interpreter, [data])
+    step = interpreter.get_output_details()[0]["quantization"][0]
+    want = qat.predict(data, verbose=0)
+    assert np.max(np.abs(got - want)) <= step * 1.001, (np.max(np.abs(got - want)), step)
