@@ -3,7 +3,7 @@
 from keras_qat.apply import apply_retrain_config
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
 from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
-from keras_qat.export import check_tflite, export_saved_model, export_tflite
+from keras_qat.export import check_tflite, export_saved_model, export_tflite, predict_tflite
 from keras_qat.quantizers import quantize_scope
 from keras_qat.record import quant_record
 from keras_qat.report import quant_report
@@ -17,6 +17,7 @@ __all__ = [
     "create_quant_retrain_config",
     "export_saved_model",
     "export_tflite",
+    "predict_tflite",
     "quant_record",
     "quant_report",
     "quantize_scope",

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_qat._keras import keras
 from keras_qat.config import create_quant_retrain_config, read_retrain_config
+from keras_qat.datasets import DATASETS
 from keras_qat.demo import run_demo
 from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
 from keras_qat.export import check_tflite, export_saved_model, export_tflite
@@ -125,10 +126,24 @@ def _export(args):
 
 
 def _demo(args):
-    model, config = run_demo(args.output_dir)
-    print(f"demo model and config written to {args.output_dir}/")
-    print(_config_table(model, config))
-    print(f"config.json: valid, {len(config.enabled_layers)} layer(s) enabled")
+    try:
+        results = run_demo(args.output_dir, args.dataset)
+    except FileNotFoundError as e:
+        raise _CommandError([str(e)]) from None
+    samples = results["test_samples"]
+    print(f"\n{args.dataset}: {samples} test images; files in {args.output_dir}/")
+    print(f"{'':22} {'accuracy':>9}")
+    print(f"{'float (Keras)':22} {results['float_accuracy']:>9.4f}")
+    print(f"{'QAT INT8 (Keras)':22} {results['qat_accuracy']:>9.4f}")
+    print(f"{'int8 TFLite (LiteRT)':22} {results['tflite_accuracy']:>9.4f}")
+    print(
+        f"TFLite vs QAT: top-1 agreement {results['agreement']:.2%}, "
+        f"max |logit error| {results['max_abs_error']:.3f}"
+    )
+    print(
+        f"model.tflite: {results['tflite_bytes']:,} bytes "
+        f"(float .tflite {results['float_tflite_bytes']:,} bytes)"
+    )
 
 
 def _parser():
@@ -156,8 +171,11 @@ def _parser():
     export.add_argument("--check", help=".npy inputs: compare the .tflite with the QAT model")
     export.add_argument("--force", action="store_true", help="replace existing outputs")
     export.set_defaults(run=_export)
-    demo = commands.add_parser("demo", help="run keras_qat on the built-in example model")
+    demo = commands.add_parser(
+        "demo", help="train, quantize, export and compare the built-in example CNN"
+    )
     demo.add_argument("--output-dir", default="keras_qat_demo")
+    demo.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
     demo.set_defaults(run=_demo)
     return parser
 

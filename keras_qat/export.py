@@ -159,6 +159,31 @@ def _run_tflite(interpreter, batch):
     return result
 
 
+def predict_tflite(tflite_path, inputs, batch_size=256):
+    """Runs a .tflite file with LiteRT on `inputs` (one array) and returns its first output.
+
+    Int8 inputs and outputs are quantized and dequantized with the file's own
+    parameters, so the result compares with the Keras model's.
+
+    Args:
+        tflite_path: The file.
+        inputs: A float array, batch first.
+        batch_size: Samples per interpreter call. Defaults to `256`.
+
+    Returns:
+        A float32 array of outputs.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    return np.concatenate(
+        [
+            _run_tflite(interpreter, [inputs[start : start + batch_size]])
+            for start in range(0, len(inputs), batch_size)
+        ]
+    )
+
+
 def check_tflite(qat_model, tflite_path, data, max_batches=1000):
     """Runs the .tflite with LiteRT and compares it with the Keras QAT model.
 

@@ -52,10 +52,31 @@ def test_unloadable_model_file(tmp_path, capsys):
     assert "cannot load model" in capsys.readouterr().err
 
 
-def test_demo(tmp_path, capsys):
-    assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0
-    assert "config.json: valid, 5 layer(s) enabled" in capsys.readouterr().out
-    assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0  # re-runnable
+def test_demo_trains_quantizes_exports_and_compares(tmp_path, capsys):
+    import re
+
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    accuracies = {
+        name: float(re.search(rf"{re.escape(name)}\s+([0-9.]+)", out).group(1))
+        for name in ("float (Keras)", "QAT INT8 (Keras)", "int8 TFLite (LiteRT)")
+    }
+    assert accuracies["float (Keras)"] > 0.9, out
+    assert accuracies["QAT INT8 (Keras)"] >= accuracies["float (Keras)"] - 0.01, out
+    assert float(re.search(r"agreement ([0-9.]+)%", out).group(1)) >= 99.5, out
+    written = {"float_model.keras", "config.json", "saved_model", "model.tflite"}
+    assert written <= {p.name for p in out_dir.iterdir()}
+
+
+def test_demo_without_fashion_mnist_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    import keras_qat.datasets
+
+    monkeypatch.setattr(
+        keras_qat.datasets.load_fashion_mnist, "__defaults__", (str(tmp_path / "none"),)
+    )
+    assert main(["demo", "--dataset", "fashion-mnist", "--output-dir", str(tmp_path)]) == 1
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
 def test_report_prints_a_table(tmp_path, capsys):
