@@ -1,4 +1,4 @@
-"""Fashion-MNIST accuracy: keras_qat against TFLite PTQ and TFMOT, one float model. Prints one table.
+"""Fashion-MNIST accuracy: keras_qat vs TFLite PTQ and TFMOT, one float model. Prints one table.
 
 The demo CNN (Conv-BN-ReLU, depthwise, pointwise, average pooling, dense;
 width 32) is trained once as float by the demo's Fashion-MNIST recipe (6
