@@ -171,9 +171,8 @@ def main():
 
     print(f"\nFashion-MNIST, {len(x_train)} training / {len(x_test)} test images, "
           f"QAT {args.qat_epochs} epochs")  # fmt: skip
-    print(
-        f"| {'model':28} | {'Keras acc':>9} | {'TFLite acc':>10} | {'epoch s':>7} | {'/ float':>7} |"
-    )
+    header = ("model", "Keras acc", "TFLite acc", "epoch s", "/ float")
+    print("| {:28} | {:>9} | {:>10} | {:>7} | {:>7} |".format(*header))
     print(f"|{'-' * 30}|{'-' * 11}:|{'-' * 12}:|{'-' * 9}:|{'-' * 9}:|")
     for name, keras_acc, tflite_acc, epoch in rows:
         ratio = epoch / float_time if epoch is not None else None
