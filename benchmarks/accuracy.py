@@ -165,15 +165,16 @@ def main():
         epoch = fine_tune(qat, x_train, y_train, args.qat_epochs, batch)
         keras_acc = accuracy(qat.predict(x_test, verbose=0), y_test)
         rows.append((name, keras_acc, to_tflite(qat, x_rep, x_test, y_test), epoch))
+        print(f"  {rows[-1]}", flush=True)
 
     def cell(value, fmt):
-        return f"{value:{fmt}}" if value is not None else f"{'-':>{fmt[:-2]}}"
+        return f"{value:{fmt}}" if value is not None else f"{'-':>{fmt.split('.')[0]}}"
 
     print(f"\nFashion-MNIST, {len(x_train)} training / {len(x_test)} test images, "
           f"QAT {args.qat_epochs} epochs")  # fmt: skip
     header = ("model", "Keras acc", "TFLite acc", "epoch s", "/ float")
     print("| {:28} | {:>9} | {:>10} | {:>7} | {:>7} |".format(*header))
-    print(f"|{'-' * 30}|{'-' * 11}:|{'-' * 12}:|{'-' * 9}:|{'-' * 9}:|")
+    print(f"|{'-' * 30}|{'-' * 10}:|{'-' * 11}:|{'-' * 8}:|{'-' * 8}:|")
     for name, keras_acc, tflite_acc, epoch in rows:
         ratio = epoch / float_time if epoch is not None else None
         print(
