@@ -1,11 +1,16 @@
-"""QAT training time relative to float, measured as a ratio in one run. Prints one table.
+"""Training and calibration speed of keras_qat, as ratios measured in one run. Prints one table.
 
-First version: the demo CNN on random 8x8 inputs, keras_qat INT8 on every quantizable layer.
-Each model trains `--epochs` epochs per round after a warm-up epoch; the best of `--rounds`
-rounds counts, alternating models so both see the same machine load.
-(The MobileNetV2 and TFMOT comparisons of SPEC.md section 7 are still to come.)
+Per network (the demo CNN at 28x28 with width 32, and MobileNetV2 from
+tf_keras.applications with weights=None at 96x96x3, alpha 0.35): the train-step
+time of the float model, of keras_qat INT8 on every quantizable layer and of
+TFMOT's `quantize_model` 8-bit QAT. Each model first trains one warm-up epoch
+(tracing); then `--rounds` rounds alternate the models so all see the same
+machine load, and the fastest round counts. Then IFMR calibration (inside
+`apply_retrain_config`, `--calibration-batches` batches) against the float
+model's forward passes over the same batches. Targets (SPEC.md section 7):
+QAT step <= 1.3 x float and <= 0.6 x TFMOT; calibration <= 3 x forward.
 
-    python benchmarks/speed.py [--samples 8192] [--epochs 3] [--rounds 3]
+    python benchmarks/speed.py [--samples 2048] [--rounds 3] [--calibration-batches 8]
 """
 
 import argparse
@@ -14,42 +19,99 @@ import time
 import numpy as np
 
 import keras_qat
-from keras_qat._keras import keras
-from keras_qat.demo import build_demo_model
+import keras_qat.apply
+from keras_qat._keras import keras, tfmot
+from keras_qat.demo import LOSS, build_demo_model
+from keras_qat.graph.layer_table import layer_spec
+from keras_qat.graph.model_check import model_layers
 
-LAYERS = ("conv1", "dwconv2", "pwconv2", "pool2", "logits")
+BATCH = 64
 
 
-def epoch_time(model, x, y, epochs):
+def networks():
+    yield "demo CNN 28x28", build_demo_model((28, 28, 1), width=32)
+    yield (
+        "MobileNetV2 96x96 a0.35",
+        keras.applications.MobileNetV2(
+            (96, 96, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+        ),
+    )
+
+
+def default_config(model):
+    """Every quantizable layer at its defaults (what create_quant_retrain_config writes)."""
+    return {layer.name: {} for layer in model_layers(model) if layer_spec(layer) is not None}
+
+
+def step_time(model, x, y):
     start = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=128, verbose=0)
-    return (time.perf_counter() - start) / epochs
+    model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
+    return (time.perf_counter() - start) / int(np.ceil(len(x) / BATCH))
+
+
+def calibration_ratio(model, x, batches):
+    """`(calibration seconds, forward seconds)` over the same `batches` batches."""
+    calibrate = keras_qat.apply.calibrate
+    spent = []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        result = calibrate(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return result
+
+    keras_qat.apply.calibrate = timed
+    try:
+        config = {"batch_num": batches, **default_config(model)}
+        keras_qat.apply_retrain_config(model, config, x[: batches * BATCH])
+    finally:
+        keras_qat.apply.calibrate = calibrate
+    model.predict_on_batch(x[:BATCH])  # traced once, as a user's model would be
+    start = time.perf_counter()
+    for index in range(batches):
+        model.predict_on_batch(x[index * BATCH : (index + 1) * BATCH])
+    return spent[0], time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=8192)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calibration-batches", type=int, default=8)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    x = rng.random((args.samples, 8, 8, 1)).astype(np.float32)
-    y = rng.integers(0, 10, args.samples)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    float_model = build_demo_model()
-    qat_model = keras_qat.apply_retrain_config(float_model, {n: {} for n in LAYERS}, x[:256])
-    models = {"float": float_model, "keras_qat INT8": qat_model}
-    for model in models.values():
-        model.compile("adam", loss)
-        model.fit(x, y, epochs=1, batch_size=128, verbose=0)  # warm-up: tracing
-    times = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            times[name].append(epoch_time(model, x, y, args.epochs))
-    best = {name: min(values) for name, values in times.items()}
-    print(f"\n{'model':16} {'epoch s':>8} {'/ float':>8}")
-    for name, seconds in best.items():
-        print(f"{name:16} {seconds:8.3f} {seconds / best['float']:8.2f}")
+    rows = []
+    for name, model in networks():
+        x = rng.random((args.samples, *model.input_shape[1:])).astype(np.float32)
+        y = rng.integers(0, 10, args.samples)
+        print(f"{name} ...", flush=True)
+        models = {
+            "float": model,
+            "keras_qat": keras_qat.apply_retrain_config(model, default_config(model), x[:BATCH]),
+            "TFMOT": tfmot.quantization.keras.quantize_model(model),
+        }
+        for candidate in models.values():
+            candidate.compile(keras.optimizers.Adam(1e-4), LOSS)
+            candidate.fit(x[: 4 * BATCH], y[: 4 * BATCH], epochs=1, batch_size=BATCH, verbose=0)
+        times = {key: [] for key in models}
+        for _ in range(args.rounds):
+            for key, candidate in models.items():
+                times[key].append(step_time(candidate, x, y))
+        best = {key: min(values) for key, values in times.items()}
+        calibration, forward = calibration_ratio(model, x, args.calibration_batches)
+        rows.append((name, best, calibration, forward))
+
+    print(f"\nbatch {BATCH}, {args.samples} samples per round, best of {args.rounds} rounds")
+    header = ("network", "float ms", "QAT ms", "TFMOT ms", "QAT/float", "QAT/TFMOT", "IFMR/fwd")
+    print("| {:24} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>8} |".format(*header))
+    print(f"|{'-' * 26}|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 10}:|{'-' * 10}:|{'-' * 9}:|")
+    for name, best, calibration, forward in rows:
+        ms = {key: 1000 * value for key, value in best.items()}
+        print(
+            f"| {name:24} | {ms['float']:8.1f} | {ms['keras_qat']:8.1f} | {ms['TFMOT']:8.1f} "
+            f"| {best['keras_qat'] / best['float']:9.2f} "
+            f"| {best['keras_qat'] / best['TFMOT']:9.2f} | {calibration / forward:8.2f} |"
+        )
 
 
 if __name__ == "__main__":
