@@ -35,19 +35,26 @@ def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
     """
     levels = float(2**num_bits - 1)
 
+    def rounding_error(values, scale):
+        ratio = values / scale
+        return _round_half_up(ratio) - ratio
+
     @tf.custom_gradient
     def quantize(x, low, high):
         def grad(dy):
-            nudged_min, nudged_max, scale = ranges.nudged_range(low, high, num_bits)
-            upper = tf.cast(x > nudged_max, x.dtype)
-            lower = tf.cast(x < nudged_min, x.dtype)
-            clipped = tf.where(x > nudged_max, high, tf.where(x < nudged_min, low, x))
-            ratio = clipped / scale
-            error = (_round_half_up(ratio) - ratio) / levels
-            inside = 1.0 - upper - lower
-            d_min = tf.reduce_sum(dy * (lower - error))
-            d_max = tf.reduce_sum(dy * (error + upper))
-            return dy * inside, d_min, d_max
+            # The op's own gradient gives dx = dy inside the nudged range and
+            # the sums of dy over L and U; only sum(dy * e) is added to it.
+            # Clipped elements hold the bound itself, so their e is a scalar.
+            dx, d_lower, d_upper = tf.quantization.fake_quant_with_min_max_vars_gradient(
+                dy, x, low, high, num_bits=num_bits
+            )
+            _, _, scale = ranges.nudged_range(low, high, num_bits)
+            lsq = (
+                tf.reduce_sum(dx * rounding_error(x, scale))
+                + d_upper * rounding_error(high, scale)
+                + d_lower * rounding_error(low, scale)
+            ) / levels
+            return dx, d_lower - lsq, d_upper + lsq
 
         y = tf.quantization.fake_quant_with_min_max_vars(x, low, high, num_bits=num_bits)
         return y, grad
