@@ -46,11 +46,15 @@ def ifmr_clip_range(values, num_bits=8, fixed_min=False):
     if magnitude == 0.0:  # all zeros: any positive range is exact
         return 1.0, (0.0 if fixed_min else -1.0)
     divisor = qmax + 1 if -low > high else qmax
-    clips = RATIOS[:, None] * magnitude
-    steps = clips / divisor
-    quantized = _round_half_up(np.clip(x[None, :], -clips, clips) / steps) * steps
-    errors = np.mean((quantized - x[None, :]) ** 2, axis=1)
-    step = float(steps[int(np.argmin(errors)), 0])
+    steps = RATIOS * magnitude / divisor
+    # The 61 x N error table is the cost of calibration: float32 runs it
+    # several times faster than float64 and keeps the same argmin.
+    x32 = x.astype(np.float32)[None, :]
+    clips32 = (steps * divisor).astype(np.float32)[:, None]
+    steps32 = steps.astype(np.float32)[:, None]
+    quantized = _round_half_up(np.clip(x32, -clips32, clips32) / steps32) * steps32
+    errors = np.mean(np.square(quantized - x32, dtype=np.float32), axis=1, dtype=np.float64)
+    step = float(steps[int(np.argmin(errors))])
     return qmax * step, (0.0 if fixed_min else -(qmax + 1) * step)
 
 
