@@ -88,13 +88,15 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     """
     if int8_io and representative_data is None:
         raise ValueError("int8_io=True needs representative_data to range the model's inputs.")
-    copy, _ = tflite_ready_copy(qat_model)
-    converter = tf.lite.TFLiteConverter.from_keras_model(copy)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    batches = None
     if representative_data is not None:
         batches = list(
             _batches(representative_data, qat_model, REPRESENTATIVE_BATCHES, "representative_data")
         )
+    copy, _ = tflite_ready_copy(qat_model, batches)
+    converter = tf.lite.TFLiteConverter.from_keras_model(copy)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if batches is not None:
         converter.representative_dataset = lambda: (
             [a.astype(np.float32) for a in b] for b in batches
         )

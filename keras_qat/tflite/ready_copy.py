@@ -1,14 +1,17 @@
 """The copy of a QAT model that the TFLite converter is given.
 
 Same numbers as the QAT model, in forms the converter keeps: INT4 input
-quantizers become their int8 carriers, and per-channel Dense, Conv1D and
-Conv2DTranspose layers become their `deploy_layers` forms. Every other layer
-is shared with the QAT model, not rebuilt.
+quantizers become their int8 carriers, per-channel Dense, Conv1D and
+Conv2DTranspose layers become their `deploy_layers` forms, and producers of
+tensors shared by an input quantizer and another layer get an explicit output
+range (`output_ranges`). Every other layer is shared with the QAT model, not
+rebuilt.
 """
 
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, UlqInt8CarrierQuantizer, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
+from keras_qat.tflite.output_ranges import RangedOutput, observed_ranges, shared_quantized_inputs
 
 
 def _carrier_input(layer):
@@ -35,22 +38,27 @@ def _copy_weights(source, target, form=None):
     target.set_weights(values)
 
 
-def tflite_ready_copy(qat_model):
+def tflite_ready_copy(qat_model, batches=None):
     """The QAT model rebuilt in the forms the TFLite converter keeps.
 
     Args:
         qat_model: A model from `apply_retrain_config`.
+        batches: Representative input batches, which range the shared
+            tensors. Defaults to `None` (those stay as the converter leaves them).
 
     Returns:
-        `(model, rewritten)`: the copy (`qat_model` itself when nothing needs
-        rewriting) and the names of the wrappers put in a deploy form.
+        `(model, rewritten)`: the copy and the names of the wrappers put in a
+        deploy form.
 
     Raises:
         ExportError: for a per-channel layer option no deploy form reproduces.
     """
     replaced = {}
+    ranges = {}
+    if batches is not None:
+        ranges = observed_ranges(qat_model, shared_quantized_inputs(qat_model), batches)
 
-    def clone(layer):
+    def rewrite(layer):
         if isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT4":
             replaced[layer.name] = (layer, None)
             return _carrier_input(layer)
@@ -61,9 +69,13 @@ def tflite_ready_copy(qat_model):
                 return _deploy_wrapper(layer, form)
         return layer
 
+    def clone(layer):
+        rewritten = rewrite(layer)
+        if layer.name in ranges:
+            return RangedOutput(rewritten, *ranges[layer.name], name=layer.name)
+        return rewritten
+
     copy = keras.models.clone_model(qat_model, clone_function=clone)
-    if not replaced:
-        return qat_model, []
     for name, (source, form) in replaced.items():
         _copy_weights(source, copy.get_layer(name), form)
     return copy, sorted(name for name, (_, form) in replaced.items() if form is not None)
