@@ -93,7 +93,7 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
         batches = list(
             _batches(representative_data, qat_model, REPRESENTATIVE_BATCHES, "representative_data")
         )
-    copy, _ = tflite_ready_copy(qat_model, batches)
+    copy = tflite_ready_copy(qat_model, batches)
     converter = tf.lite.TFLiteConverter.from_keras_model(copy)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if batches is not None:
@@ -113,8 +113,7 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
             f"TFLite conversion of model '{qat_model.name}' failed: "
             f"{message[start : start + 500] if start >= 0 else message[:500]}"
         ) from e
-    flatbuffer, _ = pin_weights(flatbuffer, copy)
-    flatbuffer, _ = repair_bias_scales(flatbuffer)
+    flatbuffer = repair_bias_scales(pin_weights(flatbuffer, copy))
     record_path = record_path_for(path)
     refuse_existing(record_path, overwrite)
     write_file_atomic(path, flatbuffer, overwrite)

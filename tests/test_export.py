@@ -148,7 +148,7 @@ def test_int4_carrier_is_exact_in_keras(trained, digits):
     from keras_qat.tflite.ready_copy import tflite_ready_copy
 
     qat = keras_qat.apply_retrain_config(trained, int4_data_config("dwconv2"), digits[0][:256])
-    copy, _ = tflite_ready_copy(qat)
+    copy = tflite_ready_copy(qat)
     assert copy is not qat
     x = digits[2]
     got, want = copy.predict(x, verbose=0), qat.predict(x, verbose=0)

@@ -54,11 +54,10 @@ def repair_bias_scales(flatbuffer):
         flatbuffer: A converted int8 `.tflite` model (bytes).
 
     Returns:
-        `(flatbuffer, repaired)`: the model (unchanged bytes when nothing
-        was wrong) and the names of the repaired bias tensors.
+        The model's bytes (the input itself when nothing was wrong).
     """
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    repaired = []
+    repaired = False
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
             code = _builtin_code(model, op)
@@ -75,7 +74,7 @@ def repair_bias_scales(flatbuffer):
             values = np.clip(np.round(values), limit.min, limit.max).astype(np.int32)
             buffer.data = values.view(np.uint8)
             bias.quantization.scale = expected.astype(np.float32).tolist()
-            repaired.append(bias.name.decode())
+            repaired = True
     if not repaired:
-        return flatbuffer, []
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), repaired
+        return flatbuffer
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -38,6 +38,10 @@ class RangedOutput(keras.layers.Layer):
             outputs, self.clip_min, self.clip_max, num_bits=8
         )
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "layer": keras.layers.deserialize(config["layer"])})
+
     def get_config(self):
         return {
             **super().get_config(),

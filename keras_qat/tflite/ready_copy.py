@@ -47,8 +47,7 @@ def tflite_ready_copy(qat_model, batches=None):
             tensors. Defaults to `None` (those stay as the converter leaves them).
 
     Returns:
-        `(model, rewritten)`: the copy and the names of the wrappers put in a
-        deploy form.
+        The copy.
 
     Raises:
         ExportError: for a per-channel layer option no deploy form reproduces.
@@ -78,4 +77,4 @@ def tflite_ready_copy(qat_model, batches=None):
     copy = keras.models.clone_model(qat_model, clone_function=clone)
     for name, (source, form) in replaced.items():
         _copy_weights(source, copy.get_layer(name), form)
-    return copy, sorted(name for name, (_, form) in replaced.items() if form is not None)
+    return copy

@@ -87,11 +87,10 @@ def pin_weights(flatbuffer, model):
         model: The model it was converted from.
 
     Returns:
-        `(flatbuffer, pinned)`: the new bytes and how many weight tensors changed.
+        The new flatbuffer bytes.
     """
     candidates = integer_kernels(model)
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    pinned = 0
     for subgraph in tflite.subgraphs:
         for op in subgraph.operators:
             code = tflite.operatorCodes[op.opcodeIndex]
@@ -111,5 +110,4 @@ def pin_weights(flatbuffer, model):
             buffer.data = np.ascontiguousarray(integers, np.int8).view(np.uint8).ravel()
             tensor.quantization.scale = np.broadcast_to(scales, (channels,)).tolist()
             tensor.quantization.zeroPoint = [0] * channels
-            pinned += 1
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(tflite)), pinned
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
