@@ -25,7 +25,11 @@ _BIASED_OPS = {
 _RELATIVE_TOLERANCE = 1e-4
 
 
-def _builtin_code(model, op):
+def builtin_code(model, op):
+    """The `BuiltinOperator` of `op` in a flatbuffer model object.
+
+    Old files keep codes below 127 in `deprecatedBuiltinCode` only.
+    """
     code = model.operatorCodes[op.opcodeIndex]
     return max(code.builtinCode, code.deprecatedBuiltinCode)
 
@@ -60,7 +64,7 @@ def repair_bias_scales(flatbuffer):
     repaired = False
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            code = _builtin_code(model, op)
+            code = builtin_code(model, op)
             found = code in _BIASED_OPS and _bias_and_expected_scale(subgraph, op, code)
             if not found:
                 continue

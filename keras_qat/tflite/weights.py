@@ -13,6 +13,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat.quantizers import ranges
 from keras_qat.report import quantized_layers, weight_scales
+from keras_qat.tflite.bias_scales import builtin_code
 
 _OPS = schema.BuiltinOperator
 # Where each op keeps its weights, and how a channels-last Keras kernel maps to them.
@@ -93,8 +94,7 @@ def pin_weights(flatbuffer, model):
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     for subgraph in tflite.subgraphs:
         for op in subgraph.operators:
-            code = tflite.operatorCodes[op.opcodeIndex]
-            layout = _WEIGHT_LAYOUTS.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+            layout = _WEIGHT_LAYOUTS.get(builtin_code(tflite, op))
             if layout is None:
                 continue
             tensor = subgraph.tensors[op.inputs[_WEIGHT_INPUT]]
