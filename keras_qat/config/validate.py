@@ -195,7 +195,8 @@ def parse_retrain_config(document, model, source=None):
     # Entries are checked one by one so that a bad entry does not hide the
     # model-level errors of the others.
     top_level = {k: document[k] for k in schema.TOP_LEVEL_KEYS if k in document}
-    errors = schema_errors(top_level, schema.RETRAIN_CONFIG_SCHEMA, _describe)
+    top_level_errors = schema_errors(top_level, schema.RETRAIN_CONFIG_SCHEMA, _describe)
+    errors = list(top_level_errors)
     reader = _LayerReader(model)
     valid_entries, layers = {}, {}
     for name, entry in document.items():
@@ -208,7 +209,8 @@ def parse_retrain_config(document, model, source=None):
             valid_entries[name] = entry
             layers[name] = reader.read(layer, entry)
     errors += reader.errors
-    batch_num = _batch_num(document, valid_entries, errors)
+    # An invalid top-level batch_num is already reported; only valid values are reconciled.
+    batch_num = _batch_num({} if top_level_errors else top_level, valid_entries, errors)
     if not errors and not any(layer.retrain_enable for layer in layers.values()):
         errors.append(
             "No layer has retrain_enable: true, so nothing would be quantized. "
