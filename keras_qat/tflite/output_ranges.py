@@ -52,7 +52,7 @@ class RangedOutput(keras.layers.Layer):
 
 
 def shared_quantized_inputs(model):
-    """Layers whose output feeds an `InputQuantizeLayer` and some other layer.
+    """Layers whose output feeds an `InputQuantizeLayer` and a layer that is not one.
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -70,7 +70,8 @@ def shared_quantized_inputs(model):
     return [
         name
         for name, users in consumers.items()
-        if len(users) > 1 and any(isinstance(user, InputQuantizeLayer) for user in users)
+        if any(isinstance(user, InputQuantizeLayer) for user in users)
+        and not all(isinstance(user, InputQuantizeLayer) for user in users)
     ]
 
 

@@ -1,0 +1,68 @@
+"""tf_keras.applications families through the whole flow: config, apply, fit, int8 TFLite.
+
+Slow (minutes per family on 2 cores): `python -m pytest -m slow tests/test_applications.py`.
+Each network (weights=None, 96x96x3, 10 classes) first trains two float epochs
+on random images so that its BatchNormalization statistics are those of a
+used network, not the identity of a fresh one (with which activations vanish
+to ~1e-8 deep in MobileNetV3 and its hard-swish cannot be run in LiteRT).
+"""
+
+import numpy as np
+import pytest
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.demo import LOSS
+
+COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+FAMILIES = [
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "ResNet50",
+    "EfficientNetB0",
+    "DenseNet121",
+    "InceptionV3",
+    "Xception",
+    "NASNetMobile",
+]
+
+
+def int8_compute_fraction(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    tensors = interpreter.get_tensor_details()
+    compute = [op for op in interpreter._get_ops_details() if op["op_name"] in COMPUTE_OPS]
+
+    def inputs_dtypes(op):
+        data_and_weights = (2, 1) if op["op_name"] == "TRANSPOSE_CONV" else (0, 1)
+        return {tensors[op["inputs"][i]]["dtype"] for i in data_and_weights}
+
+    int8 = [op for op in compute if inputs_dtypes(op) == {np.int8}]
+    return len(int8) / len(compute)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_exports_int8(family, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, family)(
+        input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 96, 96, 3)).astype(np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+
+    config = tmp_path / "config.json"
+    keras_qat.create_quant_retrain_config(str(config), model)
+    qat = keras_qat.apply_retrain_config(model, str(config), x[:32])
+    qat.compile(keras.optimizers.Adam(1e-4), LOSS)
+    qat.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
+    assert int8_compute_fraction(path) >= 0.95
+    report = keras_qat.check_tflite(qat, path, x)
+    assert report["top1_agreement"] >= 0.9, report
