@@ -15,6 +15,11 @@ from keras_qat._keras import keras
 from keras_qat.demo import LOSS
 
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+POOL_SCALE = pytest.mark.xfail(
+    strict=True,
+    reason="AVERAGE_POOL_2D same-scale constraint fails conversion inside Inception/NASNet "
+    "cells (issue 7)",
+)
 FAMILIES = [
     "MobileNet",
     "MobileNetV2",
@@ -22,9 +27,9 @@ FAMILIES = [
     "ResNet50",
     "EfficientNetB0",
     "DenseNet121",
-    "InceptionV3",
+    pytest.param("InceptionV3", marks=POOL_SCALE),
     "Xception",
-    "NASNetMobile",
+    pytest.param("NASNetMobile", marks=POOL_SCALE),
 ]
 
 
