@@ -108,6 +108,23 @@ def iterate_batches(data, batch_num, model, what="calibration_data"):
         yield _checked(_features(element, len(model.inputs)), model, index, what)
 
 
+def tensor_values(model, tensors, batches):
+    """Yields, per batch, the values of `tensors` (symbolic tensors of `model`).
+
+    Args:
+        model: A Functional model.
+        tensors: Tensors of its graph.
+        batches: Input batches, as the model takes them.
+
+    Yields:
+        Lists of NumPy arrays, one per tensor.
+    """
+    probe = keras.Model(model.inputs, list(tensors))
+    for batch in batches:
+        outputs = probe.predict_on_batch(batch)
+        yield outputs if isinstance(outputs, list) else [outputs]
+
+
 def calibrate(float_model, layer_inputs, settings, data, batch_num):
     """Runs IFMR for each layer on its inputs over `batch_num` batches.
 
@@ -123,12 +140,11 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num):
     """
     names = list(layer_inputs)
     flat = [(name, t) for name in names for t in layer_inputs[name]]
-    probe = keras.Model(float_model.inputs, [t for _, t in flat])
     samplers = {name: ActivationSampler(batch_num) for name in names}
     progress = keras.utils.Progbar(batch_num, unit_name="calibration batch")
-    for index, batch in enumerate(iterate_batches(data, batch_num, float_model), 1):
-        outputs = probe.predict_on_batch(batch)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
+    batches = iterate_batches(data, batch_num, float_model)
+    values = tensor_values(float_model, [t for _, t in flat], batches)
+    for index, outputs in enumerate(values, 1):
         for (name, _), output in zip(flat, outputs, strict=True):
             samplers[name].add(output)
         progress.update(index)

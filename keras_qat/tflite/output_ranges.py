@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.calibration.collect import tensor_values
 from keras_qat.quantizers import InputQuantizeLayer
 
 
@@ -88,12 +89,10 @@ def observed_ranges(model, names, batches):
     """
     if not names:
         return {}
-    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
     low = {name: 0.0 for name in names}
     high = {name: 0.0 for name in names}
-    for batch in batches:
-        outputs = probe.predict_on_batch(batch)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
+    tensors = [model.get_layer(name).output for name in names]
+    for outputs in tensor_values(model, tensors, batches):
         for name, output in zip(names, outputs, strict=True):
             low[name] = min(low[name], float(np.min(output)))
             high[name] = max(high[name], float(np.max(output)))
