@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat.atomic import refuse_existing, write_dir_atomic, write_file_atomic
 from keras_qat.calibration.collect import is_array_set, iterate_batches
@@ -113,7 +114,11 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
             f"TFLite conversion of model '{qat_model.name}' failed: "
             f"{message[start : start + 500] if start >= 0 else message[:500]}"
         ) from e
-    flatbuffer = repair_bias_scales(pin_weights(flatbuffer, copy))
+    # The converter's weights and biases are corrected on one parsed copy of the file.
+    tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    pin_weights(tflite, copy)
+    repair_bias_scales(tflite)
+    flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
     record_path = record_path_for(path)
     refuse_existing(record_path, overwrite)
     write_file_atomic(path, flatbuffer, overwrite)

@@ -11,7 +11,6 @@ such bias on the scale the runtime uses.
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
 
 # Ops whose third input is an int32 bias on input_scale * weight_scale.
 _BIASED_OPS = {
@@ -51,17 +50,13 @@ def _bias_and_expected_scale(subgraph, op, code):
     return bias, expected
 
 
-def repair_bias_scales(flatbuffer):
-    """Rescales int32 biases whose scale is not `input_scale * weight_scale`.
+def repair_bias_scales(model):
+    """Rescales, in place, int32 biases whose scale is not `input_scale * weight_scale`.
 
     Args:
-        flatbuffer: A converted int8 `.tflite` model (bytes).
-
-    Returns:
-        The model's bytes (the input itself when nothing was wrong).
+        model: A converted int8 `.tflite` model as a flatbuffer object
+            (`flatbuffer_utils.convert_bytearray_to_object`).
     """
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    repaired = False
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
             code = builtin_code(model, op)
@@ -78,7 +73,3 @@ def repair_bias_scales(flatbuffer):
             values = np.clip(np.round(values), limit.min, limit.max).astype(np.int32)
             buffer.data = values.view(np.uint8)
             bias.quantization.scale = expected.astype(np.float32).tolist()
-            repaired = True
-    if not repaired:
-        return flatbuffer
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

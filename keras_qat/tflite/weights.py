@@ -9,7 +9,6 @@ not, and the re-rounding moves the values off the trained grid.
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat.quantizers import ranges
 from keras_qat.report import quantized_layers, weight_scales
@@ -78,20 +77,17 @@ def _match(values, quantization, candidates, layout):
     return None
 
 
-def pin_weights(flatbuffer, model):
-    """Rewrites the int8 weights of `model`'s quantized layers to their QAT integers.
+def pin_weights(tflite, model):
+    """Rewrites, in place, the int8 weights of `model`'s quantized layers to their QAT integers.
 
     Biases are left on their old scale: run `repair_bias_scales` afterwards.
 
     Args:
-        flatbuffer: The converted `.tflite` (bytes).
+        tflite: The converted `.tflite` as a flatbuffer object
+            (`flatbuffer_utils.convert_bytearray_to_object`).
         model: The model it was converted from.
-
-    Returns:
-        The new flatbuffer bytes.
     """
     candidates = integer_kernels(model)
-    tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     for subgraph in tflite.subgraphs:
         for op in subgraph.operators:
             layout = _WEIGHT_LAYOUTS.get(builtin_code(tflite, op))
@@ -110,4 +106,3 @@ def pin_weights(flatbuffer, model):
             buffer.data = np.ascontiguousarray(integers, np.int8).view(np.uint8).ravel()
             tensor.quantization.scale = np.broadcast_to(scales, (channels,)).tolist()
             tensor.quantization.zeroPoint = [0] * channels
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
