@@ -13,13 +13,59 @@ import numpy as np
 PERCENTILE = 0.999999
 RATIOS = np.round(np.arange(0.70, 1.30 + 1e-9, 0.01), 2)
 
-# Above this many values the search runs on a uniform sample: 61 candidates
-# times the full activations would cost far more than the forward passes.
+# Above this many values the search runs on a uniform sample, which bounds
+# both the memory kept over `batch_num` batches and the time of the sort.
 MAX_SAMPLES = 1 << 18
 
 
-def _round_half_up(values):
-    return np.floor(values + 0.5)
+def _quantile(sorted_values, fraction):
+    """`np.quantile(values, fraction)` (linear interpolation) of already sorted values."""
+    position = fraction * (sorted_values.size - 1)
+    below = int(np.floor(position))
+    above = min(below + 1, sorted_values.size - 1)
+    weight = position - below
+    return float(sorted_values[below] + weight * (sorted_values[above] - sorted_values[below]))
+
+
+def quantization_errors(sorted_values, steps, levels):
+    """Mean squared error of `round(clip(x, -K*s, K*s) / s) * s` for each step `s`.
+
+    Exact, without a pass over the data per step: with rounding half up,
+    level k takes the x in [(k - 0.5) s, (k + 0.5) s), the outer levels +-K
+    everything beyond (clipped values land on them too), and a level's error
+    `sum((x - k s)^2) = S2 - 2 k s S1 + (k s)^2 n` comes from sums of x and
+    x^2 between the level edges, found by binary search in the sorted data.
+    (An x exactly on an edge is s/2 from both levels: either side gives the
+    same error.) The sums between all edges of all steps take one pass
+    (`np.add.reduceat`); cumulated, they give each level's sums.
+
+    Args:
+        sorted_values: Ascending float64 values.
+        steps: Candidate steps, shape `(candidates,)`.
+        levels: K: the integer grid is -K..K.
+
+    Returns:
+        Errors, shape `(candidates,)`.
+    """
+    count = sorted_values.size
+    grid = np.arange(-levels, levels + 1, dtype=np.float64)
+    edges = (grid[1:] - 0.5)[None, :] * steps[:, None]
+    ends = np.ones((len(steps), 1), np.int64)
+    bounds = np.concatenate([0 * ends, np.searchsorted(sorted_values, edges), count * ends], 1)
+    marks, slots = np.unique(bounds, return_inverse=True)
+    slots = slots.reshape(bounds.shape)
+
+    def level_sums(values):
+        below_marks = np.concatenate([[0.0], np.cumsum(np.add.reduceat(values, marks[:-1]))])
+        return np.diff(below_marks[slots], axis=1)
+
+    level_values = grid[None, :] * steps[:, None]
+    errors = (
+        level_sums(np.square(sorted_values))
+        - 2.0 * level_values * level_sums(sorted_values)
+        + np.square(level_values) * np.diff(bounds, axis=1)
+    )
+    return errors.sum(axis=1) / count
 
 
 def ifmr_clip_range(values, num_bits=8, fixed_min=False):
@@ -38,46 +84,16 @@ def ifmr_clip_range(values, num_bits=8, fixed_min=False):
     Returns:
         `(clip_max, clip_min)` as Python floats.
     """
-    x = np.asarray(values, np.float64).ravel()
+    # Sorted in the values' own dtype (float32 activations sort twice as fast
+    # as float64); the sums run in float64.
+    x = np.sort(np.ravel(values)).astype(np.float64)
     qmax = 2 ** (num_bits - 1) - 1
-    high = max(float(np.quantile(x, PERCENTILE)), 0.0)
-    low = min(float(np.quantile(x, 1 - PERCENTILE)), 0.0)
+    high = max(_quantile(x, PERCENTILE), 0.0)
+    low = min(_quantile(x, 1 - PERCENTILE), 0.0)
     magnitude = max(high, -low)
     if magnitude == 0.0:  # all zeros: any positive range is exact
         return 1.0, (0.0 if fixed_min else -1.0)
     divisor = qmax + 1 if -low > high else qmax
     steps = RATIOS * magnitude / divisor
-    # The 61 x N error table is the cost of calibration: float32 runs it
-    # several times faster than float64 and keeps the same argmin.
-    x32 = x.astype(np.float32)[None, :]
-    clips32 = (steps * divisor).astype(np.float32)[:, None]
-    steps32 = steps.astype(np.float32)[:, None]
-    quantized = _round_half_up(np.clip(x32, -clips32, clips32) / steps32) * steps32
-    errors = np.mean(np.square(quantized - x32, dtype=np.float32), axis=1, dtype=np.float64)
-    step = float(steps[int(np.argmin(errors))])
+    step = float(steps[int(np.argmin(quantization_errors(x, steps, divisor)))])
     return qmax * step, (0.0 if fixed_min else -(qmax + 1) * step)
-
-
-class ActivationSampler:
-    """Keeps a bounded uniform sample of a layer's inputs over several batches.
-
-    Args:
-        expected_batches: How many batches will be added (`batch_num`).
-        seed: Sampling seed, for repeatable calibration. Defaults to `0`.
-    """
-
-    def __init__(self, expected_batches, seed=0):
-        self._per_batch = -(-MAX_SAMPLES // expected_batches)
-        self._rng = np.random.default_rng(seed)
-        self._parts = []
-
-    def add(self, batch):
-        """Adds one batch of activations (any shape)."""
-        flat = np.asarray(batch, np.float32).ravel()
-        if flat.size > self._per_batch:
-            flat = self._rng.choice(flat, self._per_batch, replace=False)
-        self._parts.append(flat)
-
-    def values(self):
-        """Returns the sampled values as one flat array."""
-        return np.concatenate(self._parts)

@@ -9,11 +9,10 @@ the representative data, which is the range the converter's own calibration
 would give it, so the numbers do not change.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
-from keras_qat.calibration.collect import tensor_values
+from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.quantizers import InputQuantizeLayer
 
 
@@ -92,8 +91,8 @@ def observed_ranges(model, names, batches):
     low = {name: 0.0 for name in names}
     high = {name: 0.0 for name in names}
     tensors = [model.get_layer(name).output for name in names]
-    for outputs in tensor_values(model, tensors, batches):
-        for name, output in zip(names, outputs, strict=True):
-            low[name] = min(low[name], float(np.min(output)))
-            high[name] = max(high[name], float(np.max(output)))
+    for outputs in tensor_ranges(model, tensors, batches):
+        for name, (output_min, output_max) in zip(names, outputs, strict=True):
+            low[name] = min(low[name], float(output_min))
+            high[name] = max(high[name], float(output_max))
     return {name: (low[name], high[name]) for name in names if high[name] > low[name]}

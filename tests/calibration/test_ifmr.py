@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import reference
 
-from keras_qat.calibration.ifmr import MAX_SAMPLES, ActivationSampler, ifmr_clip_range
+from keras_qat.calibration.ifmr import ifmr_clip_range, quantization_errors
 
 rng = np.random.default_rng(9)
 DATA = {
@@ -22,6 +22,36 @@ def test_matches_brute_force_reference(name, fixed_min, bits):
     np.testing.assert_allclose(got, reference.ifmr(DATA[name], bits, fixed_min), rtol=1e-12)
 
 
+@pytest.mark.parametrize("levels", [127, 128, 7, 8])
+def test_error_table_equals_the_direct_formula(levels):
+    steps = np.array([0.25, 0.5, 1 / 3, 0.01, 3.0])
+    grid = np.arange(-levels - 2, levels + 3)
+    x = np.concatenate(
+        [
+            grid * 0.25,  # on the levels of step 0.25, and beyond +-K s
+            (grid + 0.5) * 0.25,  # ties, exact in binary for steps 0.25 and 0.5
+            [levels * 0.5, -levels * 0.5, 3.0 * levels, -3.0 * levels, 0.0, 0.0],
+            rng.normal(scale=levels / 4, size=2000),
+        ]
+    )
+    direct = [
+        np.mean((reference.round_half_up(np.clip(x, -levels * s, levels * s) / s) * s - x) ** 2)
+        for s in steps
+    ]
+    np.testing.assert_allclose(quantization_errors(np.sort(x), steps, levels), direct, rtol=1e-9)
+
+
+def test_error_table_of_all_zero_values_is_zero():
+    errors = quantization_errors(np.zeros(64), np.array([0.1, 1.0]), 127)
+    np.testing.assert_array_equal(errors, [0.0, 0.0])
+
+
+def test_float32_activations_match_the_reference():
+    values = rng.normal(size=20_000).astype(np.float32) ** 3
+    got = ifmr_clip_range(values, 8)
+    np.testing.assert_allclose(got, reference.ifmr(values, 8, False), rtol=1e-12)
+
+
 def test_negative_dominant_uses_qmax_plus_one():
     clip_max, clip_min = ifmr_clip_range(DATA["negative-heavy"], 8)
     assert clip_min == pytest.approx(-clip_max * 128 / 127)
@@ -30,14 +60,3 @@ def test_negative_dominant_uses_qmax_plus_one():
 def test_all_zero_input_gives_a_valid_range():
     assert ifmr_clip_range(np.zeros(100)) == (1.0, -1.0)
     assert ifmr_clip_range(np.zeros(100), fixed_min=True) == (1.0, 0.0)
-
-
-def test_sampler_memory_is_bounded():
-    sampler = ActivationSampler(expected_batches=4)
-    for _ in range(4):
-        sampler.add(np.ones((64, 32, 32, 16), np.float32))
-    assert sampler.values().size <= MAX_SAMPLES + 4
-    small = ActivationSampler(expected_batches=2)
-    small.add(np.arange(10.0))
-    small.add(np.arange(5.0))
-    np.testing.assert_array_equal(small.values(), np.r_[np.arange(10.0), np.arange(5.0)])
