@@ -41,22 +41,25 @@ def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
 
     @tf.custom_gradient
     def quantize(x, low, high):
+        y = tf.quantization.fake_quant_with_min_max_vars(x, low, high, num_bits=num_bits)
+
         def grad(dy):
             # The op's own gradient gives dx = dy inside the nudged range and
             # the sums of dy over L and U; only sum(dy * e) is added to it.
-            # Clipped elements hold the bound itself, so their e is a scalar.
+            # Inside the range y - x is the rounding error times the scale
+            # (the zero point is an integer), so e costs no second rounding;
+            # clipped elements hold the bound itself, so their e is a scalar.
             dx, d_lower, d_upper = tf.quantization.fake_quant_with_min_max_vars_gradient(
                 dy, x, low, high, num_bits=num_bits
             )
             _, _, scale = ranges.nudged_range(low, high, num_bits)
             lsq = (
-                tf.reduce_sum(dx * rounding_error(x, scale))
+                tf.reduce_sum(dx * (y - x)) / scale
                 + d_upper * rounding_error(high, scale)
                 + d_lower * rounding_error(low, scale)
             ) / levels
             return dx, d_lower - lsq, d_upper + lsq
 
-        y = tf.quantization.fake_quant_with_min_max_vars(x, low, high, num_bits=num_bits)
         return y, grad
 
     return quantize(inputs, clip_min, clip_max)
