@@ -6,7 +6,8 @@ the next block's expand convolution and to its Add) gets no int8 type from the
 converter: its producer stays float behind a DEQUANTIZE. In the export copy
 such a producer ends in an 8-bit fake-quant over the range the tensor takes on
 the representative data, which is the range the converter's own calibration
-would give it, so the numbers do not change.
+would give it, so the numbers do not change. An average pooling of a quantized
+input ends in its input's grid (`pooled_input_grids`), as TFLite requires.
 """
 
 import tensorflow as tf
@@ -51,6 +52,23 @@ class RangedOutput(keras.layers.Layer):
         }
 
 
+def _edges(model):
+    """`(producer, consumer)` layer pairs of `model`'s own nodes."""
+    # Only this model's nodes: layers the walker shares with the float model
+    # also have nodes there.
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for producer in tf.nest.flatten(node.inbound_layers):
+                yield producer, node.layer
+
+
+def _consumers(model):
+    consumers = {}
+    for producer, consumer in _edges(model):
+        consumers.setdefault(producer.name, []).append(consumer)
+    return consumers
+
+
 def shared_quantized_inputs(model):
     """Layers whose output feeds an `InputQuantizeLayer` and a layer that is not one.
 
@@ -60,19 +78,81 @@ def shared_quantized_inputs(model):
     Returns:
         Names of the producer layers, in model order.
     """
-    consumers = {}
-    # Only this model's nodes: layers the walker shares with the float model
-    # also have nodes there.
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            for producer in tf.nest.flatten(node.inbound_layers):
-                consumers.setdefault(producer.name, []).append(node.layer)
     return [
         name
-        for name, users in consumers.items()
+        for name, users in _consumers(model).items()
         if any(isinstance(user, InputQuantizeLayer) for user in users)
         and not all(isinstance(user, InputQuantizeLayer) for user in users)
     ]
+
+
+def _bounds(quantize_layer):
+    return tuple(float(b) for b in quantize_layer.quantizer.bounds(quantize_layer.quantizer_vars))
+
+
+def fanned_out_ranges(model):
+    """One range for each tensor that feeds several input quantizers, and nothing else.
+
+    The converter keeps one range per tensor: of several fake-quants on one
+    tensor it applies one and drops the others, and with different ranges
+    it can leave the producer float or give an average pooling two scales.
+    In the export copy such a tensor is quantized once, over the union of
+    its quantizers' ranges (their common range right after calibration; QAT
+    moves them apart only a little), and the quantizers become identities.
+
+    Args:
+        model: A QAT model (Functional, nested models inlined).
+
+    Returns:
+        `(ranges, quantizers)`: producer name -> `(clip_min, clip_max)`, and
+        the names of the input quantizers the range replaces.
+    """
+    ranges, quantizers = {}, []
+    for name, users in _consumers(model).items():
+        if len(users) > 1 and all(isinstance(user, InputQuantizeLayer) for user in users):
+            lows, highs = zip(*(_bounds(user) for user in users), strict=True)
+            ranges[name] = (min(lows), max(highs))
+            quantizers.extend(user.name for user in users)
+    return ranges, quantizers
+
+
+def pooled_input_grids(model, ranges):
+    """The int8 grid of each average pooling's quantized input, to end the pooling in.
+
+    TFLite's int8 AVERAGE_POOL_2D must have the scale of its input at its
+    output; the converter may give the output another range (seen after a
+    Concatenate in Inception/NASNet cells) and then refuses the model. The
+    int8 op rounds its output onto the input's grid anyway, so ending the
+    pooling in a fake-quant over that grid changes no number of the .tflite.
+
+    Args:
+        model: A QAT model (Functional, nested models inlined).
+        ranges: Producer name -> range already given to its output; the
+            converter uses it for the pooling's input rather than the
+            pooling's own input quantizer.
+
+    Returns:
+        Name -> `(clip_min, clip_max)` of an 8-bit fake-quant over the grid,
+        for AveragePooling2D layers whose input comes from an
+        `InputQuantizeLayer` and whose output feeds another layer.
+    """
+    sources = {consumer.name: producer for producer, consumer in _edges(model)}
+    used = _consumers(model)
+    grids = {}
+    for producer, consumer in _edges(model):
+        # A pooling that only ends the model keeps the converter's output range.
+        if (
+            isinstance(consumer, keras.layers.AveragePooling2D)
+            and isinstance(producer, InputQuantizeLayer)
+            and consumer.name in used
+        ):
+            source = sources[producer.name].name
+            if source in ranges:
+                grids[consumer.name] = ranges[source]
+            else:
+                low, high = producer.quantizer.int8_range(producer.quantizer_vars)
+                grids[consumer.name] = (float(low), float(high))
+    return grids
 
 
 def observed_ranges(model, names, batches):

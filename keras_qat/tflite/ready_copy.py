@@ -3,15 +3,21 @@
 Same numbers as the QAT model, in forms the converter keeps: INT4 input
 quantizers become their int8 carriers, per-channel Dense, Conv1D and
 Conv2DTranspose layers become their `deploy_layers` forms, and producers of
-tensors shared by an input quantizer and another layer get an explicit output
-range (`output_ranges`). Every other layer is shared with the QAT model, not
-rebuilt.
+tensors shared by an input quantizer and another layer, and average poolings of
+quantized inputs, get an explicit output range (`output_ranges`). Every other
+layer is shared with the QAT model, not rebuilt.
 """
 
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, UlqInt8CarrierQuantizer, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
-from keras_qat.tflite.output_ranges import RangedOutput, observed_ranges, shared_quantized_inputs
+from keras_qat.tflite.output_ranges import (
+    RangedOutput,
+    fanned_out_ranges,
+    observed_ranges,
+    pooled_input_grids,
+    shared_quantized_inputs,
+)
 
 
 def _carrier_input(layer):
@@ -53,11 +59,14 @@ def tflite_ready_copy(qat_model, batches=None):
         ExportError: for a per-channel layer option no deploy form reproduces.
     """
     replaced = {}
-    ranges = {}
+    ranges, merged = fanned_out_ranges(qat_model)
     if batches is not None:
-        ranges = observed_ranges(qat_model, shared_quantized_inputs(qat_model), batches)
+        ranges.update(observed_ranges(qat_model, shared_quantized_inputs(qat_model), batches))
+    ranges.update(pooled_input_grids(qat_model, ranges))
 
     def rewrite(layer):
+        if layer.name in merged:
+            return keras.layers.Activation("linear", name=layer.name)
         if isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT4":
             replaced[layer.name] = (layer, None)
             return _carrier_input(layer)
