@@ -1,10 +1,14 @@
-"""A tensor feeding an input quantizer and another layer still gets an int8 producer."""
+"""Tensors the converter would leave float or give two scales get one int8 range."""
 
 import numpy as np
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.tflite.output_ranges import shared_quantized_inputs
+from keras_qat.tflite.output_ranges import (
+    fanned_out_ranges,
+    pooled_input_grids,
+    shared_quantized_inputs,
+)
 
 L = keras.layers
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
@@ -20,9 +24,19 @@ def residual_model():
     return keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(added)))
 
 
-def test_shared_tensor_producer_is_int8(tmp_path):
+def compute_ops_are_int8(path, count):
     from ai_edge_litert.interpreter import Interpreter
 
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    tensors = interpreter.get_tensor_details()
+    compute = [op for op in interpreter._get_ops_details() if op["op_name"] in COMPUTE_OPS]
+    assert len(compute) == count
+    for op in compute:
+        assert {tensors[i]["dtype"] for i in op["inputs"][:2]} == {np.int8}, op
+
+
+def test_shared_tensor_producer_is_int8(tmp_path):
     keras.utils.set_random_seed(0)
     model = residual_model()
     data = np.random.default_rng(0).normal(size=(64, 8, 8, 4)).astype(np.float32)
@@ -31,12 +45,44 @@ def test_shared_tensor_producer_is_int8(tmp_path):
     assert shared_quantized_inputs(qat) == ["project_quant"]
 
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    tensors = interpreter.get_tensor_details()
-    compute = [op for op in interpreter._get_ops_details() if op["op_name"] in COMPUTE_OPS]
-    assert len(compute) == 4
-    for op in compute:
-        assert {tensors[i]["dtype"] for i in op["inputs"][:2]} == {np.int8}, op
+    compute_ops_are_int8(path, 4)
     report = keras_qat.check_tflite(qat, path, data)
     assert report["max_abs_error"] < 0.05, report
+
+
+def inception_cell():
+    """Inception's pattern: a Concatenate feeding branch convs and an average pooling."""
+    inputs = keras.Input((8, 8, 3))
+    stem = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    reduced = L.Conv2D(4, 3, 2, padding="same", activation="relu", name="reduce")(stem)
+    mixed = L.Concatenate(name="mixed")([reduced, L.MaxPooling2D(3, 2, padding="same")(stem)])
+    pooled = L.AveragePooling2D(3, 1, padding="same", name="pool")(mixed)
+    branches = [
+        L.Conv2D(4, 1, activation="relu", name="pool_conv")(pooled),
+        L.Conv2D(4, 1, activation="relu", name="branch")(mixed),
+    ]
+    outputs = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(L.Concatenate()(branches)))
+    return keras.Model(inputs, outputs)
+
+
+def test_fanned_out_tensor_gets_one_range_and_its_pooling_converts(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = inception_cell()
+    data = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    # Different fixed ranges on the two quantizers of `mixed`, as QAT leaves them:
+    # the converter used to refuse the model (AVERAGE_POOL_2D same-scale constraint).
+    clips = {"stem": 1.0, "reduce": 3.0, "pool": 2.0, "pool_conv": 2.5, "branch": 1.5, "head": 4.0}
+    config = {
+        name: {"retrain_data_config": {"clip_max": clip, "clip_min": -clip / 2}}
+        for name, clip in clips.items()
+    }
+    qat = keras_qat.apply_retrain_config(model, config, data)
+    ranges, merged = fanned_out_ranges(qat)
+    assert ranges == {"mixed": (-1.0, 2.0)}  # union of pool's [-1, 2] and branch's [-0.75, 1.5]
+    assert sorted(merged) == ["branch_input_quant", "pool_input_quant"]
+    assert pooled_input_grids(qat, ranges) == {"pool": (-1.0, 2.0)}
+
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    compute_ops_are_int8(path, 5)
+    report = keras_qat.check_tflite(qat, path, data)
+    assert report["max_abs_error"] < 0.1, report
