@@ -3,7 +3,9 @@
 Per network (the demo CNN at 28x28 with width 32, and MobileNetV2 from
 tf_keras.applications with weights=None at 96x96x3, alpha 0.35): the train-step
 time of the float model, of keras_qat INT8 on every quantizable layer and of
-TFMOT's `quantize_model` 8-bit QAT. Each model first trains one warm-up epoch
+TFMOT's `quantize_model` 8-bit QAT, and ("bare") of keras_qat with the fake-quant
+ops' own gradient instead of ULQ's learned-clip one: the cost of the fake-quant
+ops themselves. Each model first trains one warm-up epoch
 (tracing); then `--rounds` rounds alternate the models so all see the same
 machine load, and the fastest round counts. Then IFMR calibration (inside
 `apply_retrain_config`, `--calibration-batches` batches) against the float
@@ -17,6 +19,7 @@ import argparse
 import time
 
 import numpy as np
+from ulq_gradient import bare_gradient
 
 import keras_qat
 import keras_qat.apply
@@ -24,6 +27,7 @@ from keras_qat._keras import keras, tfmot
 from keras_qat.demo import LOSS, build_demo_model
 from keras_qat.graph.layer_table import layer_spec
 from keras_qat.graph.model_check import model_layers
+from keras_qat.quantizers import ulq
 
 BATCH = 64
 
@@ -41,6 +45,11 @@ def networks():
 def default_config(model):
     """Every quantizable layer at its defaults (what create_quant_retrain_config writes)."""
     return {layer.name: {} for layer in model_layers(model) if layer_spec(layer) is not None}
+
+
+def warm_up(model, x, y):
+    model.compile(keras.optimizers.Adam(1e-4), LOSS)
+    model.fit(x[: 4 * BATCH], y[: 4 * BATCH], epochs=1, batch_size=BATCH, verbose=0)
 
 
 def step_time(model, x, y):
@@ -91,8 +100,14 @@ def main():
             "TFMOT": tfmot.quantization.keras.quantize_model(model),
         }
         for candidate in models.values():
-            candidate.compile(keras.optimizers.Adam(1e-4), LOSS)
-            candidate.fit(x[: 4 * BATCH], y[: 4 * BATCH], epochs=1, batch_size=BATCH, verbose=0)
+            warm_up(candidate, x, y)
+        # The floor: the same fake-quant ops with their own gradient (no learned-clip term).
+        original, ulq.ulq_fake_quant = ulq.ulq_fake_quant, bare_gradient
+        try:
+            models["bare"] = keras_qat.apply_retrain_config(model, default_config(model), x[:BATCH])
+            warm_up(models["bare"], x, y)  # traced here, with the bare gradient
+        finally:
+            ulq.ulq_fake_quant = original
         times = {key: [] for key in models}
         for _ in range(args.rounds):
             for key, candidate in models.items():
@@ -102,15 +117,18 @@ def main():
         rows.append((name, best, calibration, forward))
 
     print(f"\nbatch {BATCH}, {args.samples} samples per round, best of {args.rounds} rounds")
-    header = ("network", "float ms", "QAT ms", "TFMOT ms", "QAT/float", "QAT/TFMOT", "IFMR/fwd")
-    print("| {:24} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>8} |".format(*header))
-    print(f"|{'-' * 26}|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 10}:|{'-' * 10}:|{'-' * 9}:|")
+    header = ("network", "float ms", "QAT ms", "TFMOT ms", "QAT/float", "QAT/TFMOT", "bare/float")
+    header += ("IFMR/fwd",)
+    print("| {:24} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>10} | {:>8} |".format(*header))
+    rule = "|".join("-" * width + ":" for width in (9, 9, 9, 10, 10, 11, 9))
+    print(f"|{'-' * 26}|{rule}|")
     for name, best, calibration, forward in rows:
         ms = {key: 1000 * value for key, value in best.items()}
         print(
             f"| {name:24} | {ms['float']:8.1f} | {ms['keras_qat']:8.1f} | {ms['TFMOT']:8.1f} "
             f"| {best['keras_qat'] / best['float']:9.2f} "
-            f"| {best['keras_qat'] / best['TFMOT']:9.2f} | {calibration / forward:8.2f} |"
+            f"| {best['keras_qat'] / best['TFMOT']:9.2f} | {best['bare'] / best['float']:10.2f} "
+            f"| {calibration / forward:8.2f} |"
         )
 
 

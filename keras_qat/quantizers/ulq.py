@@ -145,26 +145,6 @@ class UlqQuantizer(QuantizerBase):
         clip_min, clip_max = self.bounds(weights)
         return ulq_fake_quant(inputs, clip_min, clip_max, ranges.bits_of(self.dst_type))
 
-    def int8_range(self, weights):
-        """The [min, max] over which an 8-bit fake-quant has this quantizer's int8 grid.
-
-        That is the grid of the quantized tensor in the .tflite: for INT8
-        the bounds themselves; for INT4, whose int8 carrier keeps the 4-bit
-        step, `[lo, lo + 255 * s4]` with lo and s4 the nudged 4-bit minimum
-        and step.
-
-        Args:
-            weights: The dict `build` returned.
-
-        Returns:
-            Two scalar tensors.
-        """
-        clip_min, clip_max = self.bounds(weights)
-        if self.dst_type == "INT8":
-            return clip_min, clip_max
-        low, _, step = ranges.nudged_range(clip_min, clip_max, ranges.bits_of(self.dst_type))
-        return low, low + 255.0 * step
-
     @staticmethod
     def assign_clip_range(weights, clip_min, clip_max):
         """Sets the bounds (calibration); `clip_min` is ignored with `fixed_min`.
@@ -202,8 +182,7 @@ class UlqInt8CarrierQuantizer(UlqQuantizer):
 
     def __call__(self, inputs, training, weights, **kwargs):
         clip_min, clip_max = self.bounds(weights)
-        _, high, _ = ranges.nudged_range(clip_min, clip_max, ranges.bits_of(self.dst_type))
-        low, top = self.int8_range(weights)
+        low, high, step = ranges.nudged_range(clip_min, clip_max, ranges.bits_of(self.dst_type))
         return tf.quantization.fake_quant_with_min_max_vars(
-            tf.minimum(inputs, high), low, top, num_bits=8
+            tf.minimum(inputs, high), low, low + 255.0 * step, num_bits=8
         )

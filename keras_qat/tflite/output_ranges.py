@@ -6,8 +6,9 @@ the next block's expand convolution and to its Add) gets no int8 type from the
 converter: its producer stays float behind a DEQUANTIZE. In the export copy
 such a producer ends in an 8-bit fake-quant over the range the tensor takes on
 the representative data, which is the range the converter's own calibration
-would give it, so the numbers do not change. An average pooling of a quantized
-input ends in its input's grid (`pooled_input_grids`), as TFLite requires.
+would give it, so the numbers do not change. The same goes for a tensor fanned
+out to several input quantizers (`fanned_out_ranges`), and a quantizer reading a
+tensor that has its range already becomes an identity (`merged_quantizers`).
 """
 
 import tensorflow as tf
@@ -93,66 +94,73 @@ def _bounds(quantize_layer):
 def fanned_out_ranges(model):
     """One range for each tensor that feeds several input quantizers, and nothing else.
 
-    The converter keeps one range per tensor: of several fake-quants on one
-    tensor it applies one and drops the others, and with different ranges
-    it can leave the producer float or give an average pooling two scales.
-    In the export copy such a tensor is quantized once, over the union of
-    its quantizers' ranges (their common range right after calibration; QAT
-    moves them apart only a little), and the quantizers become identities.
+    With several fake-quants on one tensor the converter keeps one of their
+    ranges, or leaves the producer float when they differ. Such a tensor is
+    quantized once, over the union of its quantizers' ranges (their common
+    range right after calibration; QAT moves them apart only a little).
 
     Args:
         model: A QAT model (Functional, nested models inlined).
 
     Returns:
-        `(ranges, quantizers)`: producer name -> `(clip_min, clip_max)`, and
-        the names of the input quantizers the range replaces.
+        Producer name -> `(clip_min, clip_max)`.
     """
-    ranges, quantizers = {}, []
+    unions = {}
     for name, users in _consumers(model).items():
         if len(users) > 1 and all(isinstance(user, InputQuantizeLayer) for user in users):
             lows, highs = zip(*(_bounds(user) for user in users), strict=True)
-            ranges[name] = (min(lows), max(highs))
-            quantizers.extend(user.name for user in users)
-    return ranges, quantizers
+            unions[name] = (min(lows), max(highs))
+    return unions
 
 
-def pooled_input_grids(model, ranges):
-    """The int8 grid of each average pooling's quantized input, to end the pooling in.
+# Layers whose TFLite op keeps its input's scale (PAD, STRIDED_SLICE, RESHAPE,
+# MAX_POOL_2D): a range given before them is the range after them.
+_SCALE_KEEPING = (
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping2D,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.MaxPooling2D,
+)
 
-    TFLite's int8 AVERAGE_POOL_2D must have the scale of its input at its
-    output; the converter may give the output another range (seen after a
-    Concatenate in Inception/NASNet cells) and then refuses the model. The
-    int8 op rounds its output onto the input's grid anyway, so ending the
-    pooling in a fake-quant over that grid changes no number of the .tflite.
+
+def merged_quantizers(model, ranged):
+    """The INT8 input quantizers that read a tensor which already has a range.
+
+    That is a tensor given its own range in the export copy, possibly behind
+    padding, cropping and other layers that keep the scale, or the output of
+    an average pooling whose input is such a tensor (TFLite's int8
+    AVERAGE_POOL_2D outputs its input's scale). The converter keeps one range
+    per tensor and drops or misplaces a second fake-quant; behind a pooling
+    it refused the model (Inception/NASNet cells). In the export copy such
+    quantizers become identities, so the layer reads the tensor's one range.
+    (INT4 ones stay: their carrier also caps the tensor.)
 
     Args:
         model: A QAT model (Functional, nested models inlined).
-        ranges: Producer name -> range already given to its output; the
-            converter uses it for the pooling's input rather than the
-            pooling's own input quantizer.
+        ranged: Names of the producers whose output gets a range.
 
     Returns:
-        Name -> `(clip_min, clip_max)` of an 8-bit fake-quant over the grid,
-        for AveragePooling2D layers whose input comes from an
-        `InputQuantizeLayer` and whose output feeds another layer.
+        Names of `InputQuantizeLayer`s.
     """
-    sources = {consumer.name: producer for producer, consumer in _edges(model)}
-    used = _consumers(model)
-    grids = {}
+    inputs = {}
     for producer, consumer in _edges(model):
-        # A pooling that only ends the model keeps the converter's output range.
-        if (
-            isinstance(consumer, keras.layers.AveragePooling2D)
-            and isinstance(producer, InputQuantizeLayer)
-            and consumer.name in used
-        ):
-            source = sources[producer.name].name
-            if source in ranges:
-                grids[consumer.name] = ranges[source]
-            else:
-                low, high = producer.quantizer.int8_range(producer.quantizer_vars)
-                grids[consumer.name] = (float(low), float(high))
-    return grids
+        inputs.setdefault(consumer.name, []).append(producer)
+    sources = {name: producers[0] for name, producers in inputs.items() if len(producers) == 1}
+
+    def merged(layer):
+        if not isinstance(layer, InputQuantizeLayer) or layer.quantizer.dst_type != "INT8":
+            return False
+        source = sources.get(layer.name)
+        while source is not None and source.name not in ranged:
+            if isinstance(source, keras.layers.AveragePooling2D):
+                return merged(sources.get(source.name))
+            if not isinstance(source, _SCALE_KEEPING):
+                return False
+            source = sources.get(source.name)
+        return source is not None
+
+    return [layer.name for layer in model.layers if merged(layer)]
 
 
 def observed_ranges(model, names, batches):

@@ -3,9 +3,10 @@
 Same numbers as the QAT model, in forms the converter keeps: INT4 input
 quantizers become their int8 carriers, per-channel Dense, Conv1D and
 Conv2DTranspose layers become their `deploy_layers` forms, and producers of
-tensors shared by an input quantizer and another layer, and average poolings of
-quantized inputs, get an explicit output range (`output_ranges`). Every other
-layer is shared with the QAT model, not rebuilt.
+tensors shared by an input quantizer and another layer or fanned out to several
+get an explicit output range, and the input quantizers after them or after an
+average pooling become identities (`output_ranges`). Every other layer is
+shared with the QAT model, not rebuilt.
 """
 
 from keras_qat._keras import keras, tfmot
@@ -14,8 +15,8 @@ from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
 from keras_qat.tflite.output_ranges import (
     RangedOutput,
     fanned_out_ranges,
+    merged_quantizers,
     observed_ranges,
-    pooled_input_grids,
     shared_quantized_inputs,
 )
 
@@ -59,10 +60,10 @@ def tflite_ready_copy(qat_model, batches=None):
         ExportError: for a per-channel layer option no deploy form reproduces.
     """
     replaced = {}
-    ranges, merged = fanned_out_ranges(qat_model)
+    ranges = fanned_out_ranges(qat_model)
     if batches is not None:
         ranges.update(observed_ranges(qat_model, shared_quantized_inputs(qat_model), batches))
-    ranges.update(pooled_input_grids(qat_model, ranges))
+    merged = set(merged_quantizers(qat_model, ranges))
 
     def rewrite(layer):
         if layer.name in merged:

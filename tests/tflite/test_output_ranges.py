@@ -6,7 +6,7 @@ import keras_qat
 from keras_qat._keras import keras
 from keras_qat.tflite.output_ranges import (
     fanned_out_ranges,
-    pooled_input_grids,
+    merged_quantizers,
     shared_quantized_inputs,
 )
 
@@ -77,10 +77,10 @@ def test_fanned_out_tensor_gets_one_range_and_its_pooling_converts(tmp_path):
         for name, clip in clips.items()
     }
     qat = keras_qat.apply_retrain_config(model, config, data)
-    ranges, merged = fanned_out_ranges(qat)
+    ranges = fanned_out_ranges(qat)
     assert ranges == {"mixed": (-1.0, 2.0)}  # union of pool's [-1, 2] and branch's [-0.75, 1.5]
-    assert sorted(merged) == ["branch_input_quant", "pool_input_quant"]
-    assert pooled_input_grids(qat, ranges) == {"pool": (-1.0, 2.0)}
+    merged = merged_quantizers(qat, ranges)
+    assert sorted(merged) == ["branch_input_quant", "pool_conv_input_quant", "pool_input_quant"]
 
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
     compute_ops_are_int8(path, 5)
