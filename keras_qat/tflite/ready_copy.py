@@ -1,12 +1,13 @@
 """The copy of a QAT model that the TFLite converter is given.
 
-Same numbers as the QAT model, in forms the converter keeps: INT4 input
-quantizers become their int8 carriers, per-channel Dense, Conv1D and
-Conv2DTranspose layers become their `deploy_layers` forms, and producers of
-tensors shared by an input quantizer and another layer or fanned out to several
-get an explicit output range, and the input quantizers after them or after an
-average pooling become identities (`output_ranges`). Every other layer is
-shared with the QAT model, not rebuilt.
+The QAT model's numbers, in forms the converter keeps: INT4 input quantizers
+become their int8 carriers, per-channel Dense, Conv1D and Conv2DTranspose
+layers become their `deploy_layers` forms, and producers of tensors shared by
+an input quantizer and another layer or fanned out to several get an explicit
+output range (`output_ranges`). One change of numbers is deliberate: an INT8
+input quantizer reading a tensor that already has a range becomes an identity,
+since a tensor has one range in a .tflite (the converter dropped the second
+one anyway). Every other layer is shared with the QAT model, not rebuilt.
 """
 
 from keras_qat._keras import keras, tfmot
