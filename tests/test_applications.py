@@ -15,10 +15,10 @@ from keras_qat._keras import keras
 from keras_qat.demo import LOSS
 
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
-POOL_SCALE = pytest.mark.xfail(
+NASNET_AGREEMENT = pytest.mark.xfail(
     strict=True,
-    reason="an AVERAGE_POOL_2D in NASNet's adjust blocks still gets two scales from the "
-    "converter (issue 7)",
+    reason="converts, all conv/dense int8, but top-1 agreement with Keras is 0 % on this "
+    "test's random data (max |logit error| 0.93 on logits spanning 2.7; issue 7)",
 )
 FAMILIES = [
     "MobileNet",
@@ -29,7 +29,7 @@ FAMILIES = [
     "DenseNet121",
     "InceptionV3",
     "Xception",
-    pytest.param("NASNetMobile", marks=POOL_SCALE),
+    pytest.param("NASNetMobile", marks=NASNET_AGREEMENT),
 ]
 
 

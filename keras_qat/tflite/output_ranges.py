@@ -11,6 +11,8 @@ out to several input quantizers (`fanned_out_ranges`), and a quantizer reading a
 tensor that has its range already becomes an identity (`merged_quantizers`).
 """
 
+import json
+
 import tensorflow as tf
 
 from keras_qat._keras import keras
@@ -63,10 +65,32 @@ def _edges(model):
                 yield producer, node.layer
 
 
+def _twins(model):
+    """Layer name -> the names of all layers computing the same tensor as it.
+
+    Weightless layers of one class and config on the same input (NASNet
+    applies five identical ReLUs to its stem) are one tensor to the
+    converter, which merges them: what ranges one ranges all.
+    """
+    inputs = {}
+    for producer, consumer in _edges(model):
+        inputs.setdefault(consumer.name, (consumer, []))[1].append(producer.name)
+    groups = {}
+    for layer, producers in inputs.values():
+        if not layer.weights and len(producers) == 1:
+            config = {k: v for k, v in layer.get_config().items() if k != "name"}
+            key = (producers[0], type(layer), json.dumps(config, sort_keys=True, default=str))
+            groups.setdefault(key, []).append(layer.name)
+    return {name: names for names in groups.values() for name in names}
+
+
 def _consumers(model):
+    """Layer name -> the layers its output feeds, pooled over its twins."""
+    twins = _twins(model)
     consumers = {}
     for producer, consumer in _edges(model):
-        consumers.setdefault(producer.name, []).append(consumer)
+        for name in twins.get(producer.name, [producer.name]):
+            consumers.setdefault(name, []).append(consumer)
     return consumers
 
 

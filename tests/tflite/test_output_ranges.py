@@ -86,3 +86,17 @@ def test_fanned_out_tensor_gets_one_range_and_its_pooling_converts(tmp_path):
     compute_ops_are_int8(path, 5)
     report = keras_qat.check_tflite(qat, path, data)
     assert report["max_abs_error"] < 0.1, report
+
+
+def test_identical_layers_on_one_tensor_are_ranged_as_one():
+    # The converter merges NASNet's five identical ReLUs of its stem into one
+    # tensor: one of them feeding a non-quantizer makes all of them shared.
+    inputs = keras.Input((8, 8, 3))
+    stem = L.Conv2D(4, 3, name="stem")(inputs)
+    quantized = L.Conv2D(4, 1, name="conv")(L.ReLU(name="relu_a")(stem))
+    padded = L.ZeroPadding2D(name="pad")(L.ReLU(name="relu_b")(stem))
+    outputs = L.Add()([L.GlobalAveragePooling2D()(quantized), L.GlobalAveragePooling2D()(padded)])
+    model = keras.Model(inputs, outputs)
+    data = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(model, {"stem": {}, "conv": {}}, data)
+    assert sorted(shared_quantized_inputs(qat)) == ["relu_a", "relu_b"]
