@@ -7,8 +7,10 @@ converter: its producer stays float behind a DEQUANTIZE. In the export copy
 such a producer ends in an 8-bit fake-quant over the range the tensor takes on
 the representative data, which is the range the converter's own calibration
 would give it, so the numbers do not change. The same goes for a tensor fanned
-out to several input quantizers (`fanned_out_ranges`), and a quantizer reading a
+out to several input quantizers (`fanned_out_ranges`) and a concatenation
+joining a ranged tensor (`joining_concatenations`); a quantizer reading a
 tensor that has its range already becomes an identity (`merged_quantizers`).
+`export_ranges` puts them together.
 """
 
 import json
@@ -115,6 +117,14 @@ def _bounds(quantize_layer):
     return tuple(float(b) for b in quantize_layer.quantizer.bounds(quantize_layer.quantizer_vars))
 
 
+def _quantizer_union(users):
+    """The union of the users' ranges when all of them are input quantizers, else `None`."""
+    if not users or not all(isinstance(user, InputQuantizeLayer) for user in users):
+        return None
+    lows, highs = zip(*(_bounds(user) for user in users), strict=True)
+    return min(lows), max(highs)
+
+
 def fanned_out_ranges(model):
     """One range for each tensor that feeds several input quantizers, and nothing else.
 
@@ -131,9 +141,9 @@ def fanned_out_ranges(model):
     """
     unions = {}
     for name, users in _consumers(model).items():
-        if len(users) > 1 and all(isinstance(user, InputQuantizeLayer) for user in users):
-            lows, highs = zip(*(_bounds(user) for user in users), strict=True)
-            unions[name] = (min(lows), max(highs))
+        union = _quantizer_union(users)
+        if len(users) > 1 and union is not None:
+            unions[name] = union
     return unions
 
 
@@ -148,17 +158,43 @@ _SCALE_KEEPING = (
 )
 
 
+def _sources(model):
+    """Layer name -> the layers its inputs come from."""
+    sources = {}
+    for producer, consumer in _edges(model):
+        sources.setdefault(consumer.name, []).append(producer)
+    return sources
+
+
+def _carries_range(layer, sources, ranged):
+    """Whether `layer`'s output tensor has a range from `ranged` in the export copy.
+
+    It has when the layer is ranged, or keeps the scale of a tensor that has
+    one: padding, cropping and the other `_SCALE_KEEPING` layers, an average
+    pooling (TFLite's int8 AVERAGE_POOL_2D outputs its input's scale) and an
+    INT8 input quantizer that becomes an identity (`merged_quantizers`).
+    """
+    while layer.name not in ranged:
+        keeps_scale = isinstance(layer, (*_SCALE_KEEPING, keras.layers.AveragePooling2D)) or (
+            isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT8"
+        )
+        producers = sources.get(layer.name, [])
+        if not keeps_scale or len(producers) != 1:
+            return False
+        layer = producers[0]
+    return True
+
+
 def merged_quantizers(model, ranged):
     """The INT8 input quantizers that read a tensor which already has a range.
 
     That is a tensor given its own range in the export copy, possibly behind
     padding, cropping and other layers that keep the scale, or the output of
-    an average pooling whose input is such a tensor (TFLite's int8
-    AVERAGE_POOL_2D outputs its input's scale). The converter keeps one range
-    per tensor and drops or misplaces a second fake-quant; behind a pooling
-    it refused the model (Inception/NASNet cells). In the export copy such
-    quantizers become identities, so the layer reads the tensor's one range.
-    (INT4 ones stay: their carrier also caps the tensor.)
+    an average pooling whose input is such a tensor. The converter keeps one
+    range per tensor and drops or misplaces a second fake-quant; behind a
+    pooling it refused the model (Inception/NASNet cells). In the export copy
+    such quantizers become identities, so the layer reads the tensor's one
+    range. (INT4 ones stay: their carrier also caps the tensor.)
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -167,24 +203,47 @@ def merged_quantizers(model, ranged):
     Returns:
         Names of `InputQuantizeLayer`s.
     """
-    inputs = {}
-    for producer, consumer in _edges(model):
-        inputs.setdefault(consumer.name, []).append(producer)
-    sources = {name: producers[0] for name, producers in inputs.items() if len(producers) == 1}
+    sources = _sources(model)
+    return [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, InputQuantizeLayer)
+        and layer.quantizer.dst_type == "INT8"
+        and len(sources.get(layer.name, [])) == 1
+        and _carries_range(sources[layer.name][0], sources, ranged)
+    ]
 
-    def merged(layer):
-        if not isinstance(layer, InputQuantizeLayer) or layer.quantizer.dst_type != "INT8":
-            return False
-        source = sources.get(layer.name)
-        while source is not None and source.name not in ranged:
-            if isinstance(source, keras.layers.AveragePooling2D):
-                return merged(sources.get(source.name))
-            if not isinstance(source, _SCALE_KEEPING):
-                return False
-            source = sources.get(source.name)
-        return source is not None
 
-    return [layer.name for layer in model.layers if merged(layer)]
+def joining_concatenations(model, ranged):
+    """The Concatenate layers without a range of their own that join a ranged tensor.
+
+    TFLite's CONCATENATION has one scale for its inputs and output, and the
+    converter spreads a fixed input range to the output and to the other
+    inputs, clipping them (NASNet concatenates its adjusted input, ranged
+    as a shared tensor, with sums that reach twice its range). Such a
+    concatenation needs its own range; the converter then requantizes the
+    ranged input into it. Concatenations of those are found too (model
+    order is topological).
+
+    Args:
+        model: A QAT model (Functional, nested models inlined).
+        ranged: Names of the producers whose output gets a range.
+
+    Returns:
+        Names of Concatenate layers, in model order.
+    """
+    sources = _sources(model)
+    joins = []
+    carrying = set(ranged)
+    for layer in model.layers:
+        if (
+            isinstance(layer, keras.layers.Concatenate)
+            and layer.name not in carrying
+            and any(_carries_range(p, sources, carrying) for p in sources.get(layer.name, []))
+        ):
+            joins.append(layer.name)
+            carrying.add(layer.name)
+    return joins
 
 
 def observed_ranges(model, names, batches):
@@ -208,3 +267,34 @@ def observed_ranges(model, names, batches):
             low[name] = min(low[name], float(output_min))
             high[name] = max(high[name], float(output_max))
     return {name: (low[name], high[name]) for name in names if high[name] > low[name]}
+
+
+def export_ranges(model, batches=None):
+    """The output range of each producer that gets one in the export copy.
+
+    Tensors fanned out to input quantizers only take the union of their
+    ranges; with `batches`, tensors shared by a quantizer and another layer,
+    and concatenations joining a ranged tensor, take the range observed on
+    them, or their quantizers' union when only input quantizers read them.
+
+    Args:
+        model: A QAT model (Functional, nested models inlined).
+        batches: Representative input batches. Defaults to `None`.
+
+    Returns:
+        Producer name -> `(clip_min, clip_max)`.
+    """
+    ranges = fanned_out_ranges(model)
+    if batches is None:
+        return ranges
+    shared = shared_quantized_inputs(model)
+    consumers = _consumers(model)
+    observed = list(shared)
+    for name in joining_concatenations(model, {*ranges, *shared}):
+        union = _quantizer_union(consumers.get(name))
+        if union is None:
+            observed.append(name)
+        else:
+            ranges[name] = union
+    ranges.update(observed_ranges(model, observed, batches))
+    return ranges

@@ -3,8 +3,9 @@
 The QAT model's numbers, in forms the converter keeps: INT4 input quantizers
 become their int8 carriers, per-channel Dense, Conv1D and Conv2DTranspose
 layers become their `deploy_layers` forms, and producers of tensors shared by
-an input quantizer and another layer or fanned out to several get an explicit
-output range (`output_ranges`). One change of numbers is deliberate: an INT8
+an input quantizer and another layer or fanned out to several, and
+concatenations joining such a tensor, get an explicit output range
+(`output_ranges`). One change of numbers is deliberate: an INT8
 input quantizer reading a tensor that already has a range becomes an identity,
 since a tensor has one range in a .tflite (the converter dropped the second
 one anyway). Every other layer is shared with the QAT model, not rebuilt.
@@ -13,13 +14,7 @@ one anyway). Every other layer is shared with the QAT model, not rebuilt.
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, UlqInt8CarrierQuantizer, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
-from keras_qat.tflite.output_ranges import (
-    RangedOutput,
-    fanned_out_ranges,
-    merged_quantizers,
-    observed_ranges,
-    shared_quantized_inputs,
-)
+from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
 
 
 def _carrier_input(layer):
@@ -61,9 +56,7 @@ def tflite_ready_copy(qat_model, batches=None):
         ExportError: for a per-channel layer option no deploy form reproduces.
     """
     replaced = {}
-    ranges = fanned_out_ranges(qat_model)
-    if batches is not None:
-        ranges.update(observed_ranges(qat_model, shared_quantized_inputs(qat_model), batches))
+    ranges = export_ranges(qat_model, batches)
     merged = set(merged_quantizers(qat_model, ranges))
 
     def rewrite(layer):
