@@ -11,8 +11,11 @@ machine load, and the fastest round counts. Then IFMR calibration (inside
 `apply_retrain_config`, `--calibration-batches` batches) against the float
 model's forward passes over the same batches. Targets (SPEC.md section 7):
 QAT step <= 1.3 x float and <= 0.6 x TFMOT; calibration <= 3 x forward.
+Batches of 128 by default, the batch SPEC.md's reference figures were
+measured with; smaller ones weigh the per-op costs more.
 
-    python benchmarks/speed.py [--samples 2048] [--rounds 3] [--calibration-batches 8]
+    python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--rounds 3]
+                               [--calibration-batches 8]
 """
 
 import argparse
@@ -28,8 +31,6 @@ from keras_qat.demo import LOSS, build_demo_model
 from keras_qat.graph.layer_table import layer_spec
 from keras_qat.graph.model_check import model_layers
 from keras_qat.quantizers import ulq
-
-BATCH = 64
 
 
 def networks():
@@ -47,18 +48,18 @@ def default_config(model):
     return {layer.name: {} for layer in model_layers(model) if layer_spec(layer) is not None}
 
 
-def warm_up(model, x, y):
+def warm_up(model, x, y, batch):
     model.compile(keras.optimizers.Adam(1e-4), LOSS)
-    model.fit(x[: 4 * BATCH], y[: 4 * BATCH], epochs=1, batch_size=BATCH, verbose=0)
+    model.fit(x[: 4 * batch], y[: 4 * batch], epochs=1, batch_size=batch, verbose=0)
 
 
-def step_time(model, x, y):
+def step_time(model, x, y, batch):
     start = time.perf_counter()
-    model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
-    return (time.perf_counter() - start) / int(np.ceil(len(x) / BATCH))
+    model.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+    return (time.perf_counter() - start) / int(np.ceil(len(x) / batch))
 
 
-def calibration_ratio(model, x, batches):
+def calibration_ratio(model, x, batches, batch):
     """`(calibration seconds, forward seconds)` over the same `batches` batches."""
     calibrate = keras_qat.apply.calibrate
     spent = []
@@ -72,22 +73,24 @@ def calibration_ratio(model, x, batches):
     keras_qat.apply.calibrate = timed
     try:
         config = {"batch_num": batches, **default_config(model)}
-        keras_qat.apply_retrain_config(model, config, x[: batches * BATCH])
+        keras_qat.apply_retrain_config(model, config, x[: batches * batch])
     finally:
         keras_qat.apply.calibrate = calibrate
-    model.predict_on_batch(x[:BATCH])  # traced once, as a user's model would be
+    model.predict_on_batch(x[:batch])  # traced once, as a user's model would be
     start = time.perf_counter()
     for index in range(batches):
-        model.predict_on_batch(x[index * BATCH : (index + 1) * BATCH])
+        model.predict_on_batch(x[index * batch : (index + 1) * batch])
     return spent[0], time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calibration-batches", type=int, default=8)
     args = parser.parse_args()
+    batch = args.batch_size
     rng = np.random.default_rng(0)
     rows = []
     for name, model in networks():
@@ -96,27 +99,27 @@ def main():
         print(f"{name} ...", flush=True)
         models = {
             "float": model,
-            "keras_qat": keras_qat.apply_retrain_config(model, default_config(model), x[:BATCH]),
+            "keras_qat": keras_qat.apply_retrain_config(model, default_config(model), x[:batch]),
             "TFMOT": tfmot.quantization.keras.quantize_model(model),
         }
         for candidate in models.values():
-            warm_up(candidate, x, y)
+            warm_up(candidate, x, y, batch)
         # The floor: the same fake-quant ops with their own gradient (no learned-clip term).
         original, ulq.ulq_fake_quant = ulq.ulq_fake_quant, bare_gradient
         try:
-            models["bare"] = keras_qat.apply_retrain_config(model, default_config(model), x[:BATCH])
-            warm_up(models["bare"], x, y)  # traced here, with the bare gradient
+            models["bare"] = keras_qat.apply_retrain_config(model, default_config(model), x[:batch])
+            warm_up(models["bare"], x, y, batch)  # traced here, with the bare gradient
         finally:
             ulq.ulq_fake_quant = original
         times = {key: [] for key in models}
         for _ in range(args.rounds):
             for key, candidate in models.items():
-                times[key].append(step_time(candidate, x, y))
+                times[key].append(step_time(candidate, x, y, batch))
         best = {key: min(values) for key, values in times.items()}
-        calibration, forward = calibration_ratio(model, x, args.calibration_batches)
+        calibration, forward = calibration_ratio(model, x, args.calibration_batches, batch)
         rows.append((name, best, calibration, forward))
 
-    print(f"\nbatch {BATCH}, {args.samples} samples per round, best of {args.rounds} rounds")
+    print(f"\nbatch {batch}, {args.samples} samples per round, best of {args.rounds} rounds")
     header = ("network", "float ms", "QAT ms", "TFMOT ms", "QAT/float", "QAT/TFMOT", "bare/float")
     header += ("IFMR/fwd",)
     print("| {:24} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>10} | {:>8} |".format(*header))
