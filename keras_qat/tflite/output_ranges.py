@@ -67,6 +67,14 @@ def _edges(model):
                 yield producer, node.layer
 
 
+def _sources(model):
+    """Layer name -> the layers its inputs come from."""
+    sources = {}
+    for producer, consumer in _edges(model):
+        sources.setdefault(consumer.name, []).append(producer)
+    return sources
+
+
 def _twins(model):
     """Layer name -> the names of all layers computing the same tensor as it.
 
@@ -74,14 +82,13 @@ def _twins(model):
     applies five identical ReLUs to its stem) are one tensor to the
     converter, which merges them: what ranges one ranges all.
     """
-    inputs = {}
-    for producer, consumer in _edges(model):
-        inputs.setdefault(consumer.name, (consumer, []))[1].append(producer.name)
+    sources = _sources(model)
     groups = {}
-    for layer, producers in inputs.values():
+    for layer in model.layers:
+        producers = sources.get(layer.name, [])
         if not layer.weights and len(producers) == 1:
             config = {k: v for k, v in layer.get_config().items() if k != "name"}
-            key = (producers[0], type(layer), json.dumps(config, sort_keys=True, default=str))
+            key = (producers[0].name, type(layer), json.dumps(config, sort_keys=True, default=str))
             groups.setdefault(key, []).append(layer.name)
     return {name: names for names in groups.values() for name in names}
 
@@ -156,14 +163,6 @@ _SCALE_KEEPING = (
     keras.layers.Flatten,
     keras.layers.MaxPooling2D,
 )
-
-
-def _sources(model):
-    """Layer name -> the layers its inputs come from."""
-    sources = {}
-    for producer, consumer in _edges(model):
-        sources.setdefault(consumer.name, []).append(producer)
-    return sources
 
 
 def _carries_range(layer, sources, ranged):
