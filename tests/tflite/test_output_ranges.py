@@ -26,16 +26,19 @@ def residual_model():
     return keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(added)))
 
 
-def compute_ops_are_int8(path, count):
+def exported_error(qat, tmp_path, data, compute_ops):
+    """Exports `qat`, checks its `compute_ops` conv/dense ops are int8, returns its max error."""
     from ai_edge_litert.interpreter import Interpreter
 
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     tensors = interpreter.get_tensor_details()
     compute = [op for op in interpreter._get_ops_details() if op["op_name"] in COMPUTE_OPS]
-    assert len(compute) == count
+    assert len(compute) == compute_ops
     for op in compute:
         assert {tensors[i]["dtype"] for i in op["inputs"][:2]} == {np.int8}, op
+    return keras_qat.check_tflite(qat, path, data)["max_abs_error"]
 
 
 def test_shared_tensor_producer_is_int8(tmp_path):
@@ -46,10 +49,7 @@ def test_shared_tensor_producer_is_int8(tmp_path):
     qat = keras_qat.apply_retrain_config(model, config, data)
     assert shared_quantized_inputs(qat) == ["project_quant"]
 
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
-    compute_ops_are_int8(path, 4)
-    report = keras_qat.check_tflite(qat, path, data)
-    assert report["max_abs_error"] < 0.05, report
+    assert exported_error(qat, tmp_path, data, 4) < 0.05
 
 
 def inception_cell():
@@ -84,10 +84,7 @@ def test_fanned_out_tensor_gets_one_range_and_its_pooling_converts(tmp_path):
     merged = merged_quantizers(qat, ranges)
     assert sorted(merged) == ["branch_input_quant", "pool_conv_input_quant", "pool_input_quant"]
 
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
-    compute_ops_are_int8(path, 5)
-    report = keras_qat.check_tflite(qat, path, data)
-    assert report["max_abs_error"] < 0.1, report
+    assert exported_error(qat, tmp_path, data, 5) < 0.1
 
 
 def test_identical_layers_on_one_tensor_are_ranged_as_one():
@@ -128,7 +125,4 @@ def test_concatenation_joining_a_ranged_tensor_gets_its_own_range(tmp_path):
     # The sums reach beyond the shared tensor's range, which used to cap them all.
     assert ranges["outer"][1] > ranges["cell"][1] > 1.5 * ranges["shared_quant"][1]
 
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
-    compute_ops_are_int8(path, 3)
-    report = keras_qat.check_tflite(qat, path, data)
-    assert report["max_abs_error"] < 0.05, report  # 0.39 with the sums capped
+    assert exported_error(qat, tmp_path, data, 3) < 0.05  # 0.39 with the sums capped
