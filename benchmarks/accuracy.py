@@ -7,12 +7,17 @@ model for `--qat-epochs` epochs at 2e-4 and is exported to int8 TFLite with
 the same 512 representative training images; TFLite accuracy is measured in
 LiteRT on the full test set. W4A4 is AMCT's INT4 recipe
 (`configs/int4_definition.json`: INT4 everywhere except the first and last
-layers). Needs `apt-get install dataset-fashion-mnist`.
+layers). "image fixed" is keras_qat INT8 with the first layer's input clip
+fixed at [0, 1] by hand in the config (`image_clip.py`). Epoch: the fastest of
+the row's epochs; "/ float" divides it by the fastest of two float epochs
+timed right after it, so that a busy neighbour slows both. Needs
+`apt-get install dataset-fashion-mnist`.
 
     python benchmarks/accuracy.py [--train-samples 60000] [--qat-epochs 2] [--plot accuracy.png]
 """
 
 import argparse
+import json
 import os
 import pathlib
 import tempfile
@@ -20,6 +25,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from image_clip import with_image_clip_fixed
 
 import keras_qat
 from keras_qat._keras import keras, tfmot
@@ -68,11 +74,14 @@ def tflite_accuracy(model, x_rep, x_test, y_test, int8=True):
         return accuracy(keras_qat.predict_tflite(path, x_test), y_test)
 
 
-def keras_qat_model(model, x_train, definition=None):
+def keras_qat_model(model, x_train, definition=None, edit=None):
+    """Creates the default config (shaped by `definition`), edits it as a user would, applies it."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "config.json")
-        keras_qat.create_quant_retrain_config(config, model, config_definition=definition)
-        return keras_qat.apply_retrain_config(model, config, x_train[:256])
+        path = pathlib.Path(tmp, "config.json")
+        keras_qat.create_quant_retrain_config(str(path), model, config_definition=definition)
+        if edit is not None:
+            path.write_text(json.dumps(edit(model, json.loads(path.read_text()))))
+        return keras_qat.apply_retrain_config(model, str(path), x_train[:256])
 
 
 def keras_qat_tflite_accuracy(qat, x_rep, x_test, y_test):
@@ -102,8 +111,8 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     names = [name for name, *_ in rows]
-    keras_acc = [k if k is not None else 0 for _, k, _, _ in rows]
-    tflite_acc = [t if t is not None else 0 for _, _, t, _ in rows]
+    keras_acc = [k if k is not None else 0 for _, k, _, *_ in rows]
+    tflite_acc = [t if t is not None else 0 for _, _, t, *_ in rows]
     positions = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(8, 3.8))
     ax.bar(positions - 0.2, keras_acc, 0.4, label="Keras")
@@ -137,8 +146,9 @@ def main():
     float_time = float_epoch_time(model, x_train, y_train, batch)
     rows = [
         ("float", accuracy(model.predict(x_test, verbose=0), y_test),
-         tflite_accuracy(model, x_rep, x_test, y_test, int8=False), float_time),
-        ("TFLite post-training int8", None, tflite_accuracy(model, x_rep, x_test, y_test), None),
+         tflite_accuracy(model, x_rep, x_test, y_test, int8=False), float_time, 1.0),
+        ("TFLite post-training int8", None, tflite_accuracy(model, x_rep, x_test, y_test), None,
+         None),
     ]  # fmt: skip
     candidates = [
         ("TFMOT quantize_model 8-bit", lambda: tfmot_model(model), tflite_accuracy),
@@ -154,6 +164,11 @@ def main():
         ),
         ("keras_qat INT8", lambda: keras_qat_model(model, x_train), keras_qat_tflite_accuracy),
         (
+            "keras_qat INT8, image fixed",
+            lambda: keras_qat_model(model, x_train, edit=with_image_clip_fixed),
+            keras_qat_tflite_accuracy,
+        ),
+        (
             "keras_qat W4A4",
             lambda: keras_qat_model(model, x_train, str(INT4_DEFINITION)),
             keras_qat_tflite_accuracy,
@@ -164,7 +179,9 @@ def main():
         qat = build()
         epoch = fine_tune(qat, x_train, y_train, args.qat_epochs, batch)
         keras_acc = accuracy(qat.predict(x_test, verbose=0), y_test)
-        rows.append((name, keras_acc, to_tflite(qat, x_rep, x_test, y_test), epoch))
+        # Float epochs timed right after, so that both see the same machine load.
+        ratio = epoch / float_epoch_time(model, x_train, y_train, batch)
+        rows.append((name, keras_acc, to_tflite(qat, x_rep, x_test, y_test), epoch, ratio))
         print(f"  {rows[-1]}", flush=True)
 
     def cell(value, fmt):
@@ -175,8 +192,7 @@ def main():
     header = ("model", "Keras acc", "TFLite acc", "epoch s", "/ float")
     print("| {:28} | {:>9} | {:>10} | {:>7} | {:>7} |".format(*header))
     print(f"|{'-' * 30}|{'-' * 10}:|{'-' * 11}:|{'-' * 8}:|{'-' * 8}:|")
-    for name, keras_acc, tflite_acc, epoch in rows:
-        ratio = epoch / float_time if epoch is not None else None
+    for name, keras_acc, tflite_acc, epoch, ratio in rows:
         print(
             f"| {name:28} | {cell(keras_acc, '9.4f')} | {cell(tflite_acc, '10.4f')} "
             f"| {cell(epoch, '7.2f')} | {cell(ratio, '7.2f')} |"

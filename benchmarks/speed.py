@@ -3,11 +3,13 @@
 Per network (the demo CNN at 28x28 with width 32, and MobileNetV2 from
 tf_keras.applications with weights=None at 96x96x3, alpha 0.35): the train-step
 time of the float model, of keras_qat INT8 on every quantizable layer and of
-TFMOT's `quantize_model` 8-bit QAT, and ("bare") of keras_qat with the fake-quant
-ops' own gradient instead of ULQ's learned-clip one: the cost of the fake-quant
-ops themselves. Each model first trains one warm-up epoch
-(tracing); then `--rounds` rounds alternate the models so all see the same
-machine load, and the fastest round counts. Then IFMR calibration (inside
+TFMOT's `quantize_model` 8-bit QAT; of keras_qat with the image's clip fixed at
+[0, 1] in the first layer's config ("image fixed": its input gradient, which
+float training never computes, is then not needed either); and ("bare") of
+keras_qat with the fake-quant ops' own gradient instead of ULQ's learned-clip
+one: the cost of the fake-quant ops themselves. Each model first trains one
+warm-up epoch (tracing); then `--rounds` rounds alternate the models so all see
+the same machine load, and the fastest round counts. Then IFMR calibration (inside
 `apply_retrain_config`, `--calibration-batches` batches) against the float
 model's forward passes over the same batches. Targets (SPEC.md section 7):
 QAT step <= 1.3 x float and <= 0.6 x TFMOT; calibration <= 3 x forward.
@@ -22,6 +24,7 @@ import argparse
 import time
 
 import numpy as np
+from image_clip import with_image_clip_fixed
 from ulq_gradient import bare_gradient
 
 import keras_qat
@@ -101,6 +104,9 @@ def main():
             "float": model,
             "keras_qat": keras_qat.apply_retrain_config(model, default_config(model), x[:batch]),
             "TFMOT": tfmot.quantization.keras.quantize_model(model),
+            "image clip fixed": keras_qat.apply_retrain_config(
+                model, with_image_clip_fixed(model, default_config(model)), x[:batch]
+            ),
         }
         for candidate in models.values():
             warm_up(candidate, x, y, batch)
@@ -116,23 +122,25 @@ def main():
             for key, candidate in models.items():
                 times[key].append(step_time(candidate, x, y, batch))
         best = {key: min(values) for key, values in times.items()}
-        calibration, forward = calibration_ratio(model, x, args.calibration_batches, batch)
-        rows.append((name, best, calibration, forward))
+        rows.append((name, best, calibration_ratio(model, x, args.calibration_batches, batch)))
 
     print(f"\nbatch {batch}, {args.samples} samples per round, best of {args.rounds} rounds")
-    header = ("network", "float ms", "QAT ms", "TFMOT ms", "QAT/float", "QAT/TFMOT", "bare/float")
-    header += ("IFMR/fwd",)
-    print("| {:24} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>10} | {:>8} |".format(*header))
-    rule = "|".join("-" * width + ":" for width in (9, 9, 9, 10, 10, 11, 9))
-    print(f"|{'-' * 26}|{rule}|")
-    for name, best, calibration, forward in rows:
-        ms = {key: 1000 * value for key, value in best.items()}
-        print(
-            f"| {name:24} | {ms['float']:8.1f} | {ms['keras_qat']:8.1f} | {ms['TFMOT']:8.1f} "
-            f"| {best['keras_qat'] / best['float']:9.2f} "
-            f"| {best['keras_qat'] / best['TFMOT']:9.2f} | {best['bare'] / best['float']:10.2f} "
-            f"| {calibration / forward:8.2f} |"
-        )
+    columns = {
+        "float ms": lambda best, _: 1000 * best["float"],
+        "QAT ms": lambda best, _: 1000 * best["keras_qat"],
+        "TFMOT ms": lambda best, _: 1000 * best["TFMOT"],
+        "QAT/float": lambda best, _: best["keras_qat"] / best["float"],
+        "QAT/TFMOT": lambda best, _: best["keras_qat"] / best["TFMOT"],
+        "image fixed/float": lambda best, _: best["image clip fixed"] / best["float"],
+        "bare/float": lambda best, _: best["bare"] / best["float"],
+        "IFMR/fwd": lambda _, calibration: calibration[0] / calibration[1],
+    }
+    print(f"| {'network':24} | " + " | ".join(columns) + " |")
+    print(f"|{'-' * 26}|" + "|".join("-" * (len(title) + 1) + ":" for title in columns) + "|")
+    for name, best, calibration in rows:
+        cells = (f"{value(best, calibration):{len(title)}.{1 if 'ms' in title else 2}f}"
+                 for title, value in columns.items())  # fmt: skip
+        print(f"| {name:24} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
