@@ -7,7 +7,8 @@ TFMOT's `quantize_model` 8-bit QAT; of keras_qat with the image's clip fixed at
 [0, 1] in the first layer's config ("image fixed": its input gradient, which
 float training never computes, is then not needed either); and ("bare") of
 keras_qat with the fake-quant ops' own gradient instead of ULQ's learned-clip
-one: the cost of the fake-quant ops themselves. Each model first trains one
+one (the clips learn from clipped values only): what ULQ's in-range term
+costs is QAT minus bare. Each model first trains one
 warm-up epoch (tracing); then `--rounds` rounds alternate the models so all see
 the same machine load, and the fastest round counts. Then IFMR calibration (inside
 `apply_retrain_config`, `--calibration-batches` batches) against the float
