@@ -31,9 +31,8 @@ from ulq_gradient import bare_gradient
 import keras_qat
 import keras_qat.apply
 from keras_qat._keras import keras, tfmot
+from keras_qat.config.create import build_config_document
 from keras_qat.demo import LOSS, build_demo_model
-from keras_qat.graph.layer_table import layer_spec
-from keras_qat.graph.model_check import model_layers
 from keras_qat.quantizers import ulq
 
 
@@ -48,8 +47,8 @@ def networks():
 
 
 def default_config(model):
-    """Every quantizable layer at its defaults (what create_quant_retrain_config writes)."""
-    return {layer.name: {} for layer in model_layers(model) if layer_spec(layer) is not None}
+    """The document `create_quant_retrain_config` writes for `model`: every key at its default."""
+    return build_config_document(model, {})
 
 
 def warm_up(model, x, y, batch):
@@ -76,7 +75,7 @@ def calibration_ratio(model, x, batches, batch):
 
     keras_qat.apply.calibrate = timed
     try:
-        config = {"batch_num": batches, **default_config(model)}
+        config = {**default_config(model), "batch_num": batches}
         keras_qat.apply_retrain_config(model, config, x[: batches * batch])
     finally:
         keras_qat.apply.calibrate = calibrate
@@ -95,6 +94,8 @@ def main():
     parser.add_argument("--calibration-batches", type=int, default=8)
     args = parser.parse_args()
     batch = args.batch_size
+    if args.calibration_batches * batch > args.samples:
+        parser.error("--calibration-batches x --batch-size must not exceed --samples")
     rng = np.random.default_rng(0)
     rows = []
     for name, model in networks():
