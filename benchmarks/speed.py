@@ -46,11 +46,6 @@ def networks():
     )
 
 
-def default_config(model):
-    """The document `create_quant_retrain_config` writes for `model`: every key at its default."""
-    return build_config_document(model, {})
-
-
 def warm_up(model, x, y, batch):
     model.compile(keras.optimizers.Adam(1e-4), LOSS)
     model.fit(x[: 4 * batch], y[: 4 * batch], epochs=1, batch_size=batch, verbose=0)
@@ -62,8 +57,8 @@ def step_time(model, x, y, batch):
     return (time.perf_counter() - start) / int(np.ceil(len(x) / batch))
 
 
-def calibration_ratio(model, x, batches, batch):
-    """`(calibration seconds, forward seconds)` over the same `batches` batches."""
+def calibration_ratio(model, config, x, batches, batch):
+    """`(calibration seconds, forward seconds)` over the same `batches` batches of `config`."""
     calibrate = keras_qat.apply.calibrate
     spent = []
 
@@ -75,8 +70,8 @@ def calibration_ratio(model, x, batches, batch):
 
     keras_qat.apply.calibrate = timed
     try:
-        config = {**default_config(model), "batch_num": batches}
-        keras_qat.apply_retrain_config(model, config, x[: batches * batch])
+        calibrated = {**config, "batch_num": batches}
+        keras_qat.apply_retrain_config(model, calibrated, x[: batches * batch])
     finally:
         keras_qat.apply.calibrate = calibrate
     model.predict_on_batch(x[:batch])  # traced once, as a user's model would be
@@ -102,12 +97,14 @@ def main():
         x = rng.random((args.samples, *model.input_shape[1:])).astype(np.float32)
         y = rng.integers(0, 10, args.samples)
         print(f"{name} ...", flush=True)
+        # What create_quant_retrain_config writes: every key at its default.
+        config = build_config_document(model, {})
         models = {
             "float": model,
-            "keras_qat": keras_qat.apply_retrain_config(model, default_config(model), x[:batch]),
+            "keras_qat": keras_qat.apply_retrain_config(model, config, x[:batch]),
             "TFMOT": tfmot.quantization.keras.quantize_model(model),
             "image clip fixed": keras_qat.apply_retrain_config(
-                model, with_image_clip_fixed(model, default_config(model)), x[:batch]
+                model, with_image_clip_fixed(model, config), x[:batch]
             ),
         }
         for candidate in models.values():
@@ -115,7 +112,7 @@ def main():
         # The floor: the same fake-quant ops with their own gradient (no learned-clip term).
         original, ulq.ulq_fake_quant = ulq.ulq_fake_quant, bare_gradient
         try:
-            models["bare"] = keras_qat.apply_retrain_config(model, default_config(model), x[:batch])
+            models["bare"] = keras_qat.apply_retrain_config(model, config, x[:batch])
             warm_up(models["bare"], x, y, batch)  # traced here, with the bare gradient
         finally:
             ulq.ulq_fake_quant = original
@@ -124,7 +121,8 @@ def main():
             for key, candidate in models.items():
                 times[key].append(step_time(candidate, x, y, batch))
         best = {key: min(values) for key, values in times.items()}
-        rows.append((name, best, calibration_ratio(model, x, args.calibration_batches, batch)))
+        calibration = calibration_ratio(model, config, x, args.calibration_batches, batch)
+        rows.append((name, best, calibration))
 
     print(f"\nbatch {batch}, {args.samples} samples per round, best of {args.rounds} rounds")
     columns = {
