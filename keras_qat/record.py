@@ -10,15 +10,13 @@ the TFLite converter writes into the .tflite.
 
 import json
 
-import numpy as np
-
 from keras_qat.atomic import write_file_atomic
-from keras_qat.quantizers.ranges import bits_of
+from keras_qat.quantizers.ranges import bits_of, op_nudge
 from keras_qat.report import clip_range, quantized_layers, weight_scales
 
 
 def input_scale_and_offset(clip_min, clip_max, num_bits):
-    """Scale and signed offset of the asymmetric grid over [clip_min, clip_max].
+    """Scale and signed offset of the fake-quant op's grid over [clip_min, clip_max].
 
     Args:
         clip_min: Lower bound (<= 0).
@@ -28,10 +26,8 @@ def input_scale_and_offset(clip_min, clip_max, num_bits):
     Returns:
         `(scale, offset)`: real = scale * (q - offset), q signed.
     """
-    levels = 2**num_bits - 1
-    scale = (clip_max - clip_min) / levels
-    zero_point = np.floor(np.clip(-clip_min / scale, 0, levels) + 0.5)
-    return float(scale), int(zero_point) - 2 ** (num_bits - 1)
+    grid = op_nudge(clip_min, clip_max, num_bits)
+    return grid.scale, grid.zero_point - 2 ** (num_bits - 1)
 
 
 def quant_record(qat_model):

@@ -140,6 +140,35 @@ def test_quant_record_matches_the_tflite(qat, digits, tmp_path):
     np.testing.assert_allclose(weights["scales"], record["conv1"]["scale_w"]["kernel"], rtol=1e-5)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_hand_written_symmetric_clip_agrees_exactly(tmp_path, bits):
+    # [-1, 1] at 8 bits: the zero point is a tie, which the converter used to
+    # round the other way from the fake-quant op, moving the int8 range one step.
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = keras.Input((8,))
+    outputs = L.Dense(8, use_bias=False, kernel_initializer="identity", name="d")(inputs)
+    data_config = {"clip_min": -1.0, "clip_max": 1.0, "dst_type": f"INT{bits}"}
+    qat = keras_qat.apply_retrain_config(
+        keras.Model(inputs, outputs), {"d": {"retrain_data_config": data_config}}
+    )
+    x = np.linspace(-1.5, 1.5, 512, dtype=np.float32).reshape(64, 8)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
+    got, want = keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0)
+    np.testing.assert_array_equal(got, want)
+    assert want.max() > 1.0  # the top of the op's range, 128/127.5 at 8 bits
+    if bits == 8:  # the record's offset is the .tflite's zero point
+        record = json.loads((tmp_path / "m.quant_record.json").read_text())
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        (dense,) = [o for o in interpreter._get_ops_details() if o["op_name"] == "FULLY_CONNECTED"]
+        data = tensors[dense["inputs"][0]]["quantization_parameters"]
+        assert data["zero_points"][0] == record["d"]["offset_d"] == -1
+
+
 def int4_data_config(layer):
     return {"conv1": {}, layer: {"retrain_data_config": {"dst_type": "INT4"}}, "logits": {}}
 

@@ -4,7 +4,7 @@ from keras_qat._keras import tfmot
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
-from keras_qat.quantizers.ulq import UlqInt8CarrierQuantizer, UlqQuantizer
+from keras_qat.quantizers.ulq import UlqQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
 
 CUSTOM_OBJECTS = {
@@ -12,7 +12,6 @@ CUSTOM_OBJECTS = {
     for cls in (
         ArqQuantizer,
         InputQuantizeLayer,
-        UlqInt8CarrierQuantizer,
         UlqQuantizer,
         UlqWeightQuantizer,
         WeightQuantizeConfig,

@@ -6,6 +6,9 @@ converter reads ranges from. That op rounds half up (`floor(v + 0.5)`), and it
 is the rounding keras_qat uses everywhere.
 """
 
+from typing import NamedTuple
+
+import numpy as np
 import tensorflow as tf
 
 DST_TYPE_BITS = {"INT8": 8, "INT4": 4}
@@ -118,3 +121,45 @@ def nudged_range(clip_min, clip_max, num_bits):
     # The op rounds the zero point half away from zero; it is >= 0 here.
     zero_point = tf.floor(zero_point + 0.5)
     return -zero_point * scale, (quant_max - zero_point) * scale, scale
+
+
+class Nudged(NamedTuple):
+    """An asymmetric grid: real = scale * (q - zero_point), q in [0, 2^b - 1]."""
+
+    low: float
+    high: float
+    scale: float
+    zero_point: int
+
+
+def op_nudge(clip_min, clip_max, num_bits):
+    """The grid `fake_quant_with_min_max_*` puts over [clip_min, clip_max], bit for bit.
+
+    The op's kernel nudges in float32; the TFLite converter nudges the same
+    bounds again in float64, and `nudged_range` in a graph may be rewritten
+    by Grappler (division by a constant becomes a product with its
+    reciprocal). Where the zero point `-clip_min / scale` is a tie, as for
+    any symmetric range at 8 bits (127.5), the three can round it to
+    different integers. Computed here on the host, the op's way: the
+    converter, given these `low`/`high`, finds the same zero point.
+
+    Args:
+        clip_min: Lower clip bound (<= 0), a number.
+        clip_max: Upper clip bound (> clip_min), a number.
+        num_bits: Bit width.
+
+    Returns:
+        A `Nudged`, its numbers float32 values as Python floats.
+    """
+    f32 = np.float32
+    quant_max = f32(2**num_bits - 1)
+    scale = (f32(clip_max) - f32(clip_min)) / quant_max
+    zero_point_from_min = f32(0) - f32(clip_min) / scale
+    # std::round, half away from zero; the value is >= 0 once clipped.
+    zero_point = f32(np.floor(np.float64(np.clip(zero_point_from_min, 0, quant_max)) + 0.5))
+    return Nudged(
+        float(-zero_point * scale),
+        float((quant_max - zero_point) * scale),
+        float(scale),
+        int(zero_point),
+    )

@@ -165,24 +165,3 @@ class UlqQuantizer(QuantizerBase):
             "clip_max": self.clip_max,
             "clip_min": self.clip_min,
         }
-
-
-class UlqInt8CarrierQuantizer(UlqQuantizer):
-    """An INT4 `UlqQuantizer` rewritten for TFLite, which has no 4-bit activations.
-
-    Same numbers as the INT4 quantizer: the input is capped at the nudged
-    4-bit upper bound hi (an int8 MINIMUM in the .tflite), then fake-quantized
-    to 8 bits over [lo, lo + 255 * s4], s4 = (hi - lo) / 15, which clips below
-    lo. Every 4-bit level is an 8-bit level of that grid and nothing beyond hi
-    survives, so the int8 model reproduces the 4-bit one (up to the float32
-    rounding of the step, which can move a value lying on a rounding
-    boundary). A lower clip is left out on purpose: at lo = 0 it would become
-    a rescaling RELU, rounding twice. Used only in the copy made for export.
-    """
-
-    def __call__(self, inputs, training, weights, **kwargs):
-        clip_min, clip_max = self.bounds(weights)
-        low, high, step = ranges.nudged_range(clip_min, clip_max, ranges.bits_of(self.dst_type))
-        return tf.quantization.fake_quant_with_min_max_vars(
-            tf.minimum(inputs, high), low, low + 255.0 * step, num_bits=8
-        )

@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.quantizers import InputQuantizeLayer
+from keras_qat.tflite.fixed_quant import fixed_fake_quant
 
 
 class RangedOutput(keras.layers.Layer):
@@ -39,10 +40,7 @@ class RangedOutput(keras.layers.Layer):
         self.clip_max = float(clip_max)
 
     def call(self, inputs, *args, **kwargs):
-        outputs = self.layer(inputs, *args, **kwargs)
-        return tf.quantization.fake_quant_with_min_max_args(
-            outputs, self.clip_min, self.clip_max, num_bits=8
-        )
+        return fixed_fake_quant(self.layer(inputs, *args, **kwargs), self.clip_min, self.clip_max)
 
     @classmethod
     def from_config(cls, config):

@@ -1,7 +1,8 @@
 """The copy of a QAT model that the TFLite converter is given.
 
-The QAT model's numbers, in forms the converter keeps: INT4 input quantizers
-become their int8 carriers, per-channel Dense, Conv1D and Conv2DTranspose
+The QAT model's numbers, in forms the converter keeps: input quantizers
+become fixed-range ones (`FixedInputQuantizer`, INT4 ones their int8
+carriers), per-channel Dense, Conv1D and Conv2DTranspose
 layers become their `deploy_layers` forms, and producers of tensors shared by
 an input quantizer and another layer or fanned out to several, and
 concatenations joining such a tensor, get an explicit output range
@@ -12,14 +13,10 @@ one anyway). Every other layer is shared with the QAT model, not rebuilt.
 """
 
 from keras_qat._keras import keras, tfmot
-from keras_qat.quantizers import InputQuantizeLayer, UlqInt8CarrierQuantizer, WeightQuantizeConfig
+from keras_qat.quantizers import InputQuantizeLayer, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
+from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
-
-
-def _carrier_input(layer):
-    quantizer = UlqInt8CarrierQuantizer.from_config(layer.quantizer.get_config())
-    return InputQuantizeLayer(quantizer, layer.target, name=layer.name)
 
 
 def _deploy_wrapper(wrapper, form):
@@ -30,12 +27,10 @@ def _deploy_wrapper(wrapper, form):
     return tfmot.quantization.keras.QuantizeWrapperV2(deployed, quantize_config, name=wrapper.name)
 
 
-def _copy_weights(source, target, form=None):
-    """Copies weights in build order, moving a rewritten kernel to its deploy layout."""
+def _copy_weights(source, target, form):
+    """Copies weights in build order, moving the kernel to its deploy layout."""
     values = [
-        form.deploy_kernel(value)
-        if form is not None and weight.name.endswith("kernel:0")
-        else value
+        form.deploy_kernel(value) if weight.name.endswith("kernel:0") else value
         for value, weight in zip(source.get_weights(), target.weights, strict=True)
     ]
     target.set_weights(values)
@@ -62,9 +57,8 @@ def tflite_ready_copy(qat_model, batches=None):
     def rewrite(layer):
         if layer.name in merged:
             return keras.layers.Activation("linear", name=layer.name)
-        if isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT4":
-            replaced[layer.name] = (layer, None)
-            return _carrier_input(layer)
+        if isinstance(layer, InputQuantizeLayer):
+            return FixedInputQuantizer.freeze(layer)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             form = DEPLOY_FORMS.get(type(layer.layer))
             if form is not None and layer.quantize_config.channel_wise:
