@@ -1,10 +1,10 @@
 """Range maths shared by the quantizers: bits, scales, channel layouts, nudging.
 
-Everything here is a small pure function of tensors. The quantizers compose
-them and end in a `tf.quantization.fake_quant_*` op, the only form the TFLite
-converter reads ranges from. That op rounds half up (`floor(v + 0.5)`), and it
-is the rounding keras_qat uses everywhere.
-"""
+Everything here is a small pure function of tensors (`op_nudge`: of host
+numbers, for the export). The quantizers compose them and end in a
+`tf.quantization.fake_quant_*` op, the only form the TFLite converter reads
+ranges from. That op rounds half up (`floor(v + 0.5)`), and it is the
+rounding keras_qat uses everywhere."""
 
 from typing import NamedTuple
 
@@ -101,28 +101,6 @@ def symmetric_fake_quant(kernel, bound, num_bits):
     )
 
 
-def nudged_range(clip_min, clip_max, num_bits):
-    """The range `fake_quant_with_min_max_vars` actually represents.
-
-    The op moves [clip_min, clip_max] so that 0 falls on an integer zero point;
-    these are the bounds beyond which it clips.
-
-    Args:
-        clip_min: Lower clip bound (<= 0).
-        clip_max: Upper clip bound (> 0).
-        num_bits: Bit width (asymmetric range [0, 2^b - 1]).
-
-    Returns:
-        `(nudged_min, nudged_max, scale)`.
-    """
-    quant_max = float(2**num_bits - 1)
-    scale = (clip_max - clip_min) / quant_max
-    zero_point = tf.clip_by_value(-clip_min / scale, 0.0, quant_max)
-    # The op rounds the zero point half away from zero; it is >= 0 here.
-    zero_point = tf.floor(zero_point + 0.5)
-    return -zero_point * scale, (quant_max - zero_point) * scale, scale
-
-
 class Nudged(NamedTuple):
     """An asymmetric grid: real = scale * (q - zero_point), q in [0, 2^b - 1]."""
 
@@ -136,10 +114,10 @@ def op_nudge(clip_min, clip_max, num_bits):
     """The grid `fake_quant_with_min_max_*` puts over [clip_min, clip_max], bit for bit.
 
     The op's kernel nudges in float32; the TFLite converter nudges the same
-    bounds again in float64, and `nudged_range` in a graph may be rewritten
-    by Grappler (division by a constant becomes a product with its
-    reciprocal). Where the zero point `-clip_min / scale` is a tie, as for
-    any symmetric range at 8 bits (127.5), the three can round it to
+    bounds again in float64, and the same formula in a TensorFlow graph may
+    be rewritten by Grappler (a division by a constant becomes a product
+    with its reciprocal). Where the zero point `-clip_min / scale` is a tie,
+    as for any symmetric range at 8 bits (127.5), the three can round it to
     different integers. Computed here on the host, the op's way: the
     converter, given these `low`/`high`, finds the same zero point.
 

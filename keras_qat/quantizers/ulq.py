@@ -52,7 +52,7 @@ def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
             dx, d_lower, d_upper = tf.quantization.fake_quant_with_min_max_vars_gradient(
                 dy, x, low, high, num_bits=num_bits
             )
-            _, _, scale = ranges.nudged_range(low, high, num_bits)
+            scale = (high - low) / levels  # the op's step; nudging moves the bounds only
             lsq = (
                 tf.reduce_sum(dx * (y - x)) / scale
                 + d_upper * rounding_error(high, scale)
