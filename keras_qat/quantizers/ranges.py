@@ -4,7 +4,8 @@ Everything here is a small pure function of tensors (`op_nudge`: of host
 numbers, for the export). The quantizers compose them and end in a
 `tf.quantization.fake_quant_*` op, the only form the TFLite converter reads
 ranges from. That op rounds half up (`floor(v + 0.5)`), and it is the
-rounding keras_qat uses everywhere."""
+rounding keras_qat uses everywhere.
+"""
 
 from typing import NamedTuple
 
