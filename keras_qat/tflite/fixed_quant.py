@@ -1,13 +1,13 @@
-"""The export copy's activation fake-quants: fixed ranges, nudged on the host.
+"""The export copy's activation fake-quants: fixed ranges the converter reads as the op does.
 
 In the copy the TFLite converter is given, every activation range is a
-number, and each fake-quant op gets the grid the QAT model's op puts over it
-(`ranges.op_nudge`) rather than the raw clip bounds. Given the raw bounds,
-the converter nudges them again in float64 and, where the zero point is a
-tie (any symmetric range at 8 bits, e.g. a hand-written [-1, 1]), picks the
-integer next to the op's: the int8 range then sits one step away from the
-trained model's, and values in the outer step disagree.
-"""
+number. The converter nudges a fake-quant's bounds in float64, the op in
+float32; where the zero point is a tie (any symmetric range at 8 bits, e.g.
+a hand-written [-1, 1]: 127.5) they round it to neighbouring integers, and
+the int8 range sat one step away from the trained model's, so values in the
+outer step disagreed. The copy's ops therefore get `unambiguous_bounds`:
+their zero point is an integer, and on them the op computes exactly what it
+computes on the clip range."""
 
 import numpy as np
 import tensorflow as tf
@@ -17,8 +17,46 @@ from keras_qat.quantizers import ranges
 from keras_qat.report import clip_range
 
 
+def _near(value, ulps=2):
+    """`value` (float32), then its neighbours up to `ulps` away, nearest first."""
+    yield value
+    up = down = value
+    for _ in range(ulps):
+        up = np.nextafter(up, np.float32(np.inf))
+        down = np.nextafter(down, np.float32(-np.inf))
+        yield up
+        yield down
+
+
+def unambiguous_bounds(clip_min, clip_max):
+    """Bounds with the 8-bit op's grid for [clip_min, clip_max] and no tie in their zero point.
+
+    The lower one is the op's nudged lower bound, a whole number of steps
+    below 0 (up to an ulp), so float32 and float64 nudging agree on the zero
+    point. The pair keeps the float32 width `clip_max - clip_min`, from which
+    the op derives its step and its inverse: on these bounds it rounds every
+    value as it does on the clip range. (Should no pair within two ulps keep
+    the width, the nudged bounds are returned: the same zero point, the step
+    within an ulp.)
+
+    Args:
+        clip_min: Lower bound, a number.
+        clip_max: Upper bound, a number above `clip_min`.
+
+    Returns:
+        `(low, high)` as Python floats (float32 values).
+    """
+    grid = ranges.op_nudge(clip_min, clip_max, 8)
+    width = np.float32(clip_max) - np.float32(clip_min)
+    for low in _near(np.float32(grid.low)):
+        for high in _near(low + width):
+            if high - low == width and ranges.op_nudge(low, high, 8).zero_point == grid.zero_point:
+                return float(low), float(high)
+    return grid.low, grid.high
+
+
 def fixed_fake_quant(inputs, clip_min, clip_max):
-    """Fake-quantizes `inputs` to 8 bits over the op's grid for [clip_min, clip_max].
+    """Fake-quantizes `inputs` to 8 bits over [clip_min, clip_max], on `unambiguous_bounds`.
 
     Args:
         inputs: Float tensor.
@@ -26,11 +64,14 @@ def fixed_fake_quant(inputs, clip_min, clip_max):
         clip_max: Upper bound, a number above `clip_min`.
 
     Returns:
-        The fake-quantized tensor; numbers as `fake_quant_with_min_max_vars`
-        gives them for the same bounds.
+        The fake-quantized tensor: `fake_quant_with_min_max_vars`' numbers
+        for the same bounds.
     """
-    grid = ranges.op_nudge(clip_min, clip_max, 8)
-    return tf.quantization.fake_quant_with_min_max_args(inputs, grid.low, grid.high, num_bits=8)
+    low, high = unambiguous_bounds(clip_min, clip_max)
+    # The _vars op, as in training: _args rounds with 1 / step, not its own inverse.
+    return tf.quantization.fake_quant_with_min_max_vars(
+        inputs, tf.constant(low), tf.constant(high), num_bits=8
+    )
 
 
 class FixedInputQuantizer(keras.layers.Layer):
