@@ -91,27 +91,43 @@ class FixedInputQuantizer(keras.layers.Layer):
         clip_min: Lower bound (<= 0).
         clip_max: Upper bound (> clip_min).
         dst_type: `"INT8"` or `"INT4"`.
+        cap: Cap an INT8 input at the grid's top too, as an op of its own,
+            which changes no number. A FULLY_CONNECTED op reading a model
+            input through a bare fake-quant gets that input requantized by
+            the converter to its observed range, a second rounding; behind
+            the MINIMUM it reads the fake-quant's grid. Defaults to `False`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
-    def __init__(self, clip_min, clip_max, dst_type, **kwargs):
+    def __init__(self, clip_min, clip_max, dst_type, cap=False, **kwargs):
         super().__init__(**kwargs)
         self.clip_min = float(clip_min)
         self.clip_max = float(clip_max)
         self.dst_type = dst_type
+        self.cap = cap
 
     @classmethod
-    def freeze(cls, layer):
-        """The fixed form of an `InputQuantizeLayer` at its current bounds, same name."""
-        return cls(*clip_range(layer), layer.quantizer.dst_type, name=layer.name)
+    def freeze(cls, layer, cap=False):
+        """The fixed form of an `InputQuantizeLayer` at its current bounds, same name.
+
+        Args:
+            layer: The `InputQuantizeLayer`.
+            cap: See the class. Defaults to `False`.
+
+        Returns:
+            A `FixedInputQuantizer`.
+        """
+        return cls(*clip_range(layer), layer.quantizer.dst_type, cap=cap, name=layer.name)
 
     def call(self, inputs):
         bits = ranges.bits_of(self.dst_type)
+        grid = ranges.op_nudge(self.clip_min, self.clip_max, bits)
+        if self.cap or bits == 4:
+            inputs = tf.minimum(inputs, grid.high)
         if bits == 8:
             return fixed_fake_quant(inputs, self.clip_min, self.clip_max)
-        grid = ranges.op_nudge(self.clip_min, self.clip_max, bits)
         top = np.float32(grid.low) + np.float32(255) * np.float32(grid.scale)
-        return fixed_fake_quant(tf.minimum(inputs, grid.high), grid.low, float(top))
+        return fixed_fake_quant(inputs, grid.low, float(top))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -122,4 +138,5 @@ class FixedInputQuantizer(keras.layers.Layer):
             "clip_min": self.clip_min,
             "clip_max": self.clip_max,
             "dst_type": self.dst_type,
+            "cap": self.cap,
         }
