@@ -21,17 +21,18 @@ def edge_values(clip_min, clip_max, bits):
     ).astype(np.float32)
 
 
+@pytest.mark.parametrize("cap", [False, True], ids=["bare", "capped"])
 @pytest.mark.parametrize("dst_type", ["INT8", "INT4"])
 @pytest.mark.parametrize(
     ("clip_min", "clip_max"),
     [(-1.0, 1.0), (-0.5, 7 / 16), (0.0, 2.55), (-1.3, 2.1)],
     ids=["symmetric-tie", "power-of-two", "fixed-min", "hand-written"],
 )
-def test_frozen_quantizer_matches_the_trained_one(dst_type, clip_min, clip_max):
+def test_frozen_quantizer_matches_the_trained_one(dst_type, clip_min, clip_max, cap):
     layer = InputQuantizeLayer(UlqQuantizer(dst_type, clip_min=clip_min, clip_max=clip_max))
     x = edge_values(clip_min, clip_max, 8 if dst_type == "INT8" else 4)
     want = layer(x).numpy()
-    frozen = FixedInputQuantizer.freeze(layer)
+    frozen = FixedInputQuantizer.freeze(layer, cap)
     restored = FixedInputQuantizer.from_config(frozen.get_config())
     for got in (frozen(x).numpy(), tf.function(restored)(x).numpy()):
         if dst_type == "INT8":
