@@ -7,7 +7,8 @@ a hand-written [-1, 1]: 127.5) they round it to neighbouring integers, and
 the int8 range sat one step away from the trained model's, so values in the
 outer step disagreed. The copy's ops therefore get `unambiguous_bounds`:
 their zero point is an integer, and on them the op computes exactly what it
-computes on the clip range."""
+computes on the clip range.
+"""
 
 import numpy as np
 import tensorflow as tf
