@@ -1,3 +1,5 @@
+"""`ranges.op_nudge` against the fake-quant op it reproduces."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
