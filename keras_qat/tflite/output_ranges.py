@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.quantizers import InputQuantizeLayer
+from keras_qat.report import clip_range
 from keras_qat.tflite.fixed_quant import fixed_fake_quant
 
 
@@ -118,15 +119,11 @@ def shared_quantized_inputs(model):
     ]
 
 
-def _bounds(quantize_layer):
-    return tuple(float(b) for b in quantize_layer.quantizer.bounds(quantize_layer.quantizer_vars))
-
-
 def _quantizer_union(users):
     """The union of the users' ranges when all of them are input quantizers, else `None`."""
     if not users or not all(isinstance(user, InputQuantizeLayer) for user in users):
         return None
-    lows, highs = zip(*(_bounds(user) for user in users), strict=True)
+    lows, highs = zip(*(clip_range(user) for user in users), strict=True)
     return min(lows), max(highs)
 
 
