@@ -98,15 +98,22 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     converter = tf.lite.TFLiteConverter.from_keras_model(copy)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if batches is not None:
+        # By name: a list is matched by position, and the converted graph does
+        # not always keep the Keras model's input order.
         converter.representative_dataset = lambda: (
-            [a.astype(np.float32) for a in b] for b in batches
+            {name: a.astype(np.float32) for name, a in zip(copy.input_names, b, strict=True)}
+            for b in batches
         )
     if int8_io:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        flatbuffer = converter.convert()
+        with warnings.catch_warnings():
+            # Feeding representative data by name, the converter opens a
+            # tf.lite.Interpreter itself; its deprecation notice is not for the user.
+            warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
+            flatbuffer = converter.convert()
     except Exception as e:  # the converter raises several types; all mean "rejected"
         message = str(e)
         start = message.find("error:")
@@ -146,48 +153,86 @@ def record_path_for(tflite_path):
     return root + ".quant_record.json"
 
 
-def _run_tflite(interpreter, batch):
-    inputs = interpreter.get_input_details()
-    for detail, array in zip(inputs, batch, strict=True):
-        interpreter.resize_tensor_input(detail["index"], array.shape)
-    interpreter.allocate_tensors()
-    for detail, array in zip(interpreter.get_input_details(), batch, strict=True):
-        scale, zero_point = detail["quantization"]
+def _signature_runner(tflite_path):
+    """LiteRT's runner of the file's only signature: inputs and outputs by name.
+
+    By name, because the file orders its outputs (and may order its inputs)
+    differently from the Keras model.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(tflite_path)).get_signature_runner()
+
+
+def _run_tflite(runner, inputs):
+    """Runs a signature on float inputs; int8 tensors take the file's own quantization.
+
+    Args:
+        runner: From `_signature_runner`.
+        inputs: Dict of input name to float array.
+
+    Returns:
+        Dict of output name to float32 array.
+    """
+    feeds = {}
+    for name, detail in runner.get_input_details().items():
+        array = np.asarray(inputs[name])
         if detail["dtype"] == np.int8:
+            scale, zero_point = detail["quantization"]
             array = np.clip(np.round(array / scale + zero_point), -128, 127)
-        interpreter.set_tensor(detail["index"], array.astype(detail["dtype"]))
-    interpreter.invoke()
-    output = interpreter.get_output_details()[0]
-    result = interpreter.get_tensor(output["index"]).astype(np.float32)
-    if output["dtype"] == np.int8:
-        scale, zero_point = output["quantization"]
-        result = (result - zero_point) * scale
-    return result
+        feeds[name] = array.astype(detail["dtype"])
+    outputs = runner(**feeds)
+    results = {}
+    for name, detail in runner.get_output_details().items():
+        result = outputs[name].astype(np.float32)
+        if detail["dtype"] == np.int8:
+            scale, zero_point = detail["quantization"]
+            result = (result - zero_point) * scale
+        results[name] = result
+    return results
 
 
 def predict_tflite(tflite_path, inputs, batch_size=256):
-    """Runs a .tflite file with LiteRT on `inputs` (one array) and returns its first output.
+    """Runs a .tflite file from `export_tflite` with LiteRT.
 
     Int8 inputs and outputs are quantized and dequantized with the file's own
     parameters, so the result compares with the Keras model's.
 
     Args:
         tflite_path: The file.
-        inputs: A float array, batch first.
+        inputs: A float array, batch first; for a model with several inputs, a
+            dict of such arrays keyed by the Keras input names.
         batch_size: Samples per interpreter call. Defaults to `256`.
 
     Returns:
-        A float32 array of outputs.
-    """
-    from ai_edge_litert.interpreter import Interpreter
+        A float32 array; for a model with several outputs, a dict of arrays
+        keyed by the Keras output names.
 
-    interpreter = Interpreter(model_path=str(tflite_path))
-    return np.concatenate(
-        [
-            _run_tflite(interpreter, [inputs[start : start + batch_size]])
-            for start in range(0, len(inputs), batch_size)
-        ]
-    )
+    Raises:
+        ValueError: if `inputs` does not name exactly the file's inputs.
+    """
+    runner = _signature_runner(tflite_path)
+    names = sorted(runner.get_input_details())
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise ValueError(
+                f"{tflite_path} has {len(names)} inputs {names}: pass a dict keyed by these names."
+            )
+        inputs = {names[0]: inputs}
+    if sorted(inputs) != names:
+        raise ValueError(f"{tflite_path} takes inputs {names}. Received: {sorted(inputs)}")
+    count = len(next(iter(inputs.values())))
+    parts = [
+        _run_tflite(runner, {name: a[start : start + batch_size] for name, a in inputs.items()})
+        for start in range(0, count, batch_size)
+    ]
+    outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+
+def _top1(outputs):
+    """Argmax over the last axis; a rank-1 output is one value per sample."""
+    return np.argmax(outputs.reshape(len(outputs), -1) if outputs.ndim == 1 else outputs, -1)
 
 
 def check_tflite(qat_model, tflite_path, data, max_batches=1000):
@@ -200,18 +245,32 @@ def check_tflite(qat_model, tflite_path, data, max_batches=1000):
         max_batches: At most this many batches are compared. Defaults to `1000`.
 
     Returns:
-        Dict with `samples`, `top1_agreement` (fraction of equal argmax over the
-        first output) and `max_abs_error` (largest output difference).
-    """
-    from ai_edge_litert.interpreter import Interpreter
+        Dict with `samples`, `top1_agreement` (the fraction of positions where
+        the first output's argmax over its last axis is the same: one per
+        sample for a classifier's logits) and `max_abs_error` (the largest
+        difference over all outputs).
 
-    interpreter = Interpreter(model_path=str(tflite_path))
-    agree = total = 0
+    Raises:
+        ExportError: if the file's inputs or outputs are not the model's.
+    """
+    runner = _signature_runner(tflite_path)
+    names = (qat_model.input_names, qat_model.output_names)
+    file_names = (runner.get_input_details(), runner.get_output_details())
+    if any(sorted(a) != sorted(b) for a, b in zip(names, file_names, strict=True)):
+        raise ExportError(
+            f"{tflite_path} has inputs {sorted(file_names[0])} and outputs "
+            f"{sorted(file_names[1])}; model '{qat_model.name}' has {names[0]} and {names[1]}."
+        )
+    agree = positions = samples = 0
     max_error = 0.0
     for batch in _batches(data, qat_model, max_batches, "data"):
-        expected = tf.nest.flatten(qat_model.predict_on_batch(batch))[0]
-        got = _run_tflite(interpreter, batch)
-        agree += int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))
-        total += len(got)
-        max_error = max(max_error, float(np.max(np.abs(got - expected))))
-    return {"samples": total, "top1_agreement": agree / total, "max_abs_error": max_error}
+        expected = tf.nest.flatten(qat_model.predict_on_batch(batch))
+        results = _run_tflite(runner, dict(zip(names[0], batch, strict=True)))
+        got = [results[name] for name in names[1]]
+        same = _top1(got[0]) == _top1(expected[0])
+        agree += int(np.sum(same))
+        positions += same.size
+        samples += len(batch[0])
+        for value, want in zip(got, expected, strict=True):
+            max_error = max(max_error, float(np.max(np.abs(value - want))))
+    return {"samples": samples, "top1_agreement": agree / positions, "max_abs_error": max_error}

@@ -121,6 +121,29 @@ def test_saved_model_loads_without_keras_qat(qat, digits, tmp_path):
         keras_qat.export_saved_model(qat, tmp_path / "saved")
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda: L.SeparableConv2D(4, 3, name="layer"), lambda: L.Conv2DTranspose(4, 3, name="layer")],
+    ids=["separable", "transpose"],
+)
+def test_saved_model_of_layers_with_full_rank_input_specs(make, tmp_path):
+    # SavedModel used to trace these layers outside their wrapper and fail
+    # ("captures graph tensor ... from a parent function").
+    import tensorflow as tf
+
+    inputs = keras.Input((6, 6, 2))
+    data = np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(keras.Model(inputs, make()(inputs)), {"layer": {}}, data)
+    qat.save(tmp_path / "qat.keras")
+    with keras_qat.quantize_scope():
+        reloaded = keras.models.load_model(tmp_path / "qat.keras")
+    for model, directory in ((qat, "saved"), (reloaded, "reloaded")):
+        keras_qat.export_saved_model(model, tmp_path / directory)
+        serve = tf.saved_model.load(str(tmp_path / directory)).signatures["serving_default"]
+        (got,) = serve(tf.constant(data)).values()
+        np.testing.assert_allclose(got.numpy(), qat.predict(data, verbose=0), atol=1e-5)
+
+
 def test_quant_record_matches_the_tflite(qat, digits, tmp_path):
     import json
 

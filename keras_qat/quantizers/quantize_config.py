@@ -49,6 +49,14 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         )
 
     def get_weights_and_quantizers(self, layer):
+        # The wrapper's build calls this once `layer` is built. The wrapper runs
+        # `layer.call` itself with quantized kernel tensors put in place of the
+        # variables; with a full-rank input spec (Conv2DTranspose,
+        # SeparableConv2D) SavedModel would also trace `layer` on its own and
+        # capture such a tensor of the wrapper's graph: "Unable to save function"
+        # (tensorflow/model-optimization#964). Without a spec it is not traced
+        # alone, as for Conv2D, whose spec has only a minimum rank.
+        layer.input_spec = None
         return [
             (getattr(layer, attr), quantizer)
             for (attr, _), quantizer in zip(self.kernels, self.quantizers, strict=True)

@@ -119,7 +119,7 @@ def test_tflite_matches_keras_within_one_step(layer, shape, config, ops, steps, 
         want = record["scale_w"][kernel]
         np.testing.assert_allclose(np.broadcast_to(want, scales.shape), scales, rtol=1e-5)
 
-    got = keras_qat.export._run_tflite(interpreter, [data])
+    got = keras_qat.predict_tflite(path, data)
     step = interpreter.get_output_details()[0]["quantization"][0]
     want = qat.predict(data, verbose=0)
     assert np.max(np.abs(got - want)) <= steps * step * 1.001, (np.max(np.abs(got - want)), step)
