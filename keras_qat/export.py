@@ -100,8 +100,10 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     if batches is not None:
         # By name: a list is matched by position, and the converted graph does
         # not always keep the Keras model's input order.
+        dtypes = [tensor.dtype.as_numpy_dtype for tensor in copy.inputs]  # uint8 images stay so
+        specs = list(zip(copy.input_names, dtypes, strict=True))
         converter.representative_dataset = lambda: (
-            {name: a.astype(np.float32) for name, a in zip(copy.input_names, b, strict=True)}
+            {name: a.astype(dtype) for (name, dtype), a in zip(specs, b, strict=True)}
             for b in batches
         )
     if int8_io:

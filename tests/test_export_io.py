@@ -1,4 +1,4 @@
-"""Export of models with several inputs or outputs, matched to the Keras model by name."""
+"""Export of models with several inputs or outputs (matched by name) or with integer inputs."""
 
 import numpy as np
 import pytest
@@ -90,3 +90,21 @@ def test_agreement_of_a_sequence_output_is_a_fraction(tmp_path):
     assert report["samples"] == 64
     # One argmax per time step: 640 positions (it read 9.9 when divided by samples).
     assert 0.95 <= report["top1_agreement"] <= 1.0, report
+
+
+@pytest.mark.parametrize("int8_io", [False, True], ids=["float-io", "int8-io"])
+def test_uint8_image_input(tmp_path, int8_io):
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3), dtype="uint8", name="pixels")
+    x = L.Conv2D(4, 3, activation="relu", name="conv")(L.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(x)))
+    data = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    qat = keras_qat.apply_retrain_config(model, {"conv": {}, "out": {}}, data)
+    # The representative data used to be cast to float32, which the converter refused.
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data, int8_io=int8_io)
+    (detail,) = Interpreter(model_path=str(path)).get_input_details()
+    assert detail["dtype"] == np.uint8
+    report = keras_qat.check_tflite(qat, path, data)
+    assert report["top1_agreement"] >= 0.98, report
