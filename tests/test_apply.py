@@ -143,6 +143,19 @@ def test_inserted_names_never_collide():
     assert len(names) == len(set(names))
 
 
+def test_outputs_keep_their_names():
+    inputs = keras.Input((4,))
+    hidden = L.Dense(8, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, [L.Dense(2, name="box")(hidden), L.Dense(3, name="label")(hidden)])
+    data = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(model, {"hidden": {}, "box": {}, "label": {}}, data)
+    assert qat.output_names == ["box", "label"]
+    assert {layer.name for layer in model.layers} <= {layer.name for layer in qat.layers}
+    # A loss dict written for the float model works unchanged.
+    qat.compile("adam", loss={"box": "mse", "label": keras.losses.CategoricalCrossentropy()})
+    qat.fit(data, {"box": data[:, :2], "label": np.eye(3)[np.arange(32) % 3]}, verbose=0)
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_save_load_and_resume(trained, digits, tmp_path, suffix):
     x, y = digits[0][:256], digits[1][:256]

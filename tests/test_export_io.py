@@ -44,7 +44,7 @@ def test_inputs_are_fed_by_name(two_inputs, tmp_path):
     assert order == ["serving_default_input_10:0", "serving_default_input_9:0"]  # not Keras's
     report = keras_qat.check_tflite(qat, path, data)
     # Fed by position, the two inputs took each other's int8 ranges: error 172.
-    assert report["max_abs_error"] <= 2 * output_steps(path)["out_quant"], report
+    assert report["max_abs_error"] <= 2 * output_steps(path)["out"], report
     got = keras_qat.predict_tflite(path, dict(zip(qat.input_names, data, strict=True)))
     np.testing.assert_allclose(got, qat.predict(data, verbose=0), atol=report["max_abs_error"])
 

@@ -174,8 +174,10 @@ class GraphRebuilder:
         entry = self.layers.get(layer.name)
         if self.quantize and entry is not None and entry.retrain_weight_config is not None:
             quantize_config = WeightQuantizeConfig.for_layer(layer, entry.retrain_weight_config)
+            # The wrapper stands where the layer stood, under its name: the QAT
+            # model's output names, which key loss dicts, stay the float model's.
             called = tfmot.quantization.keras.QuantizeWrapperV2(
-                copy, quantize_config, name=self.names(f"{layer.name}_quant")
+                copy, quantize_config, name=layer.name
             )
         self._copies[id(layer)] = (layer, copy, called)
         return called

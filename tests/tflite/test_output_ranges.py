@@ -47,7 +47,7 @@ def test_shared_tensor_producer_is_int8(tmp_path):
     data = np.random.default_rng(0).normal(size=(64, 8, 8, 4)).astype(np.float32)
     config = {name: {} for name in ("project", "expand", "project2", "head")}
     qat = keras_qat.apply_retrain_config(model, config, data)
-    assert shared_quantized_inputs(qat) == ["project_quant"]
+    assert shared_quantized_inputs(qat) == ["project"]
 
     assert exported_error(qat, tmp_path, data, 4) < 0.05
 
@@ -119,10 +119,10 @@ def test_concatenation_joining_a_ranged_tensor_gets_its_own_range(tmp_path):
     qat = keras_qat.apply_retrain_config(
         nasnet_cell(), {name: {} for name in ("shared", "pool", "conv", "head")}, data
     )
-    assert shared_quantized_inputs(qat) == ["shared_quant"]
-    assert joining_concatenations(qat, {"shared_quant"}) == ["cell", "outer"]
+    assert shared_quantized_inputs(qat) == ["shared"]
+    assert joining_concatenations(qat, {"shared"}) == ["cell", "outer"]
     ranges = export_ranges(qat, [[data]])
     # The sums reach beyond the shared tensor's range, which used to cap them all.
-    assert ranges["outer"][1] > ranges["cell"][1] > 1.5 * ranges["shared_quant"][1]
+    assert ranges["outer"][1] > ranges["cell"][1] > 1.5 * ranges["shared"][1]
 
     assert exported_error(qat, tmp_path, data, 3) < 0.05  # 0.39 with the sums capped
