@@ -128,6 +128,16 @@ class _LayerReader:
                 f"quantized; remove retrain_weight_config. Received: retrain_weight_config="
                 f"{show(weights)}"
             )
+        if entry.get("retrain_enable", True) and layer.compute_dtype != "float32":
+            # The fake-quant ops are float32 only, and their grid would not
+            # survive a cast to a narrower float on the way into the layer.
+            self.errors.append(
+                f"Layer '{name}': computes in {layer.compute_dtype} (dtype policy "
+                f"'{layer.dtype_policy.name}'); quantization-aware training needs float32. "
+                "Build the model under the 'float32' policy "
+                "(tf_keras.mixed_precision.set_global_policy('float32')) or set "
+                "retrain_enable: false for it. Received: retrain_enable=true"
+            )
         fixed_min = data.get("fixed_min")
         if fixed_min is None and "clip_max" in data and "clip_min" not in data:
             fixed_min = self.fixed_min.input_is_non_negative(layer)

@@ -200,3 +200,21 @@ def test_non_finite_clip_in_a_dict(model):
         keras_qat.read_retrain_config(
             {"conv": layer(data={"clip_max": float("inf"), "clip_min": -1.0})}, model
         )
+
+
+def test_layer_not_computing_in_float32():
+    from keras_qat._keras import keras
+
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, dtype="mixed_bfloat16", name="half")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="full")(x))
+    with pytest.raises(keras_qat.ConfigError) as error:
+        keras_qat.read_retrain_config({"half": {}, "full": {}}, model)
+    assert error.value.errors == [
+        "Layer 'half': computes in bfloat16 (dtype policy 'mixed_bfloat16'); quantization-aware "
+        "training needs float32. Build the model under the 'float32' policy "
+        "(tf_keras.mixed_precision.set_global_policy('float32')) or set retrain_enable: false "
+        "for it. Received: retrain_enable=true"
+    ]
+    config = keras_qat.read_retrain_config({"half": {"retrain_enable": False}, "full": {}}, model)
+    assert not config.layers["half"].retrain_enable
