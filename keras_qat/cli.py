@@ -102,10 +102,16 @@ def _report(args):
 
 
 def _load_array(path):
+    """A .npy array of inputs, or a .npz archive of one array per model input, by name."""
     try:
-        return np.load(path)
+        data = np.load(path)
     except (OSError, ValueError) as e:
-        raise _CommandError([f"cannot load data {path} (a .npy array of inputs): {e}"]) from None
+        what = "a .npy array, or a .npz of arrays named as the inputs"
+        raise _CommandError([f"cannot load data {path} ({what}): {e}"]) from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            return dict(data)
+    return data
 
 
 def _export(args):
@@ -165,10 +171,15 @@ def _parser():
     export = commands.add_parser("export", help="export a QAT model to int8 TFLite")
     export.add_argument("qat_model_file", help="a model saved after apply_retrain_config")
     export.add_argument("-o", "--output", required=True, help=".tflite file to write")
-    export.add_argument("--representative", help=".npy inputs to range the other tensors")
+    export.add_argument(
+        "--representative",
+        help=".npy inputs (.npz keyed by input name for several) to range the other tensors",
+    )
     export.add_argument("--int8-io", action="store_true", help="int8 model inputs and outputs")
     export.add_argument("--saved-model", help="also write a SavedModel to this directory")
-    export.add_argument("--check", help=".npy inputs: compare the .tflite with the QAT model")
+    export.add_argument(
+        "--check", help=".npy (or .npz) inputs: compare the .tflite with the QAT model"
+    )
     export.add_argument("--force", action="store_true", help="replace existing outputs")
     export.set_defaults(run=_export)
     demo = commands.add_parser(

@@ -98,6 +98,28 @@ def test_report_prints_a_table(tmp_path, capsys):
     assert lines[2].startswith("pool2") and lines[2].split()[2] == "True"
 
 
+def test_export_of_a_two_input_model_from_npz(tmp_path, capsys):
+    import numpy as np
+
+    import keras_qat
+    from keras_qat._keras import keras
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    joined = keras.layers.Concatenate()([a, b])
+    model = keras.Model([a, b], keras.layers.Dense(2, name="d")(joined))
+    rng = np.random.default_rng(0)
+    data = {"a": rng.normal(size=(32, 4)), "b": 10 * rng.normal(size=(32, 3))}
+    data = {name: array.astype(np.float32) for name, array in data.items()}
+    keras_qat.apply_retrain_config(model, {"d": {}}, data).save(tmp_path / "qat.keras")
+    np.savez(tmp_path / "x.npz", **data)
+    out, x = str(tmp_path / "m.tflite"), str(tmp_path / "x.npz")
+    capsys.readouterr()
+    args = ["export", str(tmp_path / "qat.keras"), "-o", out, "--representative", x, "--check", x]
+    assert main(args) == 0
+    assert "check on 32 samples: top-1 agreement" in capsys.readouterr().out
+
+
 def test_export_with_check(tmp_path, capsys):
     import numpy as np
 
