@@ -221,3 +221,20 @@ def test_explicit_clip_min_wins_over_the_graph(trained):
     report = keras_qat.quant_report(keras_qat.apply_retrain_config(trained, config))
     assert report["dwconv2"]["fixed_min"] is False
     assert (report["dwconv2"]["clip_min"], report["dwconv2"]["clip_max"]) == (-0.5, 4.0)
+
+
+def test_quantization_aware_models_are_refused(tmp_path):
+    from keras_qat._keras import tfmot
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2, name="d")(L.Dense(3, name="h")(inputs)))
+    qat = keras_qat.apply_retrain_config(model, {"h": {}, "d": {}}, np.ones((4, 4), np.float32))
+    already = r"already quantization-aware .* Received: quantization layers \['h_input_quant', 'h'"
+    with pytest.raises(keras_qat.UnsupportedModelError, match=already):
+        keras_qat.apply_retrain_config(qat, {"h": {}, "d": {}})
+    with pytest.raises(keras_qat.UnsupportedModelError, match=already):
+        keras_qat.create_quant_retrain_config(str(tmp_path / "c.json"), qat)
+    assert not (tmp_path / "c.json").exists()
+    tfmot_model = tfmot.quantization.keras.quantize_model(model)
+    with pytest.raises(keras_qat.UnsupportedModelError, match="already quantization-aware"):
+        keras_qat.apply_retrain_config(tfmot_model, {"d": {}})

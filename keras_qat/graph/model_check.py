@@ -2,8 +2,12 @@
 
 import collections
 
-from keras_qat._keras import is_keras3_object, keras
+from keras_qat._keras import is_keras3_object, keras, tfmot
 from keras_qat.errors import UnsupportedModelError
+from keras_qat.quantizers.input_layer import InputQuantizeLayer
+
+# Layers that only a quantization-aware model holds (keras_qat's or TFMOT's).
+_QUANTIZATION_LAYERS = (tfmot.quantization.keras.QuantizeWrapper, InputQuantizeLayer)
 
 
 def _is_walkable(model):
@@ -58,7 +62,8 @@ def check_model(model):
 
     Raises:
         UnsupportedModelError: for a Keras 3 model, anything that is not a
-            tf_keras model, a subclassed model, or duplicate layer names.
+            tf_keras model, a subclassed model, a model that is already
+            quantization-aware, or duplicate layer names.
     """
     if is_keras3_object(model):
         raise UnsupportedModelError(
@@ -76,6 +81,15 @@ def check_model(model):
             f"Model '{model.name}' is a subclassed model ({type(model).__name__}); keras_qat "
             "needs the layer graph of a Sequential or Functional model. Rebuild it with the "
             "Functional API, or quantize its Functional parts and keep the subclass as a wrapper."
+        )
+    quantized = [
+        layer.name for layer in model_layers(model) if isinstance(layer, _QUANTIZATION_LAYERS)
+    ]
+    if quantized:
+        raise UnsupportedModelError(
+            f"Model '{model.name}' is already quantization-aware (an apply_retrain_config or "
+            "TFMOT result); create and apply the config on the float model it came from. "
+            f"Received: quantization layers {quantized[:5]}{' ...' if len(quantized) > 5 else ''}"
         )
     names = collections.Counter(layer.name for layer in model_layers(model))
     names.update(c.name for c in iter_containers(model) if c is not model)
