@@ -82,16 +82,15 @@ def check_model(model):
             "needs the layer graph of a Sequential or Functional model. Rebuild it with the "
             "Functional API, or quantize its Functional parts and keep the subclass as a wrapper."
         )
-    quantized = [
-        layer.name for layer in model_layers(model) if isinstance(layer, _QUANTIZATION_LAYERS)
-    ]
+    layers = model_layers(model)
+    quantized = [layer.name for layer in layers if isinstance(layer, _QUANTIZATION_LAYERS)]
     if quantized:
         raise UnsupportedModelError(
             f"Model '{model.name}' is already quantization-aware (an apply_retrain_config or "
             "TFMOT result); create and apply the config on the float model it came from. "
             f"Received: quantization layers {quantized[:5]}{' ...' if len(quantized) > 5 else ''}"
         )
-    names = collections.Counter(layer.name for layer in model_layers(model))
+    names = collections.Counter(layer.name for layer in layers)
     names.update(c.name for c in iter_containers(model) if c is not model)
     duplicates = sorted(name for name, count in names.items() if count > 1)
     if duplicates:
