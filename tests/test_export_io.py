@@ -109,3 +109,15 @@ def test_uint8_image_input(tmp_path, int8_io):
     assert detail["dtype"] == np.uint8
     report = keras_qat.check_tflite(qat, path, data)
     assert report["top1_agreement"] >= 0.98, report
+
+
+def test_token_id_input(tmp_path):
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = L.Conv1D(8, 3, activation="relu", name="conv")(L.Embedding(50, 8)(tokens))
+    model = keras.Model(tokens, L.Dense(3, name="out")(L.GlobalAveragePooling1D()(x)))
+    data = np.random.default_rng(0).integers(0, 50, (64, 12), dtype=np.int32)
+    qat = keras_qat.apply_retrain_config(model, {"conv": {}, "out": {}}, data)
+    # Refused by the converter ("expected type INT32") while the data went in as float32.
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    assert keras_qat.check_tflite(qat, path, data)["top1_agreement"] >= 0.98
