@@ -93,10 +93,11 @@ class FixedInputQuantizer(keras.layers.Layer):
         clip_max: Upper bound (> clip_min).
         dst_type: `"INT8"` or `"INT4"`.
         cap: Cap an INT8 input at the grid's top too, as an op of its own,
-            which changes no number. A FULLY_CONNECTED op reading a model
-            input through a bare fake-quant gets that input requantized by
-            the converter to its observed range, a second rounding; behind
-            the MINIMUM it reads the fake-quant's grid. Defaults to `False`.
+            which changes no number. A model input read through a bare
+            fake-quant can get requantized by the converter to its observed
+            range, a second rounding (FULLY_CONNECTED always; convolutions
+            when the clip is wider than the data); behind the MINIMUM the
+            op reads the fake-quant's grid. Defaults to `False`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 

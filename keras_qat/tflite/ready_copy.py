@@ -2,8 +2,8 @@
 
 The QAT model's numbers, in forms the converter keeps: input quantizers
 become fixed-range ones (`FixedInputQuantizer`: INT4 ones their int8
-carriers, those between a model input and a per-tensor Dense capped by a
-MINIMUM), per-channel Dense, Conv1D and Conv2DTranspose
+carriers, those reading a model input capped by a MINIMUM), per-channel
+Dense, Conv1D and Conv2DTranspose
 layers become their `deploy_layers` forms, and producers of tensors shared by
 an input quantizer and another layer or fanned out to several, and
 concatenations joining such a tensor, get an explicit output range
@@ -22,17 +22,11 @@ from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
 
 
-def _reads_model_input_into_fully_connected(layer):
-    """Whether an input quantizer reads a model input and feeds a per-tensor Dense."""
+def _reads_model_input(layer):
+    """Whether an input quantizer reads a model input."""
     # Walker-made layers: all their nodes are the QAT model's.
     producers = [p for node in layer._inbound_nodes for p in tf.nest.flatten(node.inbound_layers)]
-    consumers = [node.layer for node in layer._outbound_nodes]
-    return all(isinstance(p, keras.layers.InputLayer) for p in producers) and any(
-        isinstance(c, tfmot.quantization.keras.QuantizeWrapperV2)
-        and isinstance(c.layer, keras.layers.Dense)
-        and not c.quantize_config.channel_wise
-        for c in consumers
-    )
+    return all(isinstance(p, keras.layers.InputLayer) for p in producers)
 
 
 def _deploy_wrapper(wrapper, form):
@@ -74,7 +68,7 @@ def tflite_ready_copy(qat_model, batches=None):
         if layer.name in merged:
             return keras.layers.Activation("linear", name=layer.name)
         if isinstance(layer, InputQuantizeLayer):
-            return FixedInputQuantizer.freeze(layer, _reads_model_input_into_fully_connected(layer))
+            return FixedInputQuantizer.freeze(layer, _reads_model_input(layer))
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             form = DEPLOY_FORMS.get(type(layer.layer))
             if form is not None and layer.quantize_config.channel_wise:

@@ -29,11 +29,15 @@ def case(layer, shape, ops, weights=None, data=None, steps=1, id=None):
 
 PER_TENSOR = {"channel_wise": False}
 INT4 = {"dst_type": "INT4"}
+# Wider than the data, as training can leave a learned clip: the converter
+# requantized such a model input to its observed range (1.4 steps) unless capped.
+WIDE = {"clip_min": -8.0, "clip_max": 8.0}
 
 CASES = [
     case(L.Conv2D(6, 3, padding="same"), (7, 7, 3), "CONV_2D", id="conv2d"),
     case(L.Conv2D(6, 3, strides=2), (9, 9, 3), "CONV_2D", PER_TENSOR, id="conv2d-per-tensor"),
     case(L.Conv2D(6, 3, activation="relu"), (7, 7, 3), "CONV_2D", INT4, INT4, id="conv2d-w4a4"),
+    case(L.Conv2D(6, 3), (7, 7, 3), "CONV_2D", data=WIDE, id="conv2d-wide-clip"),
     case(
         L.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
         (6, 6, 3),
@@ -47,6 +51,13 @@ CASES = [
         INT4,
         INT4,
         id="depthwise-w4a4",
+    ),
+    case(
+        L.DepthwiseConv2D(3),
+        (6, 6, 4),
+        {"DEPTHWISE_CONV_2D": "depthwise_kernel"},
+        data=WIDE,
+        id="depthwise-wide-clip",
     ),
     case(
         L.SeparableConv2D(5, 3),
