@@ -128,16 +128,6 @@ class _LayerReader:
                 f"quantized; remove retrain_weight_config. Received: retrain_weight_config="
                 f"{show(weights)}"
             )
-        if entry.get("retrain_enable", True) and layer.compute_dtype != "float32":
-            # The fake-quant ops are float32 only, and their grid would not
-            # survive a cast to a narrower float on the way into the layer.
-            self.errors.append(
-                f"Layer '{name}': computes in {layer.compute_dtype} (dtype policy "
-                f"'{layer.dtype_policy.name}'); quantization-aware training needs float32. "
-                "Build the model under the 'float32' policy "
-                "(tf_keras.mixed_precision.set_global_policy('float32')) or set "
-                "retrain_enable: false for it. Received: retrain_enable=true"
-            )
         fixed_min = data.get("fixed_min")
         if fixed_min is None and "clip_max" in data and "clip_min" not in data:
             fixed_min = self.fixed_min.input_is_non_negative(layer)
@@ -150,7 +140,7 @@ class _LayerReader:
                 algo=_weight_algo(name, weights, self.errors),
                 **_present(weights, ("dst_type",)),
             )
-        return LayerRetrainConfig(
+        config = LayerRetrainConfig(
             retrain_data_config=DataQuantConfig(
                 **_present(data, ("algo", "dst_type", "fixed_min")),
                 **{k: float(v) for k, v in _present(data, ("clip_max", "clip_min")).items()},
@@ -158,6 +148,17 @@ class _LayerReader:
             retrain_weight_config=weight_config,
             **_present(entry, ("retrain_enable",)),
         )
+        if config.retrain_enable and layer.compute_dtype != "float32":
+            # The fake-quant ops are float32 only, and their grid would not
+            # survive a cast to a narrower float on the way into the layer.
+            self.errors.append(
+                f"Layer '{name}': computes in {layer.compute_dtype} (dtype policy "
+                f"'{layer.dtype_policy.name}'); quantization-aware training needs float32. "
+                "Build the model under the 'float32' policy "
+                "(tf_keras.mixed_precision.set_global_policy('float32')) or set "
+                "retrain_enable: false for it. Received: retrain_enable=true"
+            )
+        return config
 
 
 def _present(mapping, keys):
