@@ -1,27 +1,44 @@
-"""keras_qat: quantization-aware training for tf_keras models from an AMCT-style retrain config."""
+"""keras_qat: quantization-aware training for Keras models from an AMCT-style retrain config.
 
-from keras_qat.apply import apply_retrain_config
-from keras_qat.config import create_quant_retrain_config, read_retrain_config
-from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
-from keras_qat.export import check_tflite, export_saved_model, export_tflite, predict_tflite
-from keras_qat.quantizers import quantize_scope
-from keras_qat.record import quant_record
-from keras_qat.report import quant_report
+The public names load on first use, so that `keras-qat --help` and
+`import keras_qat.datasets` do not import TensorFlow.
+"""
 
-__all__ = [
-    "ConfigError",
-    "ExportError",
-    "UnsupportedModelError",
-    "apply_retrain_config",
-    "check_tflite",
-    "create_quant_retrain_config",
-    "export_saved_model",
-    "export_tflite",
-    "predict_tflite",
-    "quant_record",
-    "quant_report",
-    "quantize_scope",
-    "read_retrain_config",
-]
+import importlib
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "ConfigError": "keras_qat.errors",
+    "DataError": "keras_qat.errors",
+    "ExportError": "keras_qat.errors",
+    "ModelFileError": "keras_qat.errors",
+    "UnsupportedModelError": "keras_qat.errors",
+    "StopOnNonFiniteClips": "keras_qat.callbacks",
+    "apply_retrain_config": "keras_qat.apply",
+    "check_tflite": "keras_qat.litert",
+    "create_quant_retrain_config": "keras_qat.config",
+    "export_saved_model": "keras_qat.export",
+    "export_tflite": "keras_qat.export",
+    "load_model": "keras_qat.loading",
+    "predict_tflite": "keras_qat.litert",
+    "quant_record": "keras_qat.record",
+    "quant_report": "keras_qat.report",
+    "quantize_scope": "keras_qat.quantizers",
+    "read_retrain_config": "keras_qat.config",
+}
+
+__all__ = sorted(_EXPORTS)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_qat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

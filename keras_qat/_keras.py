@@ -9,8 +9,9 @@ the same whichever of the two happened in the user's interpreter.
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-__all__ = ["is_keras3_object", "keras", "tfmot"]
+__all__ = ["SafeModeScope", "is_keras3_object", "keras", "tfmot"]
 
 
 def is_keras3_object(obj):

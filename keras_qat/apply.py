@@ -4,11 +4,13 @@ from keras_qat.calibration.collect import calibrate
 from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
 from keras_qat.graph.fixed_min import resolve_fixed_min
+from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import UlqQuantizer
 from keras_qat.quantizers.ranges import bits_of
 
 
+@with_graph_recursion_room
 def apply_retrain_config(model, config, calibration_data=None):
     """Returns a QAT copy of `model` quantized as `config` says.
 
@@ -19,11 +21,14 @@ def apply_retrain_config(model, config, calibration_data=None):
 
     Args:
         model: A tf_keras Sequential or Functional model (not modified).
-        config: Path to a config.json, or the parsed dict.
+        config: Path to a config.json, the parsed dict, or the `RetrainConfig`
+            `read_retrain_config` returned.
         calibration_data: A `tf.data.Dataset`, a generator of batches (x or
-            (x, y)), or a NumPy array holding the whole calibration set (split
-            into `batch_num` batches). Needed unless the config gives every
-            enabled layer its clip bounds. Defaults to `None`.
+            (x, y)), or an array (NumPy or tf.Tensor) holding the whole
+            calibration set, split into `batch_num` batches; for a model with
+            several inputs a list or dict of arrays, for one input also `[x]`
+            or `(x,)`. Needed unless the config gives every enabled layer its
+            clip bounds. Defaults to `None`.
 
     Returns:
         A new tf_keras Functional model, ready for `compile` and `fit`.
@@ -32,7 +37,8 @@ def apply_retrain_config(model, config, calibration_data=None):
         UnsupportedModelError: if the model cannot be quantized.
         ConfigError: if the config is invalid, or calibration data is needed
             and missing.
-        ValueError: if the calibration data is malformed.
+        DataError: if the calibration data does not fit the model, or holds
+            (or makes the model compute) NaN or Inf values.
     """
     retrain = read_retrain_config(config, model)
     fixed_min = {

@@ -23,6 +23,25 @@ def refuse_existing(path, overwrite):
         )
 
 
+def check_writable(path, overwrite):
+    """Raises unless `path` may be written: its directory exists, and it is new or may go.
+
+    Args:
+        path: The destination.
+        overwrite: Whether replacing it is allowed.
+
+    Raises:
+        FileNotFoundError: if the parent directory does not exist.
+        FileExistsError: if `path` exists and `overwrite` is False.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot write {path}: directory {directory} does not exist. Create it first."
+        )
+    refuse_existing(path, overwrite)
+
+
 def _file_mode(path):
     # mkstemp creates 0600; keep an existing file's mode, else honour the umask.
     if os.path.exists(path):
@@ -30,6 +49,22 @@ def _file_mode(path):
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def _write_temporary(path, data):
+    """Writes `data` to a new temporary sibling of `path`; returns its name."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
 
 def write_file_atomic(path, data, overwrite=False):
@@ -42,21 +77,52 @@ def write_file_atomic(path, data, overwrite=False):
 
     Raises:
         FileExistsError: if `path` exists and `overwrite` is False.
+        FileNotFoundError: if the parent directory does not exist.
     """
-    path = os.fspath(path)
-    refuse_existing(path, overwrite)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    write_files_atomic({path: data}, overwrite)
+
+
+def write_files_atomic(contents, overwrite=False):
+    """Writes several files so that they are all replaced or none is.
+
+    Every content goes to a temporary sibling first; then the existing files
+    are moved aside, the new ones moved in, and the old ones deleted. A
+    failure on the way puts every old file back.
+
+    Args:
+        contents: Destination path -> content (bytes or str).
+        overwrite: Replace existing files. Defaults to `False`.
+
+    Raises:
+        FileExistsError: if a path exists and `overwrite` is False.
+        FileNotFoundError: if a parent directory does not exist.
+    """
+    paths = [os.fspath(path) for path in contents]
+    for path in paths:
+        check_writable(path, overwrite)
+    temporaries = {}
+    moved_aside, placed = {}, []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
+        for path, data in zip(paths, contents.values(), strict=True):
+            temporaries[path] = _write_temporary(path, data)
+        for path in paths:
+            if os.path.exists(path):
+                old = temporaries[path] + ".old"
+                os.replace(path, old)
+                moved_aside[path] = old
+            os.replace(temporaries[path], path)
+            del temporaries[path]
+            placed.append(path)
     except BaseException:
-        os.unlink(tmp)
+        for tmp in temporaries.values():
+            os.unlink(tmp)
+        for path in placed:
+            os.unlink(path)
+        for path, old in moved_aside.items():
+            os.replace(old, path)
         raise
+    for old in moved_aside.values():
+        os.unlink(old)
 
 
 def write_dir_atomic(path, fill, overwrite=False):
@@ -69,19 +135,24 @@ def write_dir_atomic(path, fill, overwrite=False):
 
     Raises:
         FileExistsError: if `path` exists and `overwrite` is False.
+        FileNotFoundError: if the parent directory does not exist.
     """
     path = os.path.abspath(os.fspath(path))
-    refuse_existing(path, overwrite)
+    check_writable(path, overwrite)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
     try:
         fill(tmp)
-        if os.path.exists(path):
-            old = tmp + ".old"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if not os.path.exists(path):
+        os.replace(tmp, path)
+        return
+    old = tmp + ".old"
+    os.replace(path, old)
+    os.replace(tmp, path)
+    # The replaced entry may be a directory or, when the user asked for it, a file.
+    if os.path.isdir(old):
+        shutil.rmtree(old)
+    else:
+        os.unlink(old)

@@ -1,20 +1,18 @@
-"""The `keras-qat` console command: create-config, validate, report, export, demo."""
+"""The `keras-qat` console command: create-config, validate, report, export, demo.
+
+TensorFlow is imported only once the arguments are parsed (`--help` stays
+fast), and unless `--verbose` its C++ log lines (the converter's progress
+among them) are not shown: they are not for the user.
+"""
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
+import traceback
 
-import numpy as np
-
-from keras_qat._keras import keras
-from keras_qat.config import create_quant_retrain_config, read_retrain_config
-from keras_qat.datasets import DATASETS
-from keras_qat.demo import run_demo
-from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
-from keras_qat.export import check_tflite, export_saved_model, export_tflite
-from keras_qat.graph.fixed_min import resolve_fixed_min
-from keras_qat.graph.model_check import model_layers
-from keras_qat.quantizers import quantize_scope
-from keras_qat.report import quant_report
+from keras_qat.datasets import DATASETS  # NumPy only: no TensorFlow yet
 
 
 class _CommandError(Exception):
@@ -25,15 +23,17 @@ class _CommandError(Exception):
         self.messages = messages
 
 
-def _load_model(path):
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # load_model raises many types; all mean "cannot use this file"
-        raise _CommandError([f"cannot load model {path}: {e}"]) from None
+def _load_model(args, path):
+    from keras_qat.loading import load_model
+
+    return load_model(path, safe_mode=not args.unsafe)
 
 
 def _config_table(model, config):
     """Formats one row per config entry, with fixed_min as the graph resolves it."""
+    from keras_qat.graph.fixed_min import resolve_fixed_min
+    from keras_qat.graph.model_check import model_layers
+
     layers = {layer.name: layer for layer in model_layers(model)}
     resolved = resolve_fixed_min(model, config)
     header = ("layer", "type", "enabled", "data", "fixed_min", "weights", "channel_wise")
@@ -83,26 +83,33 @@ def _report_table(report):
 
 
 def _create_config(args):
-    model = _load_model(args.model_file)
+    from keras_qat.config import create_quant_retrain_config
+
+    model = _load_model(args, args.model_file)
     create_quant_retrain_config(args.output, model, args.definition, overwrite=args.force)
     print(f"wrote {args.output}")
 
 
 def _validate(args):
-    model = _load_model(args.model_file)
+    from keras_qat.config import read_retrain_config
+
+    model = _load_model(args, args.model_file)
     config = read_retrain_config(args.config, model)
     print(_config_table(model, config))
     print(f"{args.config}: valid, {len(config.enabled_layers)} layer(s) enabled")
 
 
 def _report(args):
-    with quantize_scope():
-        model = _load_model(args.qat_model_file)
+    from keras_qat.report import quant_report
+
+    model = _load_model(args, args.qat_model_file)
     print(_report_table(quant_report(model)))
 
 
 def _load_array(path):
     """A .npy array of inputs, or a .npz archive of one array per model input, by name."""
+    import numpy as np
+
     try:
         data = np.load(path)
     except (OSError, ValueError) as e:
@@ -115,27 +122,48 @@ def _load_array(path):
 
 
 def _export(args):
-    with quantize_scope():
-        model = _load_model(args.qat_model_file)
+    from keras_qat.atomic import check_writable
+    from keras_qat.data import sample_batches
+    from keras_qat.export import export_saved_model, export_tflite, record_path_for
+    from keras_qat.litert import CHECK_BATCH_SIZE, check_tflite, describe_check
+    from keras_qat.quantizers.introspection import checked_quantized_layers
+
+    model = _load_model(args, args.qat_model_file)
+    checked_quantized_layers(model, "export")
+    # Every input is checked before anything is written.
+    for path in (args.output, record_path_for(args.output), args.saved_model):
+        if path:
+            check_writable(path, args.force)
     representative = _load_array(args.representative) if args.representative else None
+    check = _load_array(args.check) if args.check else None
+    if check is not None:
+        sample_batches(check, model, f"--check {args.check}", CHECK_BATCH_SIZE)
+        if args.decisive_output and args.decisive_output not in model.output_names:
+            raise _CommandError([
+                f"--decisive-output must be one of the model's outputs {model.output_names}. "
+                f"Received: {args.decisive_output}"
+            ])  # fmt: skip
     export_tflite(model, args.output, representative, args.int8_io, overwrite=args.force)
     print(f"wrote {args.output}")
     if args.saved_model:
         export_saved_model(model, args.saved_model, overwrite=args.force)
         print(f"wrote {args.saved_model}/")
-    if args.check:
-        result = check_tflite(model, args.output, _load_array(args.check))
-        print(
-            f"check on {result['samples']} samples: top-1 agreement "
-            f"{result['top1_agreement']:.2%}, max |TFLite - Keras| {result['max_abs_error']:.4g}"
-        )
+    if check is None:
+        return
+    result = check_tflite(model, args.output, check, None, args.decisive_output, args.measure)
+    print(describe_check(result))
+    if result["agreement"] < args.min_agreement:
+        raise _CommandError([
+            f"{args.output} agrees with the QAT model on {result['agreement']:.2%} "
+            f"(output '{result['decisive_output']}'), below --min-agreement "
+            f"{args.min_agreement:.2%}. Do not deploy it unchecked."
+        ])  # fmt: skip
 
 
 def _demo(args):
-    try:
-        results = run_demo(args.output_dir, args.dataset)
-    except FileNotFoundError as e:
-        raise _CommandError([str(e)]) from None
+    from keras_qat.demo import run_demo
+
+    results = run_demo(args.output_dir, args.dataset, overwrite=args.force)
     samples = results["test_samples"]
     print(f"\n{args.dataset}: {samples} test images; files in {args.output_dir}/")
     print(f"{'':22} {'accuracy':>9}")
@@ -153,7 +181,15 @@ def _demo(args):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="keras-qat", description=__doc__)
+    parser = argparse.ArgumentParser(prog="keras-qat", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's and the converter's log lines"
+    )
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load model files that carry Python code (Lambda layers): only files you trust",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-config", help="write a default retrain config")
     create.add_argument("model_file", help="a tf_keras model (.keras, .h5 or SavedModel dir)")
@@ -180,6 +216,21 @@ def _parser():
     export.add_argument(
         "--check", help=".npy (or .npz) inputs: compare the .tflite with the QAT model"
     )
+    export.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="with --check: exit 1 below this agreement (default 0.99)",
+    )
+    export.add_argument(
+        "--decisive-output", help="with --check: the output that decides (default: the first)"
+    )
+    export.add_argument(
+        "--measure",
+        choices=("top1", "steps"),
+        help="with --check: top-1 agreement, or values within one output step "
+        "(default: top1 for class scores)",
+    )
     export.add_argument("--force", action="store_true", help="replace existing outputs")
     export.set_defaults(run=_export)
     demo = commands.add_parser(
@@ -187,8 +238,58 @@ def _parser():
     )
     demo.add_argument("--output-dir", default="keras_qat_demo")
     demo.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    demo.add_argument("--force", action="store_true", help="replace an earlier demo's files")
     demo.set_defaults(run=_demo)
     return parser
+
+
+@contextlib.contextmanager
+def _native_logs_silenced():
+    """Sends what TensorFlow's C++ code logs to /dev/null; Python's output stays.
+
+    TensorFlow, XLA and the converter log through absl straight to file
+    descriptor 2, some of it before any log level is read, so the descriptor
+    is pointed at /dev/null while `sys.stderr` (error lines, warnings,
+    tracebacks) keeps writing to the terminal through a copy of it.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    try:
+        on_descriptor_2 = python_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced, e.g. captured by a test
+        on_descriptor_2 = False
+    if on_descriptor_2:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if on_descriptor_2:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+
+
+def _run(args):
+    """Runs the command; returns the error messages of a user mistake (empty when done)."""
+    from keras_qat.errors import ConfigError
+
+    try:
+        args.run(args)
+    except ConfigError as e:
+        return e.errors
+    except (ValueError, OSError, _CommandError) as e:
+        # keras_qat's own errors (bad config, data, model file, export) are
+        # ValueErrors; OSErrors are files that exist, or directories that do not.
+        if args.verbose:
+            traceback.print_exc()
+        return getattr(e, "messages", [str(e)])
+    return []
 
 
 def main(argv=None):
@@ -201,17 +302,15 @@ def main(argv=None):
         The process exit code.
     """
     args = _parser().parse_args(argv)
-    try:
-        args.run(args)
-    except ConfigError as e:
-        messages = e.errors
-    except (UnsupportedModelError, ExportError, FileExistsError, _CommandError) as e:
-        messages = getattr(e, "messages", [str(e)])
+    if args.verbose:
+        messages = _run(args)
     else:
-        return 0
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        with _native_logs_silenced():
+            messages = _run(args)
     for message in messages:
         print(f"error: {message}", file=sys.stderr)
-    return 1
+    return 1 if messages else 0
 
 
 if __name__ == "__main__":

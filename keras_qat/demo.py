@@ -8,9 +8,11 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.apply import apply_retrain_config
+from keras_qat.atomic import refuse_existing
 from keras_qat.config import create_quant_retrain_config
 from keras_qat.datasets import DATASETS
-from keras_qat.export import check_tflite, export_saved_model, export_tflite, predict_tflite
+from keras_qat.export import export_saved_model, export_tflite
+from keras_qat.litert import check_tflite, predict_tflite
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -86,24 +88,41 @@ def accuracy(logits, labels):
     return float(np.mean(np.argmax(logits, -1) == labels))
 
 
-def run_demo(output_dir, dataset="digits", verbose=1):
+# What the demo writes into its output directory.
+DEMO_FILES = (
+    "float_model.keras",
+    "config.json",
+    "saved_model",
+    "model.tflite",
+    "model.quant_record.json",
+)
+
+
+def run_demo(output_dir, dataset="digits", verbose=1, overwrite=False):
     """The whole flow: float training, config, QAT, export, comparison.
 
-    Files written to `output_dir` (created; files an earlier demo wrote are
-    replaced): `float_model.keras`, `config.json`, `saved_model/`,
-    `model.tflite` and its quant record.
+    Files written to `output_dir` (created if needed): `DEMO_FILES`.
 
     Args:
         output_dir: Directory for the demo's files.
         dataset: A key of `datasets.DATASETS`. Defaults to `"digits"`.
         verbose: Progress output of training: 0 none, 1 progress bars.
             Defaults to `1`.
+        overwrite: Replace files an earlier run left in `output_dir`.
+            Defaults to `False`.
 
     Returns:
         Dict: `float_accuracy`, `qat_accuracy`, `tflite_accuracy` (test
         set), `agreement` and `max_abs_error` (.tflite vs QAT model),
         `tflite_bytes`, `float_tflite_bytes`, `test_samples`.
+
+    Raises:
+        FileExistsError: if one of the files exists and `overwrite` is False
+            (checked before training).
+        FileNotFoundError: if the dataset is not installed.
     """
+    for name in DEMO_FILES:
+        refuse_existing(os.path.join(output_dir, name), overwrite)
     data = DATASETS[dataset]()
     x_train, y_train, x_test, y_test = data
     recipe = RECIPES[dataset]
@@ -115,9 +134,10 @@ def run_demo(output_dir, dataset="digits", verbose=1):
         epochs = sum(epochs for epochs, _ in recipe.float_epochs)
         print(f"training the float model: {epochs} epochs on {len(x_train)} images")
     train_float(model, data, recipe)
-    model.save(os.path.join(output_dir, "float_model.keras"))
+    # Existing files were refused above; overwrite=False would prompt on stdin.
+    model.save(os.path.join(output_dir, "float_model.keras"), overwrite=True)
     config_path = os.path.join(output_dir, "config.json")
-    create_quant_retrain_config(config_path, model, overwrite=True)
+    create_quant_retrain_config(config_path, model, overwrite=overwrite)
     if verbose:
         print(f"config written: {config_path}; quantization-aware training:")
 
@@ -127,15 +147,15 @@ def run_demo(output_dir, dataset="digits", verbose=1):
         x_train, y_train, epochs=recipe.qat_epochs, batch_size=recipe.batch_size, verbose=verbose
     )
 
-    export_saved_model(qat_model, os.path.join(output_dir, "saved_model"), overwrite=True)
+    export_saved_model(qat_model, os.path.join(output_dir, "saved_model"), overwrite=overwrite)
     tflite_path = os.path.join(output_dir, "model.tflite")
-    export_tflite(qat_model, tflite_path, x_train[:512], overwrite=True)
+    export_tflite(qat_model, tflite_path, x_train[:512], overwrite=overwrite)
     check = check_tflite(qat_model, tflite_path, x_test)
     return {
         "float_accuracy": accuracy(model.predict(x_test, verbose=0), y_test),
         "qat_accuracy": accuracy(qat_model.predict(x_test, verbose=0), y_test),
         "tflite_accuracy": accuracy(predict_tflite(tflite_path, x_test), y_test),
-        "agreement": check["top1_agreement"],
+        "agreement": check["agreement"],
         "max_abs_error": check["max_abs_error"],
         "tflite_bytes": os.path.getsize(tflite_path),
         "float_tflite_bytes": len(tf.lite.TFLiteConverter.from_keras_model(model).convert()),

@@ -26,4 +26,15 @@ class UnsupportedModelError(ValueError):
 
 
 class ExportError(ValueError):
-    """The TFLite converter rejected the model; nothing was written."""
+    """The model cannot be exported as asked (converter rejection, no or non-finite quantizers).
+
+    Nothing is written when it is raised.
+    """
+
+
+class DataError(ValueError):
+    """Calibration, representative or check data that does not fit the model."""
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded, or that would run code to load (safe mode)."""

@@ -1,17 +1,19 @@
 """Export: SavedModel, int8 TFLite, and checking the .tflite against the QAT model."""
 
-import itertools
+import json
 import os
 import warnings
 
-import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
-from keras_qat.atomic import refuse_existing, write_dir_atomic, write_file_atomic
-from keras_qat.calibration.collect import is_array_set, iterate_batches
-from keras_qat.errors import ExportError
-from keras_qat.record import write_quant_record
+from keras_qat.atomic import check_writable, write_dir_atomic, write_files_atomic
+from keras_qat.data import sample_batches
+from keras_qat.errors import DataError, ExportError
+from keras_qat.graph.recursion import with_graph_recursion_room
+from keras_qat.litert import check_tflite, describe_check, refuse_unrunnable
+from keras_qat.quantizers.introspection import checked_quantized_layers
+from keras_qat.record import quant_record
 from keras_qat.tflite.bias_scales import repair_bias_scales
 from keras_qat.tflite.ready_copy import tflite_ready_copy
 from keras_qat.tflite.weights import pin_weights
@@ -25,6 +27,7 @@ REPRESENTATIVE_BATCH_SIZE = 16
 AGREEMENT_WARNING = 0.99
 
 
+@with_graph_recursion_room
 def export_saved_model(qat_model, path, overwrite=False):
     """Saves the QAT model as a TensorFlow SavedModel with a `serving_default` signature.
 
@@ -38,28 +41,19 @@ def export_saved_model(qat_model, path, overwrite=False):
 
     Returns:
         The path.
+
+    Raises:
+        UnsupportedModelError: if the model is not a QAT model, or its clips
+            or weight scales are NaN or infinite.
+        FileExistsError: if `path` exists and `overwrite` is False.
+        FileNotFoundError: if `path`'s parent directory does not exist.
     """
+    checked_quantized_layers(qat_model, "export_saved_model")
     write_dir_atomic(path, lambda tmp: tf.saved_model.save(qat_model, tmp), overwrite)
     return path
 
 
-def _chunks(data):
-    """Splits an array calibration set into small batches (the converter wants many)."""
-    arrays = tf.nest.flatten(data)
-    count = min(len(arrays[0]), REPRESENTATIVE_BATCHES * REPRESENTATIVE_BATCH_SIZE)
-    for start in range(0, count, REPRESENTATIVE_BATCH_SIZE):
-        yield tf.nest.pack_sequence_as(
-            data, [a[start : start + REPRESENTATIVE_BATCH_SIZE] for a in arrays]
-        )
-
-
-def _batches(data, model, limit, what):
-    """Up to `limit` checked batches of `data` (array set, Dataset or iterable)."""
-    source = _chunks(data) if is_array_set(data) else data
-    taken = list(itertools.islice(source, limit))
-    return iterate_batches(iter(taken), len(taken), model, what)  # iter: one element per batch
-
-
+@with_graph_recursion_room
 def export_tflite(qat_model, path, representative_data=None, int8_io=False, overwrite=False):
     """Converts the QAT model to an int8 TFLite file.
 
@@ -84,15 +78,31 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
         agreement with the QAT model is below `AGREEMENT_WARNING`.
 
     Raises:
-        ExportError: if the converter rejects the model (no file is written).
-        FileExistsError: if `path` exists and `overwrite` is False.
+        ExportError: if the converter rejects the model. Nothing is written
+            when any error is raised.
+        UnsupportedModelError: if the model is not a QAT model, or its clips
+            or weight scales are NaN or infinite.
+        DataError: if `representative_data` does not fit the model, or
+            `int8_io` is asked without it.
+        FileExistsError: if the file or its record exists and `overwrite` is
+            False (checked before converting).
+        FileNotFoundError: if `path`'s parent directory does not exist.
     """
     if int8_io and representative_data is None:
-        raise ValueError("int8_io=True needs representative_data to range the model's inputs.")
+        raise DataError("int8_io=True needs representative_data to range the model's inputs.")
+    checked_quantized_layers(qat_model, "export_tflite")
+    record_path = record_path_for(path)
+    check_writable(path, overwrite)
+    check_writable(record_path, overwrite)
     batches = None
     if representative_data is not None:
-        batches = list(
-            _batches(representative_data, qat_model, REPRESENTATIVE_BATCHES, "representative_data")
+        batches = sample_batches(
+            representative_data,
+            qat_model,
+            "representative_data",
+            REPRESENTATIVE_BATCH_SIZE,
+            max_samples=REPRESENTATIVE_BATCHES * REPRESENTATIVE_BATCH_SIZE,
+            max_batches=REPRESENTATIVE_BATCHES,
         )
     copy = tflite_ready_copy(qat_model, batches)
     converter = tf.lite.TFLiteConverter.from_keras_model(copy)
@@ -128,10 +138,9 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
-    record_path = record_path_for(path)
-    refuse_existing(record_path, overwrite)
-    write_file_atomic(path, flatbuffer, overwrite)
-    write_quant_record(qat_model, record_path, overwrite)
+    refuse_unrunnable(flatbuffer, qat_model.name)
+    record = json.dumps(quant_record(qat_model), indent=2) + "\n"
+    write_files_atomic({path: flatbuffer, record_path: record}, overwrite)
     if representative_data is not None:
         _warn_on_disagreement(qat_model, path, representative_data)
     return path
@@ -139,13 +148,12 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
 
 def _warn_on_disagreement(qat_model, path, data):
     result = check_tflite(qat_model, path, data, max_batches=REPRESENTATIVE_BATCHES)
-    if result["top1_agreement"] < AGREEMENT_WARNING:
+    if result["agreement"] < AGREEMENT_WARNING:
         warnings.warn(
-            f"{path} agrees with the QAT model on only {result['top1_agreement']:.1%} of "
-            f"{result['samples']} representative samples (top-1; max |error| "
-            f"{result['max_abs_error']:.3g}). Do not deploy it unchecked.",
+            f"{path} does not agree with the QAT model on the representative data. "
+            f"{describe_check(result)}\nDo not deploy it unchecked.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of export_tflite (and of its decorator)
         )
 
 
@@ -153,126 +161,3 @@ def record_path_for(tflite_path):
     """The quant record written beside an export: `model.tflite` -> `model.quant_record.json`."""
     root, _ = os.path.splitext(os.fspath(tflite_path))
     return root + ".quant_record.json"
-
-
-def _signature_runner(tflite_path):
-    """LiteRT's runner of the file's only signature: inputs and outputs by name.
-
-    By name, because the file orders its outputs (and may order its inputs)
-    differently from the Keras model.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    return Interpreter(model_path=str(tflite_path)).get_signature_runner()
-
-
-def _run_tflite(runner, inputs):
-    """Runs a signature on float inputs; int8 tensors take the file's own quantization.
-
-    Args:
-        runner: From `_signature_runner`.
-        inputs: Dict of input name to float array.
-
-    Returns:
-        Dict of output name to float32 array.
-    """
-    feeds = {}
-    for name, detail in runner.get_input_details().items():
-        array = np.asarray(inputs[name])
-        if detail["dtype"] == np.int8:
-            scale, zero_point = detail["quantization"]
-            array = np.clip(np.round(array / scale + zero_point), -128, 127)
-        feeds[name] = array.astype(detail["dtype"])
-    outputs = runner(**feeds)
-    results = {}
-    for name, detail in runner.get_output_details().items():
-        result = outputs[name].astype(np.float32)
-        if detail["dtype"] == np.int8:
-            scale, zero_point = detail["quantization"]
-            result = (result - zero_point) * scale
-        results[name] = result
-    return results
-
-
-def predict_tflite(tflite_path, inputs, batch_size=256):
-    """Runs a .tflite file from `export_tflite` with LiteRT.
-
-    Int8 inputs and outputs are quantized and dequantized with the file's own
-    parameters, so the result compares with the Keras model's.
-
-    Args:
-        tflite_path: The file.
-        inputs: A float array, batch first; for a model with several inputs, a
-            dict of such arrays keyed by the Keras input names.
-        batch_size: Samples per interpreter call. Defaults to `256`.
-
-    Returns:
-        A float32 array; for a model with several outputs, a dict of arrays
-        keyed by the Keras output names.
-
-    Raises:
-        ValueError: if `inputs` does not name exactly the file's inputs.
-    """
-    runner = _signature_runner(tflite_path)
-    names = sorted(runner.get_input_details())
-    if not isinstance(inputs, dict):
-        if len(names) != 1:
-            raise ValueError(
-                f"{tflite_path} has {len(names)} inputs {names}: pass a dict keyed by these names."
-            )
-        inputs = {names[0]: inputs}
-    if sorted(inputs) != names:
-        raise ValueError(f"{tflite_path} takes inputs {names}. Received: {sorted(inputs)}")
-    count = len(next(iter(inputs.values())))
-    parts = [
-        _run_tflite(runner, {name: a[start : start + batch_size] for name, a in inputs.items()})
-        for start in range(0, count, batch_size)
-    ]
-    outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
-
-
-def _top1(outputs):
-    """Argmax over the last axis; a rank-1 output is one value per sample."""
-    return np.argmax(outputs.reshape(len(outputs), -1) if outputs.ndim == 1 else outputs, -1)
-
-
-def check_tflite(qat_model, tflite_path, data, max_batches=1000):
-    """Runs the .tflite with LiteRT and compares it with the Keras QAT model.
-
-    Args:
-        qat_model: The model the file was exported from.
-        tflite_path: The exported file.
-        data: Sample inputs (array set, Dataset or iterable of batches).
-        max_batches: At most this many batches are compared. Defaults to `1000`.
-
-    Returns:
-        Dict with `samples`, `top1_agreement` (the fraction of positions where
-        the first output's argmax over its last axis is the same: one per
-        sample for a classifier's logits) and `max_abs_error` (the largest
-        difference over all outputs).
-
-    Raises:
-        ExportError: if the file's inputs or outputs are not the model's.
-    """
-    runner = _signature_runner(tflite_path)
-    names = (qat_model.input_names, qat_model.output_names)
-    file_names = (runner.get_input_details(), runner.get_output_details())
-    if any(sorted(a) != sorted(b) for a, b in zip(names, file_names, strict=True)):
-        raise ExportError(
-            f"{tflite_path} has inputs {sorted(file_names[0])} and outputs "
-            f"{sorted(file_names[1])}; model '{qat_model.name}' has {names[0]} and {names[1]}."
-        )
-    agree = positions = samples = 0
-    max_error = 0.0
-    for batch in _batches(data, qat_model, max_batches, "data"):
-        expected = tf.nest.flatten(qat_model.predict_on_batch(batch))
-        results = _run_tflite(runner, dict(zip(names[0], batch, strict=True)))
-        got = [results[name] for name in names[1]]
-        same = _top1(got[0]) == _top1(expected[0])
-        agree += int(np.sum(same))
-        positions += same.size
-        samples += len(batch[0])
-        for value, want in zip(got, expected, strict=True):
-            max_error = max(max_error, float(np.max(np.abs(value - want))))
-    return {"samples": samples, "top1_agreement": agree / positions, "max_abs_error": max_error}

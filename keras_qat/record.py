@@ -8,11 +8,12 @@ the bit widths. Scales and offsets are those of the fake-quant ops, the values
 the TFLite converter writes into the .tflite.
 """
 
-import json
-
-from keras_qat.atomic import write_file_atomic
+from keras_qat.quantizers.introspection import (
+    checked_quantized_layers,
+    clip_range,
+    weight_scales,
+)
 from keras_qat.quantizers.ranges import bits_of, op_nudge
-from keras_qat.report import clip_range, quantized_layers, weight_scales
 
 
 def input_scale_and_offset(clip_min, clip_max, num_bits):
@@ -38,9 +39,13 @@ def quant_record(qat_model):
 
     Returns:
         Layer name -> dict (see the module docstring).
+
+    Raises:
+        UnsupportedModelError: if the model is not a QAT model, or its clips
+            or weight scales are NaN or infinite.
     """
     record = {}
-    inputs, wrappers = quantized_layers(qat_model)
+    inputs, wrappers = checked_quantized_layers(qat_model, "quant_record")
     for name, layer in inputs.items():
         bits = bits_of(layer.quantizer.dst_type)
         clip_min, clip_max = clip_range(layer)
@@ -60,14 +65,3 @@ def quant_record(qat_model):
             offset_w={attr: [0] * len(values) for attr, values in scales.items()},
         )
     return record
-
-
-def write_quant_record(qat_model, path, overwrite=False):
-    """Writes `quant_record(qat_model)` as JSON, atomically.
-
-    Args:
-        qat_model: A model from `apply_retrain_config`.
-        path: Destination file.
-        overwrite: Replace an existing file. Defaults to `False`.
-    """
-    write_file_atomic(path, json.dumps(quant_record(qat_model), indent=2) + "\n", overwrite)

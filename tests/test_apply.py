@@ -111,6 +111,28 @@ def test_dataset_and_generator_of_x_y(trained, digits):
     assert from_dataset == from_generator
 
 
+def test_single_input_data_forms_and_a_read_config(trained, digits):
+    x = digits[0][:64]
+    config = full_config(trained, batch_num=2)
+    expected = keras_qat.quant_report(keras_qat.apply_retrain_config(trained, config, x))
+    retrain = keras_qat.read_retrain_config(config, trained)
+    for data in ([x], (x,), tf.constant(x)):
+        got = keras_qat.apply_retrain_config(trained, retrain, data)
+        assert keras_qat.quant_report(got) == expected
+
+
+def test_float64_data_overflowing_float32_is_caught(trained):
+    beyond = np.full((8, 8, 8, 1), 1e39)  # finite in float64, inf in the model's float32
+    with pytest.raises(keras_qat.DataError, match="input 'image' contains NaN or Inf"):
+        keras_qat.apply_retrain_config(trained, full_config(trained), beyond)
+    inputs = keras.Input((4,), name="x")
+    hidden = L.Dense(4, kernel_initializer="ones", name="hidden")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="out")(hidden))
+    data = np.full((8, 4), 1e38)  # finite in float32; the hidden layer's sums overflow it
+    with pytest.raises(keras_qat.DataError, match="input of layer 'out' holds NaN or Inf"):
+        keras_qat.apply_retrain_config(model, {"hidden": {}, "out": {}}, data)
+
+
 def test_nested_shared_multi_io(tmp_path):
     keras.utils.set_random_seed(1)
     block_in = keras.Input((6,))

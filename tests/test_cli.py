@@ -120,13 +120,13 @@ def test_export_of_a_two_input_model_from_npz(tmp_path, capsys):
     assert "check on 32 samples: top-1 agreement" in capsys.readouterr().out
 
 
-def test_export_with_check(tmp_path, capsys):
+def test_export_with_check(trained, digits, tmp_path, capsys):
     import numpy as np
 
     import keras_qat
 
-    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype(np.float32)
-    qat = keras_qat.apply_retrain_config(build_demo_model(), {"conv1": {}, "logits": {}}, x)
+    x = digits[0][:256]
+    qat = keras_qat.apply_retrain_config(trained, {"conv1": {}, "logits": {}}, x)
     qat.save(tmp_path / "qat.keras")
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "m.tflite"
@@ -135,7 +135,93 @@ def test_export_with_check(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, *extra, "--saved-model", str(tmp_path / "saved")]) == 0
     printed = capsys.readouterr().out
-    assert "check on 64 samples: top-1 agreement" in printed
+    assert "check on 256 samples: top-1 agreement" in printed
     assert out.exists() and (tmp_path / "saved" / "saved_model.pb").exists()
     assert main(args) == 1  # exists: not overwritten without --force
     assert "already exists" in capsys.readouterr().err
+    assert main([*args, *extra, "--force", "--min-agreement", "1.01"]) == 1
+    assert "below --min-agreement 101.00%" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_qat(tmp_path_factory):
+    import numpy as np
+
+    import keras_qat
+
+    directory = tmp_path_factory.mktemp("saved_qat")
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(build_demo_model(), {"conv1": {}, "logits": {}}, x)
+    qat.save(directory / "qat.keras")
+    np.save(directory / "x.npy", x)
+    return directory
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_user_mistakes_give_one_error_line_and_write_nothing(
+    saved_qat, model_file, tmp_path, capsys
+):
+    import numpy as np
+
+    np.save(tmp_path / "flat.npy", np.zeros((4, 64), np.float32))
+    model, out = str(saved_qat / "qat.keras"), str(tmp_path / "out" / "m.tflite")
+    export = ["export", model, "-o", str(tmp_path / "m.tflite")]
+    assert main([*export, "--representative", str(tmp_path / "flat.npy")]) == 1
+    assert "expects shape (None, 8, 8, 1)" in _one_error_line(capsys)
+    assert main([*export, "--check", str(tmp_path / "flat.npy")]) == 1  # before any writing
+    assert "--check" in _one_error_line(capsys)
+    assert main(["export", model, "-o", out]) == 1
+    assert "does not exist" in _one_error_line(capsys)
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["validate", str(model_file), str(nested)]) == 1
+    assert "nested too deeply" in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.npy", "model.keras", "nested.json"]
+
+
+def test_a_npy_for_a_two_input_model_is_explained(tmp_path, capsys):
+    import numpy as np
+
+    import keras_qat
+    from keras_qat._keras import keras
+
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    model = keras.Model([a, b], keras.layers.Dense(2, name="d")(keras.layers.Concatenate()([a, b])))
+    data = [np.ones((8, 4), np.float32), np.ones((8, 3), np.float32)]
+    keras_qat.apply_retrain_config(model, {"d": {}}, data).save(tmp_path / "qat.keras")
+    np.save(tmp_path / "x.npy", data[0])
+    args = ["export", str(tmp_path / "qat.keras"), "-o", str(tmp_path / "m.tflite")]
+    assert main([*args, "--representative", str(tmp_path / "x.npy")]) == 1
+    assert "the model has 2 inputs ['a', 'b']" in _one_error_line(capsys)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_float_model_is_refused_by_export_and_report(model_file, tmp_path, capsys):
+    assert main(["report", str(model_file)]) == 1
+    assert "holds no keras_qat quantizer" in _one_error_line(capsys)
+    assert main(["export", str(model_file), "-o", str(tmp_path / "m.tflite")]) == 1
+    assert "holds no keras_qat quantizer" in _one_error_line(capsys)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_help_imports_no_tensorflow_and_commands_are_quiet(model_file, tmp_path):
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom keras_qat.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\nassert 'tensorflow' not in sys.modules, 'imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "usage: keras-qat" in done.stdout
+    config = tmp_path / "c.json"
+    command = "from keras_qat.cli import main; raise SystemExit(main())"
+    args = [sys.executable, "-c", command, "create-config", str(model_file), "-o", str(config)]
+    quiet = subprocess.run(args, capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

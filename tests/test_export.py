@@ -49,7 +49,7 @@ def test_tflite_is_int8_and_agrees(qat, digits, tmp_path, int8_io):
     assert all(types[0] == np.int8 and types[1] == np.int8 for _, types in compute)
     report = keras_qat.check_tflite(qat, path, x_test)
     assert report["samples"] == len(x_test)
-    assert report["top1_agreement"] >= 0.995, report
+    assert report["agreement"] >= 0.995, report
 
 
 def test_tflite_size_is_that_of_int8_weights(tmp_path):
@@ -216,7 +216,7 @@ def test_int4_carrier_is_exact_in_keras(trained, digits):
 def test_int4_activations_agree_in_tflite(trained, digits, tmp_path, layer):
     qat = keras_qat.apply_retrain_config(trained, int4_data_config(layer), digits[0][:256])
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:512])
-    assert keras_qat.check_tflite(qat, path, digits[2])["top1_agreement"] >= 0.99
+    assert keras_qat.check_tflite(qat, path, digits[2])["agreement"] >= 0.99
 
 
 def test_export_warns_when_the_tflite_disagrees(qat, digits, tmp_path, monkeypatch):
@@ -225,7 +225,7 @@ def test_export_warns_when_the_tflite_disagrees(qat, digits, tmp_path, monkeypat
     real = keras_qat.export.check_tflite
 
     def disagreeing(*args, **kwargs):
-        return {**real(*args, **kwargs), "top1_agreement": 0.5}
+        return {**real(*args, **kwargs), "agreement": 0.5}
 
     monkeypatch.setattr(keras_qat.export, "check_tflite", disagreeing)
     with pytest.warns(RuntimeWarning, match="Do not deploy it unchecked"):

@@ -18,6 +18,6 @@ def test_quickstart_notebook_runs(tmp_path):
     text = "".join(
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
-    agreement = float(re.search(r"'top1_agreement': ([0-9.]+)", text).group(1))
+    agreement = float(re.search(r"'agreement': ([0-9.]+)", text).group(1))
     assert agreement >= 0.99, text[-2000:]
     assert (tmp_path / "model.tflite").exists() and (tmp_path / "saved_model").is_dir()

@@ -7,105 +7,8 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.calibration.ifmr import MAX_SAMPLES, ifmr_clip_range
-
-
-def _features(element, input_count):
-    """Takes x out of an x or (x, y[, sample_weight]) element."""
-    if isinstance(element, tuple) and len(element) in (2, 3):
-        first = element[0]
-        if input_count == 1 or isinstance(first, (list, tuple, dict)):
-            return first
-    return element
-
-
-def _as_input_list(features, model, what):
-    names = [t._keras_history.layer.name for t in model.inputs]
-    if isinstance(features, dict):
-        missing = [n for n in names if n not in features]
-        if missing:
-            raise ValueError(
-                f"{what}: a dict batch must hold every model input. "
-                f"Missing: {missing}. Received keys: {sorted(features)}"
-            )
-        return [features[n] for n in names]
-    if len(names) > 1:
-        if not isinstance(features, (list, tuple)) or len(features) != len(names):
-            raise ValueError(
-                f"{what}: the model has {len(names)} inputs {names}; each batch must "
-                "be a list or dict of as many arrays (or (x, y) with such an x)."
-            )
-        return list(features)
-    return [features]
-
-
-def _checked(batch, model, index, what):
-    arrays = [np.asarray(a) for a in _as_input_list(batch, model, what)]
-    for array, tensor in zip(arrays, model.inputs, strict=True):
-        name = tensor._keras_history.layer.name
-        expected = tuple(tensor.shape)
-        if len(array.shape) != len(expected) or any(
-            e is not None and e != r for e, r in zip(expected, array.shape, strict=True)
-        ):
-            raise ValueError(
-                f"{what} batch {index}: input '{name}' expects shape {expected}. "
-                f"Received: shape={array.shape}"
-            )
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise ValueError(f"{what} batch {index}: input '{name}' contains NaN or Inf values.")
-    return arrays
-
-
-def is_array_set(data):
-    """An array, or a list/tuple/dict of arrays: a whole calibration set."""
-    if isinstance(data, dict):
-        data = list(data.values())
-    if isinstance(data, (list, tuple)):
-        return bool(data) and all(isinstance(a, np.ndarray) for a in data)
-    return isinstance(data, np.ndarray)
-
-
-def _split_arrays(data, batch_num):
-    arrays = tf.nest.flatten(data)
-    size = len(arrays[0])
-    if size < batch_num:
-        raise ValueError(f"calibration_data has {size} samples, fewer than batch_num={batch_num}.")
-    parts = [np.array_split(a, batch_num) for a in arrays]
-    return iter(
-        tf.nest.pack_sequence_as(data, [p[i] for p in parts], expand_composites=False)
-        for i in range(batch_num)
-    )
-
-
-def iterate_batches(data, batch_num, model, what="calibration_data"):
-    """Yields `batch_num` checked batches, each a list of arrays (one per model input).
-
-    A NumPy array (or a list/tuple/dict of arrays, one per input) is the whole
-    calibration set, split into `batch_num` batches; a `tf.data.Dataset`, a
-    generator or any other iterable yields one batch per element, x or (x, y).
-
-    Args:
-        data: The calibration data.
-        batch_num: How many batches to take.
-        model: The model the batches are fed to.
-        what: The argument's name, for error messages. Defaults to
-            `"calibration_data"`.
-
-    Yields:
-        Lists of NumPy arrays.
-
-    Raises:
-        ValueError: for a batch of the wrong shape, with NaN/Inf, or too few batches.
-    """
-    elements = _split_arrays(data, batch_num) if is_array_set(data) else iter(data)
-    for index in range(1, batch_num + 1):
-        try:
-            element = next(elements)
-        except StopIteration:
-            raise ValueError(
-                f"calibration_data yielded {index - 1} batch(es), fewer than "
-                f"batch_num={batch_num}. Give more data or lower batch_num in the config."
-            ) from None
-        yield _checked(_features(element, len(model.inputs)), model, index, what)
+from keras_qat.data import iterate_batches
+from keras_qat.errors import DataError
 
 
 def _probe(model, tensors, summarize, extra_specs=()):
@@ -231,6 +134,14 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num):
         for (name, _), output in zip(flat, outputs, strict=True):
             samples[name].append(output)
         progress.update(index)
+    for name in names:
+        # Finite inputs can still overflow float32 inside the model.
+        if not all(np.isfinite(part).all() for part in samples[name]):
+            raise DataError(
+                f"calibration_data: the input of layer '{name}' holds NaN or Inf values in the "
+                "float model (the data overflows float32 on its way there); scale the data "
+                "as the model expects it."
+            )
     # NumPy releases the GIL inside the search's sort: layers run in parallel.
     with concurrent.futures.ThreadPoolExecutor() as pool:
         ranges = pool.map(

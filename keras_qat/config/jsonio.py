@@ -71,6 +71,8 @@ def parse_json(text, source):
         ) from None
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: JSON nested too deeply to be a retrain config.") from None
 
 
 def read_json(path):

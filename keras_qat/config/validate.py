@@ -4,6 +4,8 @@ import copy
 import math
 import os
 
+import numpy as np
+
 from keras_qat.config import schema
 from keras_qat.config.jsonio import read_json
 from keras_qat.config.retrain_config import (
@@ -58,15 +60,58 @@ def _weight_algo(name, entry, errors):
     return schema.WEIGHT_ALGO_ALIASES.get(algo, algo)
 
 
+# The largest finite float32: the QAT model holds clip bounds in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The narrowest clip range the int8 file keeps: the TFLite converter widens
+# ranges narrower than 1e-6 (its near-zero tolerance), so the file would no
+# longer compute what the QAT model computes; a factor 10 of margin.
+MIN_CLIP_SPAN = 1e-5
+
+
+def _as_float(value):
+    """`float(value)`, with integers too large for a float as infinity."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _clip_value_errors(where, data):
+    errors = []
+    for key in ("clip_max", "clip_min"):
+        value = data.get(key)
+        if value is not None and not abs(_as_float(value)) <= FLOAT32_MAX:
+            shown = show(value)
+            shown = shown if len(shown) <= 40 else f"{shown[:20]}...({len(shown)} characters)"
+            errors.append(
+                f"{where}.{key} must be a finite number within float32's range "
+                f"(|value| <= {FLOAT32_MAX:.4g}). Received: {key}={shown}"
+            )
+    return errors
+
+
+def _clip_span_errors(where, clip_max, clip_min):
+    span = np.float32(_as_float(clip_max)) - np.float32(_as_float(clip_min))
+    if MIN_CLIP_SPAN <= span < np.inf:
+        return []
+    why = (
+        f"narrower than {MIN_CLIP_SPAN:g}, which the int8 file cannot represent"
+        if span < MIN_CLIP_SPAN
+        else "wider than float32 can hold"
+    )
+    return [
+        f"{where}: the clip range clip_max - clip_min is {why}. "
+        f"Received: clip_max={show(clip_max)}, clip_min={show(clip_min)}"
+    ]
+
+
 def _clip_errors(name, data, fixed_min):
     """Checks the clip bounds of one layer; `fixed_min` is given or resolved."""
     clip_max, clip_min = data.get("clip_max"), data.get("clip_min")
     where = f"Layer '{name}': retrain_data_config"
-    errors = [
-        f"{where}.{key} must be finite. Received: {key}={value}"
-        for key, value in (("clip_max", clip_max), ("clip_min", clip_min))
-        if value is not None and not math.isfinite(value)
-    ]
+    errors = _clip_value_errors(where, data)
+    if not errors and clip_max is not None and (clip_min is not None or fixed_min):
+        errors += _clip_span_errors(where, clip_max, 0 if clip_min is None else clip_min)
     if clip_min is not None and data.get("fixed_min") is True:
         errors.append(
             f"{where}.clip_min cannot be set together with fixed_min: true (the lower bound is "
@@ -143,7 +188,7 @@ class _LayerReader:
         config = LayerRetrainConfig(
             retrain_data_config=DataQuantConfig(
                 **_present(data, ("algo", "dst_type", "fixed_min")),
-                **{k: float(v) for k, v in _present(data, ("clip_max", "clip_min")).items()},
+                **{k: _as_float(v) for k, v in _present(data, ("clip_max", "clip_min")).items()},
             ),
             retrain_weight_config=weight_config,
             **_present(entry, ("retrain_enable",)),
@@ -238,10 +283,11 @@ def parse_retrain_config(document, model, source=None):
 
 
 def read_retrain_config(config, model):
-    """Reads and validates a retrain config (path or dict) for `model`.
+    """Reads and validates a retrain config (path, dict or `RetrainConfig`) for `model`.
 
     Args:
-        config: Path to a config.json, or the parsed dict.
+        config: Path to a config.json, the parsed dict, or a `RetrainConfig`
+            (read for this or another model: it is checked again).
         model: The tf_keras model the config is for.
 
     Returns:
@@ -252,6 +298,8 @@ def read_retrain_config(config, model):
         ConfigError: listing every problem found in the config.
     """
     check_model(model)
+    if isinstance(config, RetrainConfig):
+        config = config.to_dict()
     source = os.fspath(config) if isinstance(config, (str, os.PathLike)) else None
     return parse_retrain_config(load_config_document(config), model, source)
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.quantizers import ranges
-from keras_qat.report import clip_range
+from keras_qat.quantizers.introspection import clip_range
 
 
 def _near(value, ulps=2):

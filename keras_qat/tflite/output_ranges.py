@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.quantizers import InputQuantizeLayer
-from keras_qat.report import clip_range
+from keras_qat.quantizers.introspection import clip_range
 from keras_qat.tflite.fixed_quant import fixed_fake_quant
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_qat.quantizers import ranges
-from keras_qat.report import quantized_layers, weight_scales
+from keras_qat.quantizers.introspection import quantized_layers, weight_scales
 from keras_qat.tflite.bias_scales import builtin_code
 
 _OPS = schema.BuiltinOperator

@@ -6,14 +6,16 @@ import pytest
 
 import keras_qat
 from keras_qat._keras import keras
+from keras_qat.graph.recursion import graph_recursion_room
 
 
 def test_thousand_layer_config(tmp_path):
-    inputs = keras.Input((4,))
-    x = inputs
-    for index in range(1000):
-        x = keras.layers.Dense(4, name=f"dense_{index}")(x)
-    model = keras.Model(inputs, x)
+    with graph_recursion_room(layers=1000):  # tf_keras recurses once per layer to build it
+        inputs = keras.Input((4,))
+        x = inputs
+        for index in range(1000):
+            x = keras.layers.Dense(4, name=f"dense_{index}")(x)
+        model = keras.Model(inputs, x)
     path = tmp_path / "config.json"
     keras_qat.create_quant_retrain_config(str(path), model)
     document = json.loads(path.read_text())

@@ -195,11 +195,23 @@ def test_file_errors_name_the_file(model, tmp_path):
         keras_qat.read_retrain_config(tmp_path / "missing.json", model)
 
 
-def test_non_finite_clip_in_a_dict(model):
-    with pytest.raises(keras_qat.ConfigError, match="clip_max must be finite"):
-        keras_qat.read_retrain_config(
-            {"conv": layer(data={"clip_max": float("inf"), "clip_min": -1.0})}, model
-        )
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"clip_max": float("inf"), "clip_min": -1.0}, "clip_max must be a finite number"),
+        ({"clip_max": 1e39, "clip_min": -1.0}, r"clip_max must be .* within float32's range"),
+        ({"clip_max": 1.0, "clip_min": -(10**400)}, r"clip_min must be .*\(402 characters\)"),
+        ({"clip_max": 3e38, "clip_min": -3e38}, "wider than float32 can hold"),
+        ({"clip_max": 4e-6, "clip_min": -4e-6}, "narrower than 1e-05"),
+        ({"clip_max": 5e-6, "fixed_min": True}, "narrower than 1e-05"),
+    ],
+    ids=["inf", "beyond-float32", "400-digits", "span-overflows", "too-narrow", "narrow-at-0"],
+)
+def test_unrepresentable_clips_name_layer_and_key(model, data, message):
+    with pytest.raises(
+        keras_qat.ConfigError, match=f"Layer 'conv': retrain_data_config.*{message}"
+    ):
+        keras_qat.read_retrain_config({"conv": layer(data=data)}, model)
 
 
 def test_layer_not_computing_in_float32():

@@ -1,0 +1,109 @@
+"""Reading a QAT model's quantizers: which layers, their clips and weight scales, their health."""
+
+import numpy as np
+
+from keras_qat._keras import tfmot
+from keras_qat.errors import UnsupportedModelError
+from keras_qat.quantizers import ranges
+from keras_qat.quantizers.input_layer import InputQuantizeLayer
+from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
+
+
+def weight_scales(wrapper):
+    """Current weight scales of a wrapped layer, per kernel attribute.
+
+    Args:
+        wrapper: A `QuantizeWrapperV2` built by the walker.
+
+    Returns:
+        Kernel attribute -> 1-D array (one scale per output channel, or one).
+    """
+    scales = {}
+    for (attr, _), (kernel, quantizer, variables) in zip(
+        wrapper.quantize_config.kernels, wrapper._weight_vars, strict=True
+    ):
+        if isinstance(quantizer, UlqWeightQuantizer):
+            scales[attr] = np.atleast_1d(variables["scale"].numpy())
+        else:
+            channels_last = ranges.to_channels_last(kernel, quantizer.layout)
+            bound = ranges.max_abs(channels_last, quantizer.channel_wise).numpy()
+            qmax = ranges.signed_qmax(ranges.bits_of(quantizer.dst_type))
+            scales[attr] = np.atleast_1d(bound / qmax)
+    return scales
+
+
+def quantized_layers(qat_model):
+    """Returns `(input quantizer layers, weight wrappers)` of a QAT model, by target name.
+
+    Args:
+        qat_model: A model from `apply_retrain_config` (or loaded).
+
+    Returns:
+        `(inputs, wrappers)`: two dicts from quantized layer name to layer.
+    """
+    inputs, wrappers = {}, {}
+    for layer in qat_model.layers:
+        if isinstance(layer, InputQuantizeLayer):
+            inputs[layer.target] = layer
+        elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+            wrappers[layer.layer.name] = layer
+    return inputs, wrappers
+
+
+def clip_range(input_layer):
+    """Returns `(clip_min, clip_max)` of an `InputQuantizeLayer` as floats."""
+    clip_min, clip_max = input_layer.quantizer.bounds(input_layer.quantizer_vars)
+    return float(clip_min.numpy()), float(clip_max.numpy())
+
+
+def non_finite_layers(qat_model):
+    """Names of the quantized layers whose clip bounds or weight scales are NaN or infinite.
+
+    Args:
+        qat_model: A QAT model.
+
+    Returns:
+        A sorted list of layer names.
+    """
+    inputs, wrappers = quantized_layers(qat_model)
+    broken = {name for name, layer in inputs.items() if not np.isfinite(clip_range(layer)).all()}
+    broken.update(
+        name
+        for name, wrapper in wrappers.items()
+        if not all(np.isfinite(s).all() for s in weight_scales(wrapper).values())
+    )
+    return sorted(broken)
+
+
+def checked_quantized_layers(qat_model, what, finite=True):
+    """`quantized_layers` of a model that must be a QAT model.
+
+    Args:
+        qat_model: The model given to `what`.
+        what: The function or command it was given to, for the message.
+        finite: Also require finite clip bounds and weight scales. Defaults
+            to `True`.
+
+    Returns:
+        `(inputs, wrappers)` as `quantized_layers` returns them.
+
+    Raises:
+        UnsupportedModelError: if the model holds no keras_qat quantizer (a
+            float model), or a clip bound or weight scale is NaN or infinite
+            (training diverged) and `finite` is True, naming the layers.
+    """
+    inputs, wrappers = quantized_layers(qat_model)
+    if not inputs and not wrappers:
+        raise UnsupportedModelError(
+            f"{what} needs the QAT model apply_retrain_config returns; model "
+            f"'{getattr(qat_model, 'name', '?')}' holds no keras_qat quantizer (a float model?)."
+        )
+    broken = non_finite_layers(qat_model) if finite else []
+    if broken:
+        raise UnsupportedModelError(
+            f"{what}: model '{qat_model.name}' has NaN or infinite clip bounds or weight scales "
+            f"in layer(s) {broken}; training diverged (e.g. a learning rate far too "
+            "high). Retrain from the float model with a lower learning rate; "
+            "keras_qat.StopOnNonFiniteClips() stops fit at the first such step."
+        )
+    return inputs, wrappers
