@@ -138,12 +138,14 @@ def _export(args):
     check = _load_array(args.check) if args.check else None
     if check is not None:
         sample_batches(check, model, f"--check {args.check}", CHECK_BATCH_SIZE)
-        if args.decisive_output and args.decisive_output not in model.output_names:
-            raise _CommandError([
-                f"--decisive-output must be one of the model's outputs {model.output_names}. "
-                f"Received: {args.decisive_output}"
-            ])  # fmt: skip
-    export_tflite(model, args.output, representative, args.int8_io, overwrite=args.force)
+    if args.decisive_output and args.decisive_output not in model.output_names:
+        raise _CommandError([
+            f"--decisive-output must be one of the model's outputs {model.output_names}. "
+            f"Received: {args.decisive_output}"
+        ])  # fmt: skip
+    export_tflite(
+        model, args.output, representative, args.int8_io, args.force, args.decisive_output
+    )
     print(f"wrote {args.output}")
     if args.saved_model:
         export_saved_model(model, args.saved_model, overwrite=args.force)

@@ -54,7 +54,9 @@ def export_saved_model(qat_model, path, overwrite=False):
 
 
 @with_graph_recursion_room
-def export_tflite(qat_model, path, representative_data=None, int8_io=False, overwrite=False):
+def export_tflite(
+    qat_model, path, representative_data=None, int8_io=False, overwrite=False, decisive_output=None
+):
     """Converts the QAT model to an int8 TFLite file.
 
     Convolution and dense inputs and weights take the learned ULQ ranges and
@@ -70,6 +72,8 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
         int8_io: Make the model's inputs and outputs int8 (needs
             `representative_data`). Defaults to `False`.
         overwrite: Replace an existing file. Defaults to `False`.
+        decisive_output: The output whose agreement decides the warning (see
+            `check_tflite`). Defaults to the first output.
 
     Returns:
         The path. The quant record (`quant_record`) is written beside it as
@@ -82,8 +86,9 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
             when any error is raised.
         UnsupportedModelError: if the model is not a QAT model, or its clips
             or weight scales are NaN or infinite.
-        DataError: if `representative_data` does not fit the model, or
-            `int8_io` is asked without it.
+        DataError: if `representative_data` does not fit the model,
+            `int8_io` is asked without it, or `decisive_output` is not an
+            output of the model.
         FileExistsError: if the file or its record exists and `overwrite` is
             False (checked before converting).
         FileNotFoundError: if `path`'s parent directory does not exist.
@@ -91,6 +96,11 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     if int8_io and representative_data is None:
         raise DataError("int8_io=True needs representative_data to range the model's inputs.")
     checked_quantized_layers(qat_model, "export_tflite")
+    if decisive_output not in (None, *qat_model.output_names):
+        raise DataError(
+            f"decisive_output must be one of the model's outputs {qat_model.output_names}. "
+            f"Received: decisive_output={decisive_output!r}"
+        )
     record_path = record_path_for(path)
     check_writable(path, overwrite)
     check_writable(record_path, overwrite)
@@ -142,12 +152,14 @@ def export_tflite(qat_model, path, representative_data=None, int8_io=False, over
     record = json.dumps(quant_record(qat_model), indent=2) + "\n"
     write_files_atomic({path: flatbuffer, record_path: record}, overwrite)
     if representative_data is not None:
-        _warn_on_disagreement(qat_model, path, representative_data)
+        _warn_on_disagreement(qat_model, path, representative_data, decisive_output)
     return path
 
 
-def _warn_on_disagreement(qat_model, path, data):
-    result = check_tflite(qat_model, path, data, max_batches=REPRESENTATIVE_BATCHES)
+def _warn_on_disagreement(qat_model, path, data, decisive_output):
+    result = check_tflite(
+        qat_model, path, data, REPRESENTATIVE_BATCHES, decisive_output=decisive_output
+    )
     if result["agreement"] < AGREEMENT_WARNING:
         warnings.warn(
             f"{path} does not agree with the QAT model on the representative data. "

@@ -202,7 +202,8 @@ def check_tflite(
         decisive_output: Name of the output that decides `agreement`.
             Defaults to the model's first output.
         measure: `"top1"` or `"steps"`: how the deciding output is measured.
-            Defaults to top-1 where it applies, else steps.
+            Defaults to top-1 for class scores (rank 2, or 3 for a sequence,
+            with more than one value along the last axis), else steps.
 
     Returns:
         Dict with `samples` (how many were compared), `decisive_output`,
@@ -246,7 +247,12 @@ def check_tflite(
         samples += len(batch[0])
     outputs = {name: comparison.result() for name, comparison in comparisons.items()}
     decisive = outputs[decisive_output]
-    measure = measure or ("top1" if "top1_agreement" in decisive else "steps")
+    # Class scores (per sample or per time step) by top-1; maps and regressions by steps.
+    is_scores = (
+        "top1_agreement" in decisive
+        and len(qat_model.outputs[names[1].index(decisive_output)].shape) <= 3
+    )
+    measure = measure or ("top1" if is_scores else "steps")
     if measure == "top1" and "top1_agreement" not in decisive:
         raise DataError(
             f"output '{decisive_output}' has one value along its last axis: top-1 does not "
