@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat.atomic import check_writable, write_dir_atomic, write_files_atomic
-from keras_qat.data import sample_batches
+from keras_qat.data import input_names, sample_batches
 from keras_qat.errors import DataError, ExportError
 from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.litert import check_tflite, describe_check, refuse_unrunnable
@@ -133,8 +133,11 @@ def export_tflite(
     try:
         with warnings.catch_warnings():
             # Feeding representative data by name, the converter opens a
-            # tf.lite.Interpreter itself; its deprecation notice is not for the user.
+            # tf.lite.Interpreter itself; its deprecation notice is not for the
+            # user. Nor is its note that the inputs have no range statistics:
+            # the input quantizers' fake-quant ops give the ranges.
             warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
+            warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
             flatbuffer = converter.convert()
     except Exception as e:  # the converter raises several types; all mean "rejected"
         message = str(e)
@@ -148,7 +151,7 @@ def export_tflite(
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
-    refuse_unrunnable(flatbuffer, qat_model.name)
+    refuse_unrunnable(flatbuffer, qat_model.name, batches, input_names(qat_model))
     record = json.dumps(quant_record(qat_model), indent=2) + "\n"
     write_files_atomic({path: flatbuffer, record_path: record}, overwrite)
     if representative_data is not None:

@@ -1,11 +1,18 @@
 """Running an exported .tflite in LiteRT, and comparing it with the QAT model output by output."""
 
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import tensorflow as tf
 
 from keras_qat.data import input_names, sample_batches
 from keras_qat.errors import DataError, ExportError
 from keras_qat.graph.recursion import with_graph_recursion_room
+from keras_qat.litert_probe import run_signature
 
 # Samples per interpreter call when an array set is compared.
 CHECK_BATCH_SIZE = 256
@@ -14,61 +21,59 @@ CHECK_BATCH_SIZE = 256
 MEASURES = ("top1", "steps")
 
 
-def _interpreter(tflite_path=None, content=None):
+def _interpreter(tflite_path):
     from ai_edge_litert.interpreter import Interpreter  # LiteRT loads slowly; only when run
 
-    if content is not None:
-        return Interpreter(model_content=content)
     return Interpreter(model_path=str(tflite_path))
 
 
-def refuse_unrunnable(content, model_name):
-    """Raises unless LiteRT, with its default delegate, can prepare the file to run.
+def _failure(stderr, returncode):
+    """LiteRT's reason, from the probe's stderr: the failing op when it names one."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    ops = [line for line in lines if re.search(r"Node number \d+ \(\w+\) failed to", line)]
+    reason = ops[-1] if ops else (lines[-1] if lines else "no message")
+    if returncode < 0:
+        return f"LiteRT aborted (signal {-returncode}): {reason}"
+    return reason
+
+
+def refuse_unrunnable(content, model_name, batches=None, names=None):
+    """Raises unless LiteRT, with its default delegate, prepares and runs the file.
+
+    It runs in a child process (`litert_probe`): an abort in LiteRT's native
+    code must not end the caller's process.
 
     Args:
         content: The .tflite flatbuffer.
         model_name: The Keras model's name, for the message.
+        batches: Sample batches to run it on (lists of arrays, one per
+            input); one sample of zeros when `None`. Defaults to `None`.
+        names: The input names, in the batches' order. Defaults to `None`.
 
     Raises:
-        ExportError: if LiteRT refuses the file (e.g. "failed to create
-            XNNPACK runtime" for requantization scales out of its range).
+        ExportError: if LiteRT refuses or fails on the file, naming the op
+            where LiteRT does.
     """
-    try:
-        _interpreter(content=content).allocate_tensors()
-    except (RuntimeError, ValueError) as e:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "probe.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        command = [sys.executable, "-m", "keras_qat.litert_probe", path]
+        if batches:
+            inputs = os.path.join(directory, "inputs.npz")
+            arrays = [np.concatenate(parts) for parts in zip(*batches, strict=True)]
+            np.savez(inputs, **dict(zip(names, arrays, strict=True)))
+            command.append(inputs)
+        # The child finds this keras_qat even where it is not installed.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path_entries = [root, *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path_entries)}
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
         raise ExportError(
             f"LiteRT cannot run the file converted from model '{model_name}' (nothing was "
-            f"written): {str(e).strip()[:500]}. Extreme clip ranges are the usual cause: "
-            "check quant_report for clips far outside the activations' range."
-        ) from None
-
-
-def _run(runner, inputs):
-    """Runs a signature on float inputs; int8 tensors take the file's own quantization.
-
-    Args:
-        runner: The file's signature runner.
-        inputs: Dict of input name to float array.
-
-    Returns:
-        Dict of output name to float32 array.
-    """
-    feeds = {}
-    for name, detail in runner.get_input_details().items():
-        array = np.asarray(inputs[name])
-        if detail["dtype"] == np.int8:
-            scale, zero_point = detail["quantization"]
-            array = np.clip(np.round(array / scale + zero_point), -128, 127)
-        feeds[name] = array.astype(detail["dtype"])
-    outputs = runner(**feeds)
-    results = {}
-    for name, detail in runner.get_output_details().items():
-        result = outputs[name].astype(np.float32)
-        if detail["dtype"] == np.int8:
-            scale, zero_point = detail["quantization"]
-            result = (result - zero_point) * scale
-        results[name] = result
-    return results
+            f"written): {_failure(done.stderr, done.returncode)[:500]}"
+        )
 
 
 def predict_tflite(tflite_path, inputs, batch_size=256):
@@ -102,7 +107,7 @@ def predict_tflite(tflite_path, inputs, batch_size=256):
         raise DataError(f"{tflite_path} takes inputs {names}. Received: {sorted(inputs)}")
     count = len(next(iter(inputs.values())))
     parts = [
-        _run(runner, {name: a[start : start + batch_size] for name, a in inputs.items()})
+        run_signature(runner, {name: a[start : start + batch_size] for name, a in inputs.items()})
         for start in range(0, count, batch_size)
     ]
     outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
@@ -241,7 +246,7 @@ def check_tflite(
     batches = sample_batches(data, qat_model, "data", CHECK_BATCH_SIZE, max_batches=max_batches)
     for batch in batches:
         expected = tf.nest.flatten(qat_model.predict_on_batch(batch))
-        results = _run(runner, dict(zip(names[0], batch, strict=True)))
+        results = run_signature(runner, dict(zip(names[0], batch, strict=True)))
         for name, want in zip(names[1], expected, strict=True):
             comparisons[name].add(results[name], np.asarray(want))
         samples += len(batch[0])

@@ -52,6 +52,7 @@ def test_unloadable_model_file(tmp_path, capsys):
     assert "cannot load model" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the README's first command runs the same demo
 def test_demo_trains_quantizes_exports_and_compares(tmp_path, capsys):
     import re
 

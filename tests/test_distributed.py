@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import json
 import tensorflow as tf
@@ -63,6 +65,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # a fresh interpreter training twice (~25 s)
 def test_mirrored_strategy_matches_one_device(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=tmp_path

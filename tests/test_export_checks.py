@@ -104,3 +104,19 @@ def test_callback_stops_training_at_the_first_non_finite_clip():
     assert batches == [0, 1, 2] and stop.layers == ["conv1"]
     with pytest.raises(FloatingPointError, match=r"in layer\(s\) \['conv1'"):
         qat.fit(x, y, batch_size=8, verbose=0, callbacks=[keras_qat.StopOnNonFiniteClips(True)])
+
+
+def test_file_that_fails_in_litert_is_an_export_error_and_not_written(tmp_path):
+    import tensorflow as tf
+
+    inputs = keras.Input((16,), name="x")
+    # A float front end before the first quantizer: the converter makes its DIV
+    # int8, and LiteRT refuses a divisor that rounds to the zero point.
+    front = tf.math.log(inputs + 1.0) / (inputs + 1e-3)
+    hidden = L.Dense(8, activation="relu", name="hidden")(front)
+    model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
+    data = np.random.default_rng(0).uniform(0, 100, (256, 16)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(model, {"hidden": {}, "out": {}}, data)
+    with pytest.raises(keras_qat.ExportError, match=r"\(DIV\) failed to invoke"):
+        keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ unexplained, never change the model and never leave a file behind."""
 
 import json
 import os
+import re
 
 import numpy as np
 from conftest import all_types_model
@@ -77,7 +78,10 @@ def test_broken_json_files_are_explained(tmp_path_factory, text):
     try:
         keras_qat.read_retrain_config(str(path), MODEL)
     except keras_qat.ConfigError as e:
-        assert "config" in str(e).lower() or "line" in str(e)
+        # Each message names the file; a syntax error also says where in it.
+        assert all(message.startswith(f"{path}: ") for message in e.errors), e.errors
+        if "invalid JSON" in str(e):
+            assert re.search(r"at line \d+, column \d+", str(e)), e.errors
     assert path.read_bytes() == text.encode()
 
 

@@ -5,10 +5,12 @@ import re
 
 import nbclient
 import nbformat
+import pytest
 
 NOTEBOOK = pathlib.Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.slow  # a kernel process and a full training run (~30 s)
 def test_quickstart_notebook_runs(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
