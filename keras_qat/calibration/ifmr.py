@@ -1,6 +1,6 @@
 """IFMR: the initial clip range of an activation, by a search over clip values.
 
-Formula (SPEC.md section 3): `max_v`, `min_v` are the values at percentile
+Formula (AMCT's IFMR): `max_v`, `min_v` are the values at percentile
 0.999999 from the top and the bottom (widened to include 0), `M = max(|max_v|,
 |min_v|)`. For `c = r * M`, r = 0.70, 0.71, ..., 1.30, the symmetric step is
 `s = c / qmax` (`c / (qmax + 1)` when the larger magnitude is negative) and the

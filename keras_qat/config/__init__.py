@@ -1,4 +1,4 @@
-"""The retrain config: schema and defaults from the seeds, validation, reading and writing."""
+"""The retrain config: schema and AMCT's defaults, validation, reading and writing."""
 
 from keras_qat.config.create import create_quant_retrain_config
 from keras_qat.config.retrain_config import (

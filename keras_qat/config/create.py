@@ -28,8 +28,8 @@ from keras_qat.config.retrain_config import (
 from keras_qat.config.schema_errors import did_you_mean, schema_errors
 from keras_qat.config.validate import load_config_document, parse_retrain_config
 from keras_qat.errors import ConfigError
-from keras_qat.graph.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
 from keras_qat.graph.model_check import check_model, model_layers
+from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
 
 _BLOCKS = {
     "retrain_data_quant_config": "retrain_data_config",
@@ -38,7 +38,7 @@ _BLOCKS = {
 
 
 def default_layer_entry(layer):
-    """Returns the seeds' default config entry for a quantizable layer.
+    """Returns the default config entry (AMCT's defaults) for a quantizable layer.
 
     Args:
         layer: A layer whose type is in the layer table.
@@ -151,7 +151,7 @@ def _read_definition(config_definition, model):
 def create_quant_retrain_config(config_file, model, config_definition=None, overwrite=False):
     """Writes a retrain config with one entry per quantizable layer of `model`.
 
-    Every key is at the seeds' default unless `config_definition` says
+    Every key is at AMCT's default unless `config_definition` says
     otherwise. The file is written only once everything has been validated,
     and atomically: an existing file is never left half-written.
 

@@ -1,4 +1,4 @@
-"""The retrain config's keys, defaults and JSON Schema, as the seeds define them.
+"""The retrain config's keys, defaults and JSON Schema, as AMCT's retrain config defines them.
 
 Canonical form (what keras_qat writes)::
 
@@ -8,7 +8,7 @@ Canonical form (what keras_qat writes)::
                       "retrain_weight_config": {"algo": "arq_retrain",
                                                 "channel_wise": true, "dst_type": "INT8"}}}
 
-`clip_max`, `clip_min` and `fixed_min` have no default: the seeds recommend
+`clip_max`, `clip_min` and `fixed_min` have no default: AMCT recommends
 leaving them out (IFMR initialises the clip bounds, the graph decides
 `fixed_min`). The English table's spellings are accepted as aliases on read:
 `weights_retrain_algo` for the weight `algo`, and `batch_num` inside

@@ -17,8 +17,8 @@ from keras_qat.config.retrain_config import (
 from keras_qat.config.schema_errors import did_you_mean, schema_errors, show
 from keras_qat.errors import ConfigError
 from keras_qat.graph.fixed_min import FixedMinResolver
-from keras_qat.graph.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
 from keras_qat.graph.model_check import check_model, model_layers
+from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
 
 
 def load_config_document(config):

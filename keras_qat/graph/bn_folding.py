@@ -10,7 +10,7 @@ per-tensor scale does not commute with a per-channel factor).
 import numpy as np
 
 from keras_qat._keras import keras
-from keras_qat.graph.layer_table import layer_spec
+from keras_qat.layer_table import layer_spec
 
 
 def is_foldable_batch_norm(batch_norm, producer):

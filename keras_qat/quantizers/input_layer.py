@@ -1,6 +1,7 @@
 """The Keras layer that quantizes a quantized layer's input."""
 
 from keras_qat._keras import keras
+from keras_qat.quantizers.ulq import UlqQuantizer
 
 
 class InputQuantizeLayer(keras.layers.Layer):
@@ -41,11 +42,8 @@ class InputQuantizeLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        # Imported here: the quantizers package imports this module.
-        from keras_qat.quantizers import CUSTOM_OBJECTS
-
         config = dict(config)
         config["quantizer"] = keras.utils.deserialize_keras_object(
-            config["quantizer"], custom_objects=CUSTOM_OBJECTS
+            config["quantizer"], custom_objects={"UlqQuantizer": UlqQuantizer}
         )
         return cls(**config)

@@ -1,7 +1,7 @@
 """The TFMOT QuantizeConfig that attaches keras_qat's weight quantizers to a layer."""
 
 from keras_qat._keras import tfmot
-from keras_qat.graph.layer_table import layer_spec
+from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
 

@@ -73,8 +73,8 @@ class UlqQuantizer(QuantizerBase):
     """ULQ activation quantizer (`retrain_data_config`), one per quantized layer input.
 
     The clip bounds are variables of the layer that owns the quantizer, so they
-    are saved and restored with it. A bound given in the config is fixed (the
-    seeds: "if this parameter is included, the bound is fixed"); one left out
+    are saved and restored with it. A bound given in the config is fixed (AMCT's
+    retrain config: "if this parameter is included, the bound is fixed"); one left out
     is trainable, initialised by calibration (`assign_clip_range`). Whatever
     the optimiser does, the bounds are projected back to clip_min <= 0 <
     clip_max (variable constraints, which tf_keras optimisers apply after each

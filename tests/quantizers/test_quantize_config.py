@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras_qat
 from keras_qat._keras import keras, tfmot
 from keras_qat.config import WeightQuantConfig
-from keras_qat.graph.layer_table import layer_spec
+from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer, WeightQuantizeConfig
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 

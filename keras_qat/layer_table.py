@@ -2,7 +2,8 @@
 
 Each entry says which kernel attributes the weight quantizer handles and how
 each kernel lays out its output channels (empty: the layer has no weights and
-only its input is quantized), and the seeds' default for `channel_wise`.
+only its input is quantized), and the default of `channel_wise` (true, but false
+for Dense, as AMCT's retrain config table gives it).
 Lookup is by exact class, so a user subclass of `Conv2D` with its own `call`
 is never silently treated as a plain convolution.
 """
