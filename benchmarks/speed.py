@@ -26,14 +26,13 @@ import time
 
 import numpy as np
 from image_clip import with_image_clip_fixed
-from ulq_gradient import bare_gradient
+from ulq_gradient import use_gradient
 
 import keras_qat
 import keras_qat.apply
 from keras_qat._keras import keras, tfmot
 from keras_qat.config.create import build_config_document
 from keras_qat.demo import LOSS, build_demo_model
-from keras_qat.quantizers import ulq
 
 
 def networks():
@@ -110,12 +109,9 @@ def main():
         for candidate in models.values():
             warm_up(candidate, x, y, batch)
         # The floor: the same fake-quant ops with their own gradient (no learned-clip term).
-        original, ulq.ulq_fake_quant = ulq.ulq_fake_quant, bare_gradient
-        try:
-            models["bare"] = keras_qat.apply_retrain_config(model, config, x[:batch])
-            warm_up(models["bare"], x, y, batch)  # traced here, with the bare gradient
-        finally:
-            ulq.ulq_fake_quant = original
+        bare = keras_qat.apply_retrain_config(model, config, x[:batch])
+        models["bare"] = use_gradient(bare, "fake_quant")
+        warm_up(models["bare"], x, y, batch)
         times = {key: [] for key in models}
         for _ in range(args.rounds):
             for key, candidate in models.items():

@@ -11,7 +11,12 @@ def _round_half_up(values):
     return tf.floor(values + 0.5)
 
 
-def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
+# The gradients the clip bounds can take: AMCT's ULQ rule, or the fake-quant
+# op's own (clipped values only), the cost floor benchmarks compare against.
+GRADIENTS = ("ulq", "fake_quant")
+
+
+def ulq_fake_quant(inputs, clip_min, clip_max, num_bits, gradient="ulq"):
     """Fake-quantizes `inputs` to [clip_min, clip_max] with AMCT's ULQ gradients.
 
     Forward: `fake_quant_with_min_max_vars` (scale `(clip_max - clip_min) /
@@ -29,10 +34,16 @@ def ulq_fake_quant(inputs, clip_min, clip_max, num_bits):
         clip_min: Scalar lower bound (<= 0).
         clip_max: Scalar upper bound (> 0).
         num_bits: 8 or 4.
+        gradient: `"ulq"` (the rule above) or `"fake_quant"` (the op's own
+            gradient, without the `e` term). Defaults to `"ulq"`.
 
     Returns:
         The fake-quantized activations.
     """
+    if gradient == "fake_quant":
+        return tf.quantization.fake_quant_with_min_max_vars(
+            inputs, clip_min, clip_max, num_bits=num_bits
+        )
     levels = float(2**num_bits - 1)
 
     def rounding_error(values, scale):
@@ -96,13 +107,24 @@ class UlqQuantizer(QuantizerBase):
         clip_max: Fixed upper bound, or None for a trainable one. Defaults to `None`.
         clip_min: Fixed lower bound, or None for a trainable one (ignored with
             `fixed_min`). Defaults to `None`.
+        gradient: One of `GRADIENTS`: the clip bounds' gradient (see
+            `ulq_fake_quant`); read when the model is traced. Defaults to
+            `"ulq"`.
+
+    Raises:
+        ValueError: for an unknown `gradient`.
     """
 
-    def __init__(self, dst_type="INT8", fixed_min=False, clip_max=None, clip_min=None):
+    def __init__(
+        self, dst_type="INT8", fixed_min=False, clip_max=None, clip_min=None, gradient="ulq"
+    ):
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {GRADIENTS}. Received: {gradient!r}")
         self.dst_type = dst_type
         self.fixed_min = fixed_min
         self.clip_max = clip_max
         self.clip_min = clip_min
+        self.gradient = gradient
 
     def build(self, tensor_shape, name, layer):
         weights = {
@@ -143,7 +165,8 @@ class UlqQuantizer(QuantizerBase):
 
     def __call__(self, inputs, training, weights, **kwargs):
         clip_min, clip_max = self.bounds(weights)
-        return ulq_fake_quant(inputs, clip_min, clip_max, ranges.bits_of(self.dst_type))
+        bits = ranges.bits_of(self.dst_type)
+        return ulq_fake_quant(inputs, clip_min, clip_max, bits, self.gradient)
 
     @staticmethod
     def assign_clip_range(weights, clip_min, clip_max):
@@ -164,4 +187,5 @@ class UlqQuantizer(QuantizerBase):
             "fixed_min": self.fixed_min,
             "clip_max": self.clip_max,
             "clip_min": self.clip_min,
+            "gradient": self.gradient,
         }

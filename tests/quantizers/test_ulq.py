@@ -129,3 +129,19 @@ def test_serialises():
     q = UlqQuantizer("INT4", fixed_min=True, clip_max=2.0)
     assert UlqQuantizer.from_config(q.get_config()) == q
     assert q != UlqQuantizer("INT4", fixed_min=False, clip_max=2.0)
+
+
+def test_fake_quant_gradient_option_drops_the_in_range_term():
+    x = tf.constant(np.linspace(-0.9, 0.9, 37), tf.float32)
+    grads = {}
+    for gradient in ("ulq", "fake_quant"):
+        quantizer = UlqQuantizer("INT4", clip_max=1.0, clip_min=-1.0, gradient=gradient)
+        low, high = tf.Variable(-1.0), tf.Variable(1.0)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(quantizer(x, True, {"clip_min": low, "clip_max": high}) * x)
+        grads[gradient] = tape.gradient(loss, high)
+        assert UlqQuantizer(**quantizer.get_config()).gradient == gradient
+    assert grads["ulq"].numpy() != 0.0
+    assert grads["fake_quant"] is None or grads["fake_quant"].numpy() == 0.0  # nothing clipped
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        UlqQuantizer(gradient="lsq")
