@@ -122,7 +122,15 @@ def write_files_atomic(contents, overwrite=False):
             os.replace(old, path)
         raise
     for old in moved_aside.values():
-        os.unlink(old)
+        _remove(old)
+
+
+def _remove(path):
+    """Deletes a file, a symbolic link or a directory tree."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def write_dir_atomic(path, fill, overwrite=False):
@@ -141,18 +149,27 @@ def write_dir_atomic(path, fill, overwrite=False):
     check_writable(path, overwrite)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
     try:
+        os.chmod(tmp, _directory_mode())  # mkdtemp creates 0700
         fill(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         os.replace(tmp, path)
         return
     old = tmp + ".old"
     os.replace(path, old)
-    os.replace(tmp, path)
-    # The replaced entry may be a directory or, when the user asked for it, a file.
-    if os.path.isdir(old):
-        shutil.rmtree(old)
-    else:
-        os.unlink(old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # The replaced entry may be a directory, a link or, when asked for, a file.
+    _remove(old)
+
+
+def _directory_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask

@@ -252,7 +252,8 @@ def _native_logs_silenced():
     TensorFlow, XLA and the converter log through absl straight to file
     descriptor 2, some of it before any log level is read, so the descriptor
     is pointed at /dev/null while `sys.stderr` (error lines, warnings,
-    tracebacks) keeps writing to the terminal through a copy of it.
+    tracebacks) keeps writing to the terminal through a copy of it. A native
+    crash's own message is hidden too: `--verbose` shows it.
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -262,7 +263,13 @@ def _native_logs_silenced():
     except (AttributeError, OSError, ValueError):  # replaced, e.g. captured by a test
         on_descriptor_2 = False
     if on_descriptor_2:
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+        sys.stderr = os.fdopen(
+            os.dup(saved),
+            "w",
+            buffering=1,
+            encoding=python_stderr.encoding,
+            errors=python_stderr.errors,
+        )
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
@@ -272,9 +279,9 @@ def _native_logs_silenced():
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-        if on_descriptor_2:
-            sys.stderr.close()
-            sys.stderr = python_stderr
+        # The copy stays open: logging handlers created inside (TensorFlow's,
+        # absl's) hold it, and it writes where stderr does.
+        sys.stderr = python_stderr
 
 
 def _run(args):

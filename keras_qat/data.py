@@ -37,12 +37,15 @@ def _as_input_list(features, model, what):
             )
         return [features[n] for n in names]
     if isinstance(features, (list, tuple)):
-        if len(features) != len(names):
+        # For one input a list is that input's rows, unless it holds one array: [x].
+        per_input = len(names) > 1 or (len(features) == 1 and _is_array(features[0]))
+        if per_input and len(features) != len(names):
             raise DataError(
                 f"{what}: the model has {len(names)} input(s) {names}; each batch must be "
                 f"one array per input (or (x, y) with such an x). Received: {len(features)} arrays"
             )
-        return list(features)
+        if per_input:
+            return list(features)
     if len(names) > 1:
         raise DataError(
             f"{what}: the model has {len(names)} inputs {names}; each batch must "

@@ -155,14 +155,13 @@ def export_tflite(
     record = json.dumps(quant_record(qat_model), indent=2) + "\n"
     write_files_atomic({path: flatbuffer, record_path: record}, overwrite)
     if representative_data is not None:
-        _warn_on_disagreement(qat_model, path, representative_data, decisive_output)
+        _warn_on_disagreement(qat_model, path, batches, decisive_output)
     return path
 
 
-def _warn_on_disagreement(qat_model, path, data, decisive_output):
-    result = check_tflite(
-        qat_model, path, data, REPRESENTATIVE_BATCHES, decisive_output=decisive_output
-    )
+def _warn_on_disagreement(qat_model, path, batches, decisive_output):
+    """Warns when the file disagrees with the model on the representative batches."""
+    result = check_tflite(qat_model, path, iter(batches), decisive_output=decisive_output)
     if result["agreement"] < AGREEMENT_WARNING:
         warnings.warn(
             f"{path} does not agree with the QAT model on the representative data. "

@@ -161,8 +161,10 @@ class _OutputComparison:
 
     def add(self, got, expected):
         error = np.abs(got - expected)
-        self.max_error = max(self.max_error, float(np.max(error)) if error.size else 0.0)
+        if not error.size:
+            return
         self.scores = expected.ndim >= 2 and expected.shape[-1] > 1
+        self.max_error = max(self.max_error, float(np.max(error)))
         if self.scores:
             same = _top1(got) == _top1(expected)
             self.agree += int(np.sum(same))
@@ -177,10 +179,10 @@ class _OutputComparison:
         result = {
             "max_abs_error": self.max_error,
             "step": self.step,
-            "max_error_steps": self.max_error / (self.step or self.reach_step),
+            "max_error_steps": self.max_error / (self.step or self.reach_step or 1.0),
             "within_one_step": self.within / max(self.values, 1),
         }
-        if self.scores:
+        if self.scores and self.positions:
             result["top1_agreement"] = self.agree / self.positions
         return result
 

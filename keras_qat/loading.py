@@ -2,6 +2,8 @@
 
 import os
 
+import tensorflow as tf
+
 from keras_qat._keras import SafeModeScope, keras
 from keras_qat.errors import ModelFileError
 from keras_qat.graph.recursion import graph_recursion_room
@@ -17,7 +19,7 @@ _LOADABLE_LAYERS = 10_000
 def _revived_lambdas(model):
     return [
         layer.name
-        for layer in model.layers
+        for layer in model.submodules  # nested models' layers too
         if f"{type(layer).__module__}.{type(layer).__name__}" == _REVIVED_LAMBDA
     ]
 
@@ -45,7 +47,7 @@ def load_model(path, safe_mode=True, compile=False):
         ModelFileError: if the file does not exist, cannot be loaded, or
             carries code and `safe_mode` is True.
     """
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(os.fspath(path)):  # also gs:// and other TensorFlow paths
         raise ModelFileError(f"cannot load model {path}: no such file or directory")
     try:
         with (

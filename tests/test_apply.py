@@ -121,6 +121,14 @@ def test_single_input_data_forms_and_a_read_config(trained, digits):
         assert keras_qat.quant_report(got) == expected
 
 
+def test_generator_of_python_rows_for_one_input():
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, L.Dense(2, name="out")(inputs))
+    rows = ([[0.1 * i, 0.2, -0.3] for i in range(4)] for _ in range(2))
+    qat = keras_qat.apply_retrain_config(model, {"batch_num": 2, "out": {}}, rows)
+    assert keras_qat.quant_report(qat)["out"]["clip_max"] > 0
+
+
 def test_float64_data_overflowing_float32_is_caught(trained):
     beyond = np.full((8, 8, 8, 1), 1e39)  # finite in float64, inf in the model's float32
     with pytest.raises(keras_qat.DataError, match="input 'image' contains NaN or Inf"):

@@ -85,3 +85,22 @@ def test_saved_model_replaces_a_regular_file_only_when_asked(qat_and_data, tmp_p
     keras_qat.export_saved_model(qat, target, overwrite=True)
     assert (target / "saved_model.pb").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["saved"]  # no .old litter
+
+
+def test_replacing_a_directory_or_a_link_leaves_no_litter(tmp_path):
+    from keras_qat.atomic import write_dir_atomic, write_file_atomic
+
+    (tmp_path / "was_dir").mkdir()
+    (tmp_path / "was_dir" / "inside").write_text("x")
+    write_file_atomic(tmp_path / "was_dir", "now a file", overwrite=True)
+    assert (tmp_path / "was_dir").read_text() == "now a file"
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    write_dir_atomic(tmp_path / "link", lambda d: open(f"{d}/f", "w").close(), overwrite=True)
+    assert (tmp_path / "link" / "f").exists() and not (tmp_path / "link").is_symlink()
+    assert target.is_dir()  # the link's target is not touched
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "link").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target", "was_dir"]

@@ -11,6 +11,7 @@ public entry point that builds, copies or converts a model runs inside
 
 import contextlib
 import functools
+import inspect
 import sys
 
 # Frames per layer: the walk itself plus the calls tf_keras makes around it
@@ -53,18 +54,21 @@ def graph_recursion_room(*models, layers=0):
 
 
 def with_graph_recursion_room(function):
-    """Decorates a function whose first argument is a model with `graph_recursion_room`.
+    """Decorates a function whose first parameter is a model with `graph_recursion_room`.
 
     Args:
-        function: Called with the model first.
+        function: Takes the model as its first parameter (by position or name).
 
     Returns:
         The wrapped function.
     """
 
+    first = next(iter(inspect.signature(function).parameters))
+
     @functools.wraps(function)
-    def wrapped(model, *args, **kwargs):
+    def wrapped(*args, **kwargs):
+        model = args[0] if args else kwargs.get(first)
         with graph_recursion_room(model):
-            return function(model, *args, **kwargs)
+            return function(*args, **kwargs)
 
     return wrapped

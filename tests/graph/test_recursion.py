@@ -70,3 +70,12 @@ def test_room_is_restored_after_an_error():
         assert sys.getrecursionlimit() > previous
         raise KeyError
     assert sys.getrecursionlimit() == previous
+
+
+def test_decorated_functions_take_the_model_by_keyword():
+    from keras_qat.graph.recursion import with_graph_recursion_room
+
+    previous = sys.getrecursionlimit()
+    limit = with_graph_recursion_room(lambda model, extra=0: sys.getrecursionlimit() + extra)
+    assert limit(model=None, extra=1) > previous + 1
+    assert limit(None) > previous
