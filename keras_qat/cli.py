@@ -124,16 +124,13 @@ def _load_array(path):
 def _export(args):
     from keras_qat.atomic import check_writable
     from keras_qat.data import sample_batches
-    from keras_qat.export import export_saved_model, export_tflite, record_path_for
+    from keras_qat.export import export_saved_model, export_tflite
     from keras_qat.litert import CHECK_BATCH_SIZE, check_tflite, describe_check
-    from keras_qat.quantizers.introspection import checked_quantized_layers
 
     model = _load_model(args, args.qat_model_file)
-    checked_quantized_layers(model, "export")
-    # Every input is checked before anything is written.
-    for path in (args.output, record_path_for(args.output), args.saved_model):
-        if path:
-            check_writable(path, args.force)
+    # What export_tflite does not check itself is checked before it writes.
+    if args.saved_model:
+        check_writable(args.saved_model, args.force)
     representative = _load_array(args.representative) if args.representative else None
     check = _load_array(args.check) if args.check else None
     if check is not None:
