@@ -135,11 +135,14 @@ def _export(args):
     check = _load_array(args.check) if args.check else None
     if check is not None:
         sample_batches(check, model, f"--check {args.check}", CHECK_BATCH_SIZE)
-    if args.decisive_output and args.decisive_output not in model.output_names:
-        raise _CommandError([
-            f"--decisive-output must be one of the model's outputs {model.output_names}. "
-            f"Received: {args.decisive_output}"
-        ])  # fmt: skip
+    deciding = args.decisive_output or model.output_names[0]
+    if args.measure == "top1" and deciding in model.output_names:
+        shape = model.outputs[model.output_names.index(deciding)].shape
+        if len(shape) < 2 or shape[-1] == 1:
+            raise _CommandError([
+                f"--measure top1: output '{deciding}' has one value along its last axis; "
+                "measure it in steps."
+            ])  # fmt: skip
     export_tflite(
         model, args.output, representative, args.int8_io, args.force, args.decisive_output
     )

@@ -226,3 +226,24 @@ def test_help_imports_no_tensorflow_and_commands_are_quiet(model_file, tmp_path)
     args = [sys.executable, "-c", command, "create-config", str(model_file), "-o", str(config)]
     quiet = subprocess.run(args, capture_output=True, text=True)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_export_options_are_checked_before_writing(saved_qat, tmp_path, capsys):
+    import keras_qat
+    from keras_qat._keras import keras
+
+    model, x = str(saved_qat / "qat.keras"), str(saved_qat / "x.npy")
+    args = ["export", model, "-o", str(tmp_path / "m.tflite"), "--check", x]
+    assert main([*args, "--decisive-output", "scores"]) == 1
+    assert "decisive_output must be one of the model's outputs ['logits']" in _one_error_line(
+        capsys
+    )
+    inputs = keras.Input((4,), name="x")
+    one = keras.Model(inputs, keras.layers.Dense(1, name="score")(inputs))
+    data = __import__("numpy").ones((8, 4), "float32")
+    keras_qat.apply_retrain_config(one, {"score": {}}, data).save(tmp_path / "one.keras")
+    __import__("numpy").save(tmp_path / "d.npy", data)
+    args = ["export", str(tmp_path / "one.keras"), "-o", str(tmp_path / "m.tflite")]
+    assert main([*args, "--check", str(tmp_path / "d.npy"), "--measure", "top1"]) == 1
+    assert "one value along its last axis" in _one_error_line(capsys)
+    assert not (tmp_path / "m.tflite").exists()
