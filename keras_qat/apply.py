@@ -41,11 +41,8 @@ def apply_retrain_config(model, config, calibration_data=None):
             (or makes the model compute) NaN or Inf values.
     """
     retrain = read_retrain_config(config, model)
-    fixed_min = {
-        name: value
-        for name, value in resolve_fixed_min(model, retrain).items()
-        if retrain.layers[name].retrain_enable
-    }
+    resolved = resolve_fixed_min(model, retrain)
+    fixed_min = {name: resolved[name] for name in retrain.enabled_layers}
     to_calibrate = [
         name for name in fixed_min if retrain.layers[name].retrain_data_config.clip_max is None
     ]

@@ -106,7 +106,7 @@ class GraphRebuilder:
     def __init__(self, model, config, fixed_min, quantize):
         _check_graph(model)
         self.model = model
-        self.layers = {n: c for n, c in config.layers.items() if c.retrain_enable}
+        self.layers = {name: config.layers[name] for name in config.enabled_layers}
         self.fixed_min = fixed_min
         self.quantize = quantize
         self.folds = plan_batch_norm_folds(model, set(self.layers))
