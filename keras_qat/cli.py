@@ -125,7 +125,7 @@ def _export(args):
     from keras_qat.atomic import check_writable
     from keras_qat.data import sample_batches
     from keras_qat.export import export_saved_model, export_tflite
-    from keras_qat.litert import CHECK_BATCH_SIZE, check_tflite, describe_check
+    from keras_qat.litert import CHECK_BATCH_SIZE, check_tflite, deciding_measure, describe_check
 
     model = _load_model(args, args.qat_model_file)
     # What export_tflite does not check itself is checked before it writes.
@@ -135,14 +135,7 @@ def _export(args):
     check = _load_array(args.check) if args.check else None
     if check is not None:
         sample_batches(check, model, f"--check {args.check}", CHECK_BATCH_SIZE)
-    deciding = args.decisive_output or model.output_names[0]
-    if args.measure == "top1" and deciding in model.output_names:
-        shape = model.outputs[model.output_names.index(deciding)].shape
-        if len(shape) < 2 or shape[-1] == 1:
-            raise _CommandError([
-                f"--measure top1: output '{deciding}' has one value along its last axis; "
-                "measure it in steps."
-            ])  # fmt: skip
+    deciding_measure(model, args.decisive_output, args.measure)  # before anything is written
     export_tflite(
         model, args.output, representative, args.int8_io, args.force, args.decisive_output
     )

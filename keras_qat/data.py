@@ -57,8 +57,7 @@ def _as_input_list(features, model, what):
 def _checked(batch, model, index, what):
     arrays = [np.asarray(a) for a in _as_input_list(batch, model, what)]
     checked = []
-    for array, tensor in zip(arrays, model.inputs, strict=True):
-        name = tensor._keras_history.layer.name
+    for array, tensor, name in zip(arrays, model.inputs, input_names(model), strict=True):
         expected = tuple(tensor.shape)
         if len(array.shape) != len(expected) or any(
             e is not None and e != r for e, r in zip(expected, array.shape, strict=True)

@@ -1,4 +1,4 @@
-"""Export: SavedModel, int8 TFLite, and checking the .tflite against the QAT model."""
+"""Export: SavedModel, and int8 TFLite with its quant record (checked in LiteRT before writing)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ from keras_qat.atomic import check_writable, write_dir_atomic, write_files_atomi
 from keras_qat.data import input_names, sample_batches
 from keras_qat.errors import DataError, ExportError
 from keras_qat.graph.recursion import with_graph_recursion_room
-from keras_qat.litert import check_tflite, describe_check, refuse_unrunnable
+from keras_qat.litert import check_tflite, deciding_measure, describe_check, refuse_unrunnable
 from keras_qat.quantizers.introspection import checked_quantized_layers
 from keras_qat.record import quant_record
 from keras_qat.tflite.bias_scales import repair_bias_scales
@@ -96,11 +96,7 @@ def export_tflite(
     if int8_io and representative_data is None:
         raise DataError("int8_io=True needs representative_data to range the model's inputs.")
     checked_quantized_layers(qat_model, "export_tflite")
-    if decisive_output not in (None, *qat_model.output_names):
-        raise DataError(
-            f"decisive_output must be one of the model's outputs {qat_model.output_names}. "
-            f"Received: decisive_output={decisive_output!r}"
-        )
+    deciding_measure(qat_model, decisive_output)  # before converting: the warning needs it
     record_path = record_path_for(path)
     check_writable(path, overwrite)
     check_writable(record_path, overwrite)

@@ -144,6 +144,48 @@ def output_steps(interpreter):
     return steps
 
 
+def _has_classes(shape):
+    """Top-1 applies: more than one value along the last axis."""
+    return len(shape) >= 2 and (shape[-1] or 0) > 1
+
+
+def deciding_measure(qat_model, decisive_output=None, measure=None):
+    """Checks and completes the choice of what decides `check_tflite`'s agreement.
+
+    Args:
+        qat_model: The QAT model.
+        decisive_output: An output name, or `None` for the first output.
+        measure: One of `MEASURES`, or `None`: top-1 for class scores (rank 2,
+            or 3 for a sequence, with more than one value along the last
+            axis), steps for maps and regressions.
+
+    Returns:
+        `(decisive_output, measure)`.
+
+    Raises:
+        DataError: for an unknown output or measure, or top-1 asked of an
+            output with one value along its last axis.
+    """
+    names = list(qat_model.output_names)
+    decisive_output = decisive_output or names[0]
+    if decisive_output not in names:
+        raise DataError(
+            f"decisive_output must be one of the model's outputs {names}. "
+            f"Received: decisive_output={decisive_output!r}"
+        )
+    if measure not in (None, *MEASURES):
+        raise DataError(f"measure must be one of {MEASURES}. Received: measure={measure!r}")
+    shape = tuple(qat_model.outputs[names.index(decisive_output)].shape)
+    if measure is None:
+        measure = "top1" if _has_classes(shape) and len(shape) <= 3 else "steps"
+    if measure == "top1" and not _has_classes(shape):
+        raise DataError(
+            f"output '{decisive_output}' has one value along its last axis: top-1 does not "
+            "apply; measure it in steps."
+        )
+    return decisive_output, measure
+
+
 def _top1(outputs):
     """Argmax over the last axis; a rank-1 output is one value per sample."""
     return np.argmax(outputs.reshape(len(outputs), -1) if outputs.ndim == 1 else outputs, -1)
@@ -163,7 +205,7 @@ class _OutputComparison:
         error = np.abs(got - expected)
         if not error.size:
             return
-        self.scores = expected.ndim >= 2 and expected.shape[-1] > 1
+        self.scores = _has_classes(expected.shape)
         self.max_error = max(self.max_error, float(np.max(error)))
         if self.scores:
             same = _top1(got) == _top1(expected)
@@ -208,9 +250,8 @@ def check_tflite(
             compared. Defaults to `1000`.
         decisive_output: Name of the output that decides `agreement`.
             Defaults to the model's first output.
-        measure: `"top1"` or `"steps"`: how the deciding output is measured.
-            Defaults to top-1 for class scores (rank 2, or 3 for a sequence,
-            with more than one value along the last axis), else steps.
+        measure: `"top1"` or `"steps"`: how the deciding output is measured
+            (see `deciding_measure` for the default).
 
     Returns:
         Dict with `samples` (how many were compared), `decisive_output`,
@@ -223,7 +264,7 @@ def check_tflite(
     Raises:
         ExportError: if the file's inputs or outputs are not the model's.
         DataError: if `data` does not fit the model, or `decisive_output`
-            or `measure` is not one of the model's outputs or `MEASURES`.
+            and `measure` are refused by `deciding_measure` (checked first).
     """
     interpreter = _interpreter(tflite_path)
     runner = interpreter.get_signature_runner()
@@ -234,14 +275,7 @@ def check_tflite(
             f"{tflite_path} has inputs {sorted(file_names[0])} and outputs "
             f"{sorted(file_names[1])}; model '{qat_model.name}' has {names[0]} and {names[1]}."
         )
-    decisive_output = decisive_output or names[1][0]
-    if decisive_output not in names[1]:
-        raise DataError(
-            f"decisive_output must be one of the model's outputs {names[1]}. "
-            f"Received: decisive_output={decisive_output!r}"
-        )
-    if measure not in (None, *MEASURES):
-        raise DataError(f"measure must be one of {MEASURES}. Received: measure={measure!r}")
+    decisive_output, measure = deciding_measure(qat_model, decisive_output, measure)
     steps = output_steps(interpreter)
     comparisons = {name: _OutputComparison(steps[name]) for name in names[1]}
     samples = 0
@@ -254,17 +288,6 @@ def check_tflite(
         samples += len(batch[0])
     outputs = {name: comparison.result() for name, comparison in comparisons.items()}
     decisive = outputs[decisive_output]
-    # Class scores (per sample or per time step) by top-1; maps and regressions by steps.
-    is_scores = (
-        "top1_agreement" in decisive
-        and len(qat_model.outputs[names[1].index(decisive_output)].shape) <= 3
-    )
-    measure = measure or ("top1" if is_scores else "steps")
-    if measure == "top1" and "top1_agreement" not in decisive:
-        raise DataError(
-            f"output '{decisive_output}' has one value along its last axis: top-1 does not "
-            "apply; measure it in steps."
-        )
     return {
         "samples": samples,
         "decisive_output": decisive_output,
