@@ -4,9 +4,11 @@ from keras_qat.calibration.collect import calibrate
 from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
 from keras_qat.graph.fixed_min import resolve_fixed_min
+from keras_qat.graph.output_plan import output_quantized_layers
 from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.walker import GraphRebuilder
-from keras_qat.quantizers import UlqQuantizer
+from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
+from keras_qat.quantizers.introspection import output_range_vars
 from keras_qat.quantizers.ranges import bits_of
 
 
@@ -51,19 +53,29 @@ def apply_retrain_config(model, config, calibration_data=None):
             "calibration_data is needed to initialise the clip bounds of layers without "
             f"clip_max/clip_min in the config. Received: calibration_data=None for {to_calibrate}"
         )
-    clip_ranges = {}
-    if to_calibrate:
-        float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
-        float_model = float_copy.build()
+    float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
+    float_model = float_copy.build()
+    output_quantized = output_quantized_layers(float_model, set(fixed_min))
+    clip_ranges, output_ranges = {}, {}
+    if calibration_data is not None and (to_calibrate or output_quantized):
         settings = {
             name: (bits_of(retrain.layers[name].retrain_data_config.dst_type), fixed_min[name])
             for name in to_calibrate
         }
         inputs = {name: float_copy.layer_inputs[name] for name in to_calibrate}
-        clip_ranges = calibrate(float_model, inputs, settings, calibration_data, retrain.batch_num)
-    builder = GraphRebuilder(model, retrain, fixed_min, quantize=True)
+        outputs = {
+            name: float_model.get_layer(tensor).output
+            for name, (_, _, tensor) in output_quantized.items()
+        }
+        clip_ranges, output_ranges = calibrate(
+            float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
+        )
+    bounds = {name: (floor, ceiling) for name, (floor, ceiling, _) in output_quantized.items()}
+    builder = GraphRebuilder(model, retrain, fixed_min, quantize=True, output_bounds=bounds)
     qat_model = builder.build()
     for name, (clip_max, clip_min) in clip_ranges.items():
         layer = builder.input_quantizers[name]
         UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
+    for name, (low, high) in output_ranges.items():
+        TrackedRangeQuantizer.assign_range(output_range_vars(qat_model.get_layer(name)), low, high)
     return qat_model

@@ -4,13 +4,16 @@ Like AMCT's record file, per quantized layer: the input's scale and integer
 offset (`scale_d`, `offset_d`, signed storage: int8 offset = uint8 zero point
 - 128), its clip bounds, and per kernel the weight scales per channel
 (`scale_w`) with their offsets (`offset_w`, always 0: ARQ is symmetric), and
-the bit widths. Scales and offsets are those of the fake-quant ops, the values
-the TFLite converter writes into the .tflite.
+the bit widths; for a layer whose output is quantized too (no input
+quantizer reads it), the output's `scale_o` and `offset_o`. Scales and
+offsets are those of the fake-quant ops, the values the TFLite converter
+writes into the .tflite.
 """
 
 from keras_qat.quantizers.introspection import (
     checked_quantized_layers,
     clip_range,
+    output_range,
     weight_scales,
 )
 from keras_qat.quantizers.ranges import bits_of, op_nudge
@@ -64,4 +67,8 @@ def quant_record(qat_model):
             scale_w={attr: values.tolist() for attr, values in scales.items()},
             offset_w={attr: [0] * len(values) for attr, values in scales.items()},
         )
+        tracked = output_range(wrapper)
+        if tracked is not None:
+            scale, offset = input_scale_and_offset(*tracked, 8)
+            record[name].update(output_bits=8, scale_o=scale, offset_o=offset)
     return record

@@ -5,6 +5,7 @@ import numpy as np
 from keras_qat.quantizers.introspection import (
     checked_quantized_layers,
     clip_range,
+    output_range,
     weight_scales,
 )
 
@@ -19,8 +20,10 @@ def quant_report(qat_model):
         Layer name -> dict with `fixed_min`, `clip_min`, `clip_max`,
         `data_dst_type`, and for layers with weights `weight_algo`,
         `weight_dst_type`, `channel_wise`, `weight_scale_min`,
-        `weight_scale_max`. Clips that training sent to NaN or infinity show
-        as such (export refuses them).
+        `weight_scale_max`, and for layers whose output is quantized too
+        (no input quantizer reads it: see `TrackedRangeQuantizer`)
+        `output_range_min` and `output_range_max`. Clips that training sent
+        to NaN or infinity show as such (export refuses them).
 
     Raises:
         UnsupportedModelError: if the model holds no keras_qat quantizer.
@@ -45,4 +48,7 @@ def quant_report(qat_model):
             weight_scale_min=float(scales.min()),
             weight_scale_max=float(scales.max()),
         )
+        tracked = output_range(wrapper)
+        if tracked is not None:
+            report[name].update(output_range_min=tracked[0], output_range_max=tracked[1])
     return report

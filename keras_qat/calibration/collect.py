@@ -108,7 +108,7 @@ def tensor_samples(model, tensors, batches, size, seed=0):
         ]
 
 
-def calibrate(float_model, layer_inputs, settings, data, batch_num):
+def calibrate(float_model, layer_inputs, settings, data, batch_num, range_tensors=None):
     """Runs IFMR for each layer on its inputs over `batch_num` batches.
 
     Args:
@@ -117,18 +117,48 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num):
         settings: Layer name -> `(num_bits, fixed_min)`.
         data: Calibration data (see `iterate_batches`).
         batch_num: Number of batches.
+        range_tensors: Name -> a tensor of `float_model` whose minimum and
+            maximum over the same batches are wanted too. Defaults to `None`.
 
     Returns:
-        Layer name -> `(clip_max, clip_min)`.
+        `(clips, ranges)`: layer name -> `(clip_max, clip_min)`, and name ->
+        `(minimum, maximum)` for each of `range_tensors`.
     """
+    range_tensors = range_tensors or {}
+    # The batches are kept: `data` may be a generator, and both passes read them.
+    batches = list(iterate_batches(data, batch_num, float_model))
+    clips = _ifmr_clips(float_model, layer_inputs, settings, batches)
+    return clips, _min_max(float_model, range_tensors, batches)
+
+
+def _min_max(float_model, tensors, batches):
+    """`(minimum, maximum)` of each named tensor over `batches`."""
+    ranges = {}
+    values = tensor_ranges(float_model, list(tensors.values()), batches) if tensors else []
+    for outputs in values:
+        for name, (low, high) in zip(tensors, outputs, strict=True):
+            old_low, old_high = ranges.get(name, (low, high))
+            ranges[name] = (float(min(low, old_low)), float(max(high, old_high)))
+    for name, bounds in ranges.items():
+        if not np.isfinite(bounds).all():
+            raise DataError(
+                f"calibration_data: the output of layer '{name}' holds NaN or Inf values in "
+                "the float model; scale the data as the model expects it."
+            )
+    return ranges
+
+
+def _ifmr_clips(float_model, layer_inputs, settings, batches):
+    """IFMR's `(clip_max, clip_min)` per layer, from its inputs over `batches`."""
     names = list(layer_inputs)
+    if not names:
+        return {}
     flat = [(name, t) for name in names for t in layer_inputs[name]]
     samples = {name: [] for name in names}
-    progress = keras.utils.Progbar(batch_num, unit_name="calibration batch")
-    batches = iterate_batches(data, batch_num, float_model)
+    progress = keras.utils.Progbar(len(batches), unit_name="calibration batch")
     # The sample is bounded whatever batch_num is: memory does not grow with
     # batch_num x activation size.
-    size = -(-MAX_SAMPLES // batch_num)
+    size = -(-MAX_SAMPLES // len(batches))
     values = tensor_samples(float_model, [t for _, t in flat], batches, size)
     for index, outputs in enumerate(values, 1):
         for (name, _), output in zip(flat, outputs, strict=True):

@@ -101,9 +101,12 @@ class GraphRebuilder:
         fixed_min: Layer name -> resolved `fixed_min` for every enabled layer.
         quantize: Insert quantizers (True) or build the float copy with BN
             folded, used for calibration (False).
+        output_bounds: Layer name -> `(floor, ceiling)` of the layers that
+            get an output quantizer (`output_plan.output_quantized_layers`).
+            Defaults to none.
     """
 
-    def __init__(self, model, config, fixed_min, quantize):
+    def __init__(self, model, config, fixed_min, quantize, output_bounds=None):
         _check_graph(model)
         self.model = model
         self.layers = {name: config.layers[name] for name in config.enabled_layers}
@@ -113,6 +116,7 @@ class GraphRebuilder:
         self.folded_bns = {id(bn) for bn in self.folds.values()}
         self.names = UniqueNames(model)
         self._copies = {}  # id(original layer) -> (original, copy, called copy)
+        self.output_bounds = output_bounds or {}
         self.input_quantizers = {}  # layer name -> InputQuantizeLayer
         self.layer_inputs = {}  # layer name -> its input tensors, one per call site
 
@@ -173,7 +177,9 @@ class GraphRebuilder:
         called = copy
         entry = self.layers.get(layer.name)
         if self.quantize and entry is not None and entry.retrain_weight_config is not None:
-            quantize_config = WeightQuantizeConfig.for_layer(layer, entry.retrain_weight_config)
+            quantize_config = WeightQuantizeConfig.for_layer(
+                layer, entry.retrain_weight_config, self.output_bounds.get(layer.name)
+            )
             # The wrapper stands where the layer stood, under its name: the QAT
             # model's output names, which key loss dicts, stay the float model's.
             called = tfmot.quantization.keras.QuantizeWrapperV2(

@@ -4,6 +4,7 @@ from keras_qat._keras import tfmot
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
+from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq import UlqQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
 
@@ -12,6 +13,7 @@ CUSTOM_OBJECTS = {
     for cls in (
         ArqQuantizer,
         InputQuantizeLayer,
+        TrackedRangeQuantizer,
         UlqQuantizer,
         UlqWeightQuantizer,
         WeightQuantizeConfig,
@@ -36,6 +38,7 @@ def quantize_scope():
 __all__ = [
     "ArqQuantizer",
     "InputQuantizeLayer",
+    "TrackedRangeQuantizer",
     "UlqQuantizer",
     "UlqWeightQuantizer",
     "WeightQuantizeConfig",

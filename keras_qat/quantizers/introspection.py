@@ -32,6 +32,29 @@ def weight_scales(wrapper):
     return scales
 
 
+def output_range_vars(wrapper):
+    """The variables of a wrapper's output quantizer (`TrackedRangeQuantizer`), or `None`.
+
+    Args:
+        wrapper: A `QuantizeWrapperV2` built by the walker.
+
+    Returns:
+        A dict with `range_min` and `range_max`, or `None` when the layer's
+        output is not quantized.
+    """
+    if not wrapper.quantize_config.get_output_quantizers(wrapper.layer):
+        return None
+    return wrapper._output_quantizer_vars
+
+
+def output_range(wrapper):
+    """`(range_min, range_max)` of a wrapper's output quantizer as floats, or `None`."""
+    variables = output_range_vars(wrapper)
+    if variables is None:
+        return None
+    return float(variables["range_min"].numpy()), float(variables["range_max"].numpy())
+
+
 def quantized_layers(qat_model):
     """Returns `(input quantizer layers, weight wrappers)` of a QAT model, by target name.
 
@@ -57,7 +80,7 @@ def clip_range(input_layer):
 
 
 def non_finite_layers(qat_model):
-    """Names of the quantized layers whose clip bounds or weight scales are NaN or infinite.
+    """Names of the quantized layers whose clips, weight scales or output ranges are not finite.
 
     Args:
         qat_model: A QAT model.
@@ -71,6 +94,7 @@ def non_finite_layers(qat_model):
         name
         for name, wrapper in wrappers.items()
         if not all(np.isfinite(s).all() for s in weight_scales(wrapper).values())
+        or not np.isfinite(output_range(wrapper) or 0.0).all()
     )
     return sorted(broken)
 

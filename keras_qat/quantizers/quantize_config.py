@@ -3,6 +3,7 @@
 from keras_qat._keras import tfmot
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.arq import ArqQuantizer
+from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
 
 WEIGHT_QUANTIZERS = {"arq_retrain": ArqQuantizer, "ulq_quantize": UlqWeightQuantizer}
@@ -12,31 +13,39 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     """Quantizes a layer's kernels as its `retrain_weight_config` says.
 
     The layer's input is quantized by a separate `UlqQuantizer` layer placed
-    before it, and its output is left to the next layer's input quantizer, so
-    this config only deals with weights.
+    before it. Its output is left to the next layer's input quantizer, unless
+    no input quantizer reads it: then `output_bounds` gives it a
+    `TrackedRangeQuantizer` (see `graph.output_plan`).
 
     Args:
         kernels: `(attribute, channel layout)` pairs from the layer table.
         algo: `"arq_retrain"` or `"ulq_quantize"`. Defaults to `"arq_retrain"`.
         channel_wise: One scale per output channel. Defaults to `True`.
         dst_type: `"INT8"` or `"INT4"`. Defaults to `"INT8"`.
+        output_bounds: `(floor, ceiling)` of the output quantizer's range
+            (`None` where unbounded), or `None` for no output quantizer.
+            Defaults to `None`.
     """
 
-    def __init__(self, kernels, algo="arq_retrain", channel_wise=True, dst_type="INT8"):
+    def __init__(
+        self, kernels, algo="arq_retrain", channel_wise=True, dst_type="INT8", output_bounds=None
+    ):
         self.kernels = tuple(tuple(pair) for pair in kernels)
         self.algo = algo
         self.channel_wise = channel_wise
         self.dst_type = dst_type
+        self.output_bounds = None if output_bounds is None else tuple(output_bounds)
         quantizer = WEIGHT_QUANTIZERS[algo]
         self.quantizers = [quantizer(dst_type, channel_wise, layout) for _, layout in self.kernels]
 
     @classmethod
-    def for_layer(cls, layer, weight_config):
+    def for_layer(cls, layer, weight_config, output_bounds=None):
         """Builds the config of `layer` from its `WeightQuantConfig`.
 
         Args:
             layer: A quantizable layer with weights.
             weight_config: The layer's validated `retrain_weight_config`.
+            output_bounds: See the class. Defaults to `None`.
 
         Returns:
             A `WeightQuantizeConfig`.
@@ -46,6 +55,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             weight_config.algo,
             weight_config.channel_wise,
             weight_config.dst_type,
+            output_bounds,
         )
 
     def get_weights_and_quantizers(self, layer):
@@ -73,7 +83,9 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return []
+        if self.output_bounds is None:
+            return []
+        return [TrackedRangeQuantizer(*self.output_bounds)]
 
     def get_config(self):
         return {
@@ -81,6 +93,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             "algo": self.algo,
             "channel_wise": self.channel_wise,
             "dst_type": self.dst_type,
+            "output_bounds": None if self.output_bounds is None else list(self.output_bounds),
         }
 
     def __eq__(self, other):

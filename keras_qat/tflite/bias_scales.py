@@ -10,44 +10,12 @@ such bias on the scale the runtime uses.
 """
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
 
-# Ops whose third input is an int32 bias on input_scale * weight_scale.
-_BIASED_OPS = {
-    schema.BuiltinOperator.CONV_2D,
-    schema.BuiltinOperator.DEPTHWISE_CONV_2D,
-    schema.BuiltinOperator.FULLY_CONNECTED,
-    schema.BuiltinOperator.TRANSPOSE_CONV,
-}
+from keras_qat.tflite.ops import bias_input, builtin_code
 
+_WEIGHT_INPUT = 1
 # Bias scales this close to the expected one are float rounding, not staleness.
 _RELATIVE_TOLERANCE = 1e-4
-
-
-def builtin_code(model, op):
-    """The `BuiltinOperator` of `op` in a flatbuffer model object.
-
-    Old files keep codes below 127 in `deprecatedBuiltinCode` only.
-    """
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-
-def _bias_and_expected_scale(subgraph, op, code):
-    """`(bias tensor, expected scales)` of a biased int8 op, or None."""
-    bias_index = 3 if code == schema.BuiltinOperator.TRANSPOSE_CONV else 2
-    data_index, weight_index = (2, 1) if bias_index == 3 else (0, 1)
-    if len(op.inputs) <= bias_index or op.inputs[bias_index] < 0:
-        return None
-    data, weights, bias = (
-        subgraph.tensors[op.inputs[i]] for i in (data_index, weight_index, bias_index)
-    )
-    if bias.type != schema.TensorType.INT32 or data.quantization is None:
-        return None
-    expected = np.float64(data.quantization.scale[0]) * np.asarray(
-        weights.quantization.scale, np.float64
-    )
-    return bias, expected
 
 
 def repair_bias_scales(model):
@@ -59,11 +27,14 @@ def repair_bias_scales(model):
     """
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            code = builtin_code(model, op)
-            found = code in _BIASED_OPS and _bias_and_expected_scale(subgraph, op, code)
-            if not found:
+            found = bias_input(subgraph, op, builtin_code(model, op))
+            if found is None:
                 continue
-            bias, expected = found
+            data, bias = found
+            weights = subgraph.tensors[op.inputs[_WEIGHT_INPUT]]
+            expected = np.float64(data.quantization.scale[0]) * np.asarray(
+                weights.quantization.scale, np.float64
+            )
             actual = np.asarray(bias.quantization.scale, np.float64)
             if np.all(np.abs(actual / expected - 1) <= _RELATIVE_TOLERANCE):
                 continue

@@ -15,10 +15,10 @@ tensor that has its range already becomes an identity (`merged_quantizers`).
 
 import json
 
-import tensorflow as tf
-
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
+from keras_qat.converter_facts import SCALE_KEEPING
+from keras_qat.graph import functional
 from keras_qat.quantizers import InputQuantizeLayer
 from keras_qat.quantizers.introspection import clip_range
 from keras_qat.tflite.fixed_quant import fixed_fake_quant
@@ -56,24 +56,6 @@ class RangedOutput(keras.layers.Layer):
         }
 
 
-def _edges(model):
-    """`(producer, consumer)` layer pairs of `model`'s own nodes."""
-    # Only this model's nodes: layers the walker shares with the float model
-    # also have nodes there.
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            for producer in tf.nest.flatten(node.inbound_layers):
-                yield producer, node.layer
-
-
-def _sources(model):
-    """Layer name -> the layers its inputs come from."""
-    sources = {}
-    for producer, consumer in _edges(model):
-        sources.setdefault(consumer.name, []).append(producer)
-    return sources
-
-
 def _twins(model):
     """Layer name -> the names of all layers computing the same tensor as it.
 
@@ -81,7 +63,7 @@ def _twins(model):
     applies five identical ReLUs to its stem) are one tensor to the
     converter, which merges them: what ranges one ranges all.
     """
-    sources = _sources(model)
+    sources = functional.sources(model)
     groups = {}
     for layer in model.layers:
         producers = sources.get(layer.name, [])
@@ -96,7 +78,7 @@ def _consumers(model):
     """Layer name -> the layers its output feeds, pooled over its twins."""
     twins = _twins(model)
     consumers = {}
-    for producer, consumer in _edges(model):
+    for producer, consumer in functional.edges(model):
         for name in twins.get(producer.name, [producer.name]):
             consumers.setdefault(name, []).append(consumer)
     return consumers
@@ -149,27 +131,16 @@ def fanned_out_ranges(model):
     return unions
 
 
-# Layers whose TFLite op keeps its input's scale (PAD, STRIDED_SLICE, RESHAPE,
-# MAX_POOL_2D): a range given before them is the range after them.
-_SCALE_KEEPING = (
-    keras.layers.ZeroPadding2D,
-    keras.layers.Cropping2D,
-    keras.layers.Reshape,
-    keras.layers.Flatten,
-    keras.layers.MaxPooling2D,
-)
-
-
 def _carries_range(layer, sources, ranged):
     """Whether `layer`'s output tensor has a range from `ranged` in the export copy.
 
     It has when the layer is ranged, or keeps the scale of a tensor that has
-    one: padding, cropping and the other `_SCALE_KEEPING` layers, an average
+    one: padding, cropping and the other `SCALE_KEEPING` layers, an average
     pooling (TFLite's int8 AVERAGE_POOL_2D outputs its input's scale) and an
     INT8 input quantizer that becomes an identity (`merged_quantizers`).
     """
     while layer.name not in ranged:
-        keeps_scale = isinstance(layer, (*_SCALE_KEEPING, keras.layers.AveragePooling2D)) or (
+        keeps_scale = isinstance(layer, (*SCALE_KEEPING, keras.layers.AveragePooling2D)) or (
             isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT8"
         )
         producers = sources.get(layer.name, [])
@@ -197,7 +168,7 @@ def merged_quantizers(model, ranged):
     Returns:
         Names of `InputQuantizeLayer`s.
     """
-    sources = _sources(model)
+    sources = functional.sources(model)
     return [
         layer.name
         for layer in model.layers
@@ -226,7 +197,7 @@ def joining_concatenations(model, ranged):
     Returns:
         Names of Concatenate layers, in model order.
     """
-    sources = _sources(model)
+    sources = functional.sources(model)
     joins = []
     carrying = set(ranged)
     for layer in model.layers:

@@ -1,10 +1,17 @@
-"""Putting the QAT model's own integer weights and scales into the .tflite.
+"""Putting the QAT model's own integer weights, scales and biases into the .tflite.
 
 The converter folds each fake-quantized kernel to float and re-quantizes it
 with its own scale, `max|w| / 127` per channel. For INT8 ARQ that is the ARQ
 scale; for INT4 weights (values k * s, |k| <= 7) and learned ULQ scales it is
-not, and the re-rounding moves the values off the trained grid.
-`pin_weights` writes the exact integers `k` and scales `s` back.
+not, and the re-rounding moves the values off the trained grid. Its INT4
+kernels it stores packed (two to a byte), which XNNPACK declines: LiteRT's
+built-in kernels then requantize with two roundings instead of one, and the
+int32 bias, on the step `input_scale * weight_scale`, is coarse at 4 bits (up
+to 0.7 output steps off the float bias). `pin_weights` writes the exact
+integers `k` and scales `s` back, an INT4 kernel as int8 values `16 k` on the
+scale `s / 16` (the same real values; XNNPACK runs the op, and the bias step
+is 16 times finer), and each bias requantized from the model's float bias on
+the step the file gives it.
 """
 
 import numpy as np
@@ -12,7 +19,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.introspection import quantized_layers, weight_scales
-from keras_qat.tflite.bias_scales import builtin_code
+from keras_qat.tflite.ops import bias_input, builtin_code
 
 _OPS = schema.BuiltinOperator
 # Where each op keeps its weights, and how a channels-last Keras kernel maps to them.
@@ -23,28 +30,39 @@ _WEIGHT_LAYOUTS = {
     _OPS.TRANSPOSE_CONV: lambda k: k.transpose(2, 0, 1, 3),  # (h, w, out, in) -> (out, h, w, in)
 }
 _WEIGHT_INPUT = 1
+# INT4 integers are stored multiplied by this in int8, on a scale divided by it.
+INT4_SPREAD = 16
 
 
 def integer_kernels(model):
-    """The integer kernels and scales of every quantized layer of `model`.
+    """The integer kernels, scales and biases of every quantized layer of `model`.
 
     Args:
         model: A QAT model or its export copy.
 
     Returns:
-        List of `(integers, scales)`: the fake-quantized kernel divided by its
-        scales, as in its Keras layout, and the scales (one or per channel).
+        List of `(integers, scales, bias)`: the fake-quantized kernel divided
+        by its scales, as in its Keras layout, and spread to int8 when it is
+        INT4 (`INT4_SPREAD`); the scales (one or per channel) to match; and
+        the float bias the op adds after this kernel (the layer's bias for
+        its last kernel, else `None`).
     """
     kernels = []
     for wrapper in quantized_layers(model)[1].values():
         scales = weight_scales(wrapper)
-        for (attr, _), (kernel, quantizer, variables) in zip(
-            wrapper.quantize_config.kernels, wrapper._weight_vars, strict=True
+        spread = INT4_SPREAD if wrapper.quantize_config.dst_type == "INT4" else 1
+        bias = getattr(wrapper.layer, "bias", None) if wrapper.layer.use_bias else None
+        count = len(wrapper.quantize_config.kernels)
+        for index, ((attr, _), (kernel, quantizer, variables)) in enumerate(
+            zip(wrapper.quantize_config.kernels, wrapper._weight_vars, strict=True)
         ):
             quantized = quantizer(kernel, False, variables)
             channels_last = ranges.to_channels_last(quantized, quantizer.layout).numpy()
-            integers = np.round(channels_last / scales[attr]).astype(np.int8)
-            kernels.append((integers.reshape(quantized.shape), scales[attr]))
+            integers = np.round(channels_last / scales[attr]).astype(np.int32) * spread
+            own_bias = bias.numpy() if bias is not None and index == count - 1 else None
+            kernels.append(
+                (integers.reshape(quantized.shape).astype(np.int8), scales[attr] / spread, own_bias)
+            )
     return kernels
 
 
@@ -61,26 +79,52 @@ def _match(values, quantization, candidates, layout):
     """The candidate whose real values equal the tensor's up to its re-rounding.
 
     Returns:
-        `(integers in the op's layout, scales)`, or None.
+        `(integers in the op's layout, scales, bias)`, or None.
     """
     dimension = quantization.quantizedDimension
     real = values * _along(quantization.scale, values.ndim, dimension)
     tolerance = 0.5 * float(np.max(quantization.scale)) * 1.001
-    for integers, scales in candidates:
+    for integers, scales, bias in candidates:
         if integers.ndim != values.ndim or scales.size not in (1, len(quantization.scale)):
             continue
         laid_out = layout(integers)
         if laid_out.shape == real.shape and np.all(
             np.abs(laid_out * _along(scales, real.ndim, dimension) - real) <= tolerance
         ):
-            return laid_out, scales
+            return laid_out, scales, bias
     return None
 
 
-def pin_weights(tflite, model):
-    """Rewrites, in place, the int8 weights of `model`'s quantized layers to their QAT integers.
+def _stored_integers(tensor, buffer):
+    """The integers of an INT8 or INT4 (two to a byte, low nibble first) weight tensor."""
+    data = np.frombuffer(bytes(buffer.data), np.int8)
+    if tensor.type == schema.TensorType.INT4:
+        low = np.left_shift(data, 4) >> 4  # sign-extends the low nibble
+        data = np.stack([low, data >> 4], axis=-1).ravel()[: int(np.prod(tensor.shape))]
+    return data.reshape(tensor.shape)
 
-    Biases are left on their old scale: run `repair_bias_scales` afterwards.
+
+def _set_bias(tflite, subgraph, op, code, weight_scales_, bias):
+    """Writes `round(bias / (input_scale * weight_scale))` into the op's int32 bias."""
+    found = bias_input(subgraph, op, code)
+    if found is None:
+        return
+    data, bias_tensor = found
+    # One step per weight scale (one, or per channel), as the runtime expects.
+    steps = np.float64(data.quantization.scale[0]) * np.asarray(weight_scales_, np.float64)
+    limit = np.iinfo(np.int32)
+    values = np.round(bias / np.broadcast_to(steps, bias.shape))
+    values = np.clip(values, limit.min, limit.max).astype(np.int32)
+    tflite.buffers[bias_tensor.buffer].data = values.view(np.uint8)
+    bias_tensor.quantization.scale = steps.astype(np.float32).tolist()
+    bias_tensor.quantization.zeroPoint = [0] * len(steps)
+
+
+def pin_weights(tflite, model):
+    """Rewrites, in place, the weights and biases of `model`'s quantized layers in the file.
+
+    Biases of ops no layer of `model` matches are left on their old scale:
+    run `repair_bias_scales` afterwards.
 
     Args:
         tflite: The converted `.tflite` as a flatbuffer object
@@ -90,19 +134,25 @@ def pin_weights(tflite, model):
     candidates = integer_kernels(model)
     for subgraph in tflite.subgraphs:
         for op in subgraph.operators:
-            layout = _WEIGHT_LAYOUTS.get(builtin_code(tflite, op))
+            code = builtin_code(tflite, op)
+            layout = _WEIGHT_LAYOUTS.get(code)
             if layout is None:
                 continue
             tensor = subgraph.tensors[op.inputs[_WEIGHT_INPUT]]
             buffer = tflite.buffers[tensor.buffer]
-            if tensor.type != schema.TensorType.INT8 or buffer.data is None:
+            if tensor.type not in (schema.TensorType.INT8, schema.TensorType.INT4):
                 continue
-            values = np.frombuffer(bytes(buffer.data), np.int8).reshape(tensor.shape)
+            if buffer.data is None:
+                continue
+            values = _stored_integers(tensor, buffer)
             found = _match(values, tensor.quantization, candidates, layout)
             if found is None:
                 continue
-            integers, scales = found
+            integers, scales, bias = found
             channels = len(tensor.quantization.scale)
+            tensor.type = schema.TensorType.INT8
             buffer.data = np.ascontiguousarray(integers, np.int8).view(np.uint8).ravel()
             tensor.quantization.scale = np.broadcast_to(scales, (channels,)).tolist()
             tensor.quantization.zeroPoint = [0] * channels
+            if bias is not None:
+                _set_bias(tflite, subgraph, op, code, tensor.quantization.scale, bias)

@@ -1,0 +1,67 @@
+"""What the TFLite converter makes of Keras layers, where keras_qat's numbers depend on it."""
+
+from keras_qat._keras import keras
+
+# Layers whose int8 TFLite op keeps its input's scale (PAD, STRIDED_SLICE,
+# RESHAPE, MAX_POOL_2D): a range given before them is the range after them.
+SCALE_KEEPING = (
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping2D,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.MaxPooling2D,
+)
+
+# Activations the converter fuses into the convolution or FULLY_CONNECTED
+# before them: the op's int8 output is the activation's output.
+_FUSED_ACTIVATIONS = {None, "linear", "relu", "relu6"}
+
+
+def fused_activation(layer):
+    """Whether the converter fuses `layer` as an activation into the op before it.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True for a plain ReLU or ReLU6 (a `ReLU` layer without slope or
+        threshold, or an `Activation` layer of relu, relu6 or linear).
+    """
+    if isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        return (
+            not config.get("negative_slope")
+            and not config.get("threshold")
+            and config.get("max_value") in (None, 6.0)
+        )
+    return isinstance(layer, keras.layers.Activation) and own_activation_fuses(layer)
+
+
+def activation_bounds(layer):
+    """`(floor, ceiling)` of the output of a fused activation, `None` where unbounded.
+
+    Args:
+        layer: A layer with an `activation` argument, or a `ReLU` or
+            `Activation` layer that `fused_activation` accepts.
+
+    Returns:
+        `(0, None)` for relu, `(0, 6)` for relu6, `(None, None)` for linear.
+    """
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.ReLU):
+        return 0.0, config.get("max_value")
+    return {"relu": (0.0, None), "relu6": (0.0, 6.0)}.get(config.get("activation"), (None, None))
+
+
+def own_activation_fuses(layer):
+    """Whether the `activation` argument of `layer` is one the converter fuses (or none).
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True when the layer has no activation argument or it is relu, relu6
+        or linear.
+    """
+    activation = layer.get_config().get("activation")
+    return activation in _FUSED_ACTIVATIONS

@@ -1,0 +1,51 @@
+"""Reading the ops of a converted .tflite (flatbuffer object): their codes and operands."""
+
+from tensorflow.lite.python import schema_py_generated as schema
+
+# Ops whose int32 bias is on the scale input_scale * weight_scale.
+BIASED_OPS = {
+    schema.BuiltinOperator.CONV_2D,
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+    schema.BuiltinOperator.FULLY_CONNECTED,
+    schema.BuiltinOperator.TRANSPOSE_CONV,
+}
+
+
+def builtin_code(model, op):
+    """The `BuiltinOperator` of `op` in a flatbuffer model object.
+
+    Old files keep codes below 127 in `deprecatedBuiltinCode` only.
+
+    Args:
+        model: The flatbuffer model object.
+        op: One of its operators.
+
+    Returns:
+        The operator code, an int.
+    """
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def bias_input(subgraph, op, code):
+    """`(data input, int32 bias)` tensors of a biased op with a quantized input, or None.
+
+    Args:
+        subgraph: The subgraph holding `op`.
+        op: An operator.
+        code: Its `builtin_code`.
+
+    Returns:
+        The two tensors, or None when the op has no int32 bias or its data
+        input is not quantized.
+    """
+    if code not in BIASED_OPS:
+        return None
+    transposed = code == schema.BuiltinOperator.TRANSPOSE_CONV
+    data_index, bias_index = (2, 3) if transposed else (0, 2)
+    if len(op.inputs) <= bias_index or op.inputs[bias_index] < 0:
+        return None
+    data, bias = (subgraph.tensors[op.inputs[i]] for i in (data_index, bias_index))
+    if bias.type != schema.TensorType.INT32 or data.quantization is None:
+        return None
+    return data, bias
