@@ -5,15 +5,17 @@ A quantized convolution or dense layer writes an int8 tensor in the .tflite
 reads that tensor (directly or behind layers that keep the scale, such as
 max pooling), the file uses the quantizer's grid, which the QAT model
 already rounds on. When none does (the logits; the input of a global average
-pooling, an Add, a Concatenate), the layer gets an output quantizer inside
+pooling or an Add), the layer gets an output quantizer inside
 its wrapper, after the layer's own activation, so that it rounds
 where the file rounds. A ReLU or ReLU6 layer right after it, which the
 converter fuses into the op, bounds the tracked range to [0, inf) or [0, 6]:
 rounding on such a range commutes with the ReLU. Tensors read both by an
-input quantizer and by another layer are left to the export (see
-`tflite.output_ranges`).
+input quantizer and by another layer, and those joined by a Concatenate
+(whose inputs the file requantizes to one common scale), are left to the
+export (see `tflite.output_ranges`).
 """
 
+from keras_qat._keras import keras
 from keras_qat.converter_facts import (
     SCALE_KEEPING,
     activation_bounds,
@@ -67,6 +69,8 @@ def output_quantized_layers(float_model, enabled):
         ):
             end = after[0]
         readers = _readers(end.name, consumers)
+        if any(isinstance(reader, keras.layers.Concatenate) for reader in readers):
+            continue  # one scale for all its inputs: the file requantizes them to it
         if not any(reader is not None and reader.name in enabled for reader in readers):
             floor, ceiling = activation_bounds(layer)
             if end is not layer:

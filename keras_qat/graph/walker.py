@@ -13,12 +13,13 @@ into its weights.
 
 import tensorflow as tf
 
-from keras_qat._keras import keras, tfmot
+from keras_qat._keras import keras
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
-from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer, WeightQuantizeConfig
+from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, UlqQuantizer, WeightQuantizeConfig
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
+from keras_qat.quantizers.wrapper import quantized_variables
 
 
 class UniqueNames:
@@ -182,9 +183,7 @@ class GraphRebuilder:
             )
             # The wrapper stands where the layer stood, under its name: the QAT
             # model's output names, which key loss dicts, stay the float model's.
-            called = tfmot.quantization.keras.QuantizeWrapperV2(
-                copy, quantize_config, name=layer.name
-            )
+            called = QatWrapper(copy, quantize_config, name=layer.name)
         self._copies[id(layer)] = (layer, copy, called)
         return called
 
@@ -208,12 +207,6 @@ class GraphRebuilder:
             if called is copy:
                 copy.set_weights(values)
                 continue
-            # The wrapper replaced the kernel attributes with their quantized
-            # tensors; its own list still holds the kernel variables, in the
-            # layer table's order, which is also the layers' weight order.
-            variables = [kernel for kernel, _, _ in called._weight_vars]
-            if copy.use_bias:
-                variables.append(copy.bias)
-            for variable, value in zip(variables, values, strict=True):
+            for variable, value in zip(quantized_variables(called), values, strict=True):
                 variable.assign(value)
             initialize_weight_scales(called)

@@ -2,17 +2,21 @@
 
 from keras_qat._keras import tfmot
 from keras_qat.quantizers.arq import ArqQuantizer
+from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq import UlqQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
+from keras_qat.quantizers.wrapper import QatWrapper
 
 CUSTOM_OBJECTS = {
     cls.__name__: cls
     for cls in (
         ArqQuantizer,
+        BiasQuantizer,
         InputQuantizeLayer,
+        QatWrapper,
         TrackedRangeQuantizer,
         UlqQuantizer,
         UlqWeightQuantizer,
@@ -37,7 +41,9 @@ def quantize_scope():
 
 __all__ = [
     "ArqQuantizer",
+    "BiasQuantizer",
     "InputQuantizeLayer",
+    "QatWrapper",
     "TrackedRangeQuantizer",
     "UlqQuantizer",
     "UlqWeightQuantizer",

@@ -46,6 +46,11 @@ class ArqQuantizer(WeightQuantizerBase):
     def build(self, tensor_shape, name, layer):
         return {}
 
+    def scale(self, kernel, weights):
+        channels_last = ranges.to_channels_last(kernel, self.layout)
+        bound = ranges.max_abs(channels_last, self.channel_wise)
+        return bound / ranges.signed_qmax(ranges.bits_of(self.dst_type))
+
     def __call__(self, inputs, training, weights, **kwargs):
         return arq_fake_quant(
             inputs, ranges.bits_of(self.dst_type), self.channel_wise, self.kernel_layout

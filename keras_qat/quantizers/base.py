@@ -50,6 +50,18 @@ class WeightQuantizerBase(QuantizerBase):
         """The layout used: per-tensor quantization needs no channel reshuffle."""
         return self.kernel_layout if self.channel_wise else "last"
 
+    def scale(self, kernel, weights):
+        """The step of the kernel's integer grid: a scalar, or one per output channel.
+
+        Args:
+            kernel: The float kernel variable.
+            weights: The dict `build` returned.
+
+        Returns:
+            A float tensor (channels-last order).
+        """
+        raise NotImplementedError
+
     def get_config(self):
         return {
             "dst_type": self.dst_type,

@@ -1,6 +1,7 @@
 """The Keras layer that quantizes a quantized layer's input."""
 
 from keras_qat._keras import keras
+from keras_qat.quantizers import ranges
 from keras_qat.quantizers.ulq import UlqQuantizer
 
 
@@ -29,6 +30,11 @@ class InputQuantizeLayer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.quantizer(inputs, training, self.quantizer_vars)
+
+    def input_step(self):
+        """The step of the quantizer's grid (the quantized layer's input step), a scalar tensor."""
+        clip_min, clip_max = self.quantizer.bounds(self.quantizer_vars)
+        return (clip_max - clip_min) / (2 ** ranges.bits_of(self.quantizer.dst_type) - 1)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -4,32 +4,25 @@ import numpy as np
 
 from keras_qat._keras import tfmot
 from keras_qat.errors import UnsupportedModelError
-from keras_qat.quantizers import ranges
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
-from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
+from keras_qat.quantizers.wrapper import kernel_entries
 
 
 def weight_scales(wrapper):
     """Current weight scales of a wrapped layer, per kernel attribute.
 
     Args:
-        wrapper: A `QuantizeWrapperV2` built by the walker.
+        wrapper: A `QatWrapper` built by the walker.
 
     Returns:
         Kernel attribute -> 1-D array (one scale per output channel, or one).
     """
-    scales = {}
-    for (attr, _), (kernel, quantizer, variables) in zip(
-        wrapper.quantize_config.kernels, wrapper._weight_vars, strict=True
-    ):
-        if isinstance(quantizer, UlqWeightQuantizer):
-            scales[attr] = np.atleast_1d(variables["scale"].numpy())
-        else:
-            channels_last = ranges.to_channels_last(kernel, quantizer.layout)
-            bound = ranges.max_abs(channels_last, quantizer.channel_wise).numpy()
-            qmax = ranges.signed_qmax(ranges.bits_of(quantizer.dst_type))
-            scales[attr] = np.atleast_1d(bound / qmax)
-    return scales
+    return {
+        attr: np.atleast_1d(quantizer.scale(kernel, variables).numpy())
+        for (attr, _), (kernel, quantizer, variables) in zip(
+            wrapper.quantize_config.kernels, kernel_entries(wrapper), strict=True
+        )
+    }
 
 
 def output_range_vars(wrapper):

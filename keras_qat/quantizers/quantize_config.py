@@ -3,8 +3,10 @@
 from keras_qat._keras import tfmot
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.arq import ArqQuantizer
+from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
+from keras_qat.quantizers.wrapper import kernel_entries
 
 WEIGHT_QUANTIZERS = {"arq_retrain": ArqQuantizer, "ulq_quantize": UlqWeightQuantizer}
 
@@ -13,7 +15,8 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     """Quantizes a layer's kernels as its `retrain_weight_config` says.
 
     The layer's input is quantized by a separate `UlqQuantizer` layer placed
-    before it. Its output is left to the next layer's input quantizer, unless
+    before it; its bias is rounded to the file's int32 grid (`BiasQuantizer`).
+    Its output is left to the next layer's input quantizer, unless
     no input quantizer reads it: then `output_bounds` gives it a
     `TrackedRangeQuantizer` (see `graph.output_plan`).
 
@@ -67,16 +70,22 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         # (tensorflow/model-optimization#964). Without a spec it is not traced
         # alone, as for Conv2D, whose spec has only a minimum rank.
         layer.input_spec = None
-        return [
+        pairs = [
             (getattr(layer, attr), quantizer)
             for (attr, _), quantizer in zip(self.kernels, self.quantizers, strict=True)
         ]
+        if getattr(layer, "use_bias", False):
+            pairs.append((layer.bias, BiasQuantizer()))
+        return pairs
 
     def get_activations_and_quantizers(self, layer):
         return []
 
     def set_quantize_weights(self, layer, quantize_weights):
-        for (attr, _), weight in zip(self.kernels, quantize_weights, strict=True):
+        attrs = [attr for attr, _ in self.kernels]
+        if getattr(layer, "use_bias", False):
+            attrs.append("bias")
+        for attr, weight in zip(attrs, quantize_weights, strict=True):
             setattr(layer, attr, weight)
 
     def set_quantize_activations(self, layer, quantize_activations):
@@ -110,8 +119,8 @@ def initialize_weight_scales(wrapper):
     weights: call this once the wrapper holds them (ARQ needs nothing).
 
     Args:
-        wrapper: A built `QuantizeWrapperV2` using a `WeightQuantizeConfig`.
+        wrapper: A built wrapper using a `WeightQuantizeConfig`.
     """
-    for kernel, quantizer, quantizer_vars in wrapper._weight_vars:
+    for kernel, quantizer, quantizer_vars in kernel_entries(wrapper):
         if isinstance(quantizer, UlqWeightQuantizer):
             quantizer.initialize(quantizer_vars, kernel)

@@ -80,6 +80,9 @@ class UlqWeightQuantizer(WeightQuantizerBase):
         qmax = ranges.signed_qmax(ranges.bits_of(self.dst_type))
         weights["scale"].assign(ranges.max_abs(channels_last, self.channel_wise) / qmax)
 
+    def scale(self, kernel, weights):
+        return ranges.positive(weights["scale"])
+
     def __call__(self, inputs, training, weights, **kwargs):
         quantized = ulq_weight_fake_quant(
             ranges.to_channels_last(inputs, self.layout),

@@ -131,6 +131,11 @@ class FixedInputQuantizer(keras.layers.Layer):
         top = np.float32(grid.low) + np.float32(255) * np.float32(grid.scale)
         return fixed_fake_quant(inputs, grid.low, float(top))
 
+    def input_step(self):
+        """The step of the grid, as `InputQuantizeLayer.input_step` computes it (float32)."""
+        levels = np.float32(2 ** ranges.bits_of(self.dst_type) - 1)
+        return tf.constant((np.float32(self.clip_max) - np.float32(self.clip_min)) / levels)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

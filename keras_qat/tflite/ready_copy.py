@@ -3,20 +3,23 @@
 The QAT model's numbers, in forms the converter keeps: input quantizers
 become fixed-range ones (`FixedInputQuantizer`: INT4 ones their int8
 carriers, those reading a model input capped by a MINIMUM), per-channel
-Dense, Conv1D and Conv2DTranspose
-layers become their `deploy_layers` forms, and producers of tensors shared by
+Dense, Conv1D and Conv2DTranspose layers become their `deploy_layers`
+forms, and producers of tensors shared by
 an input quantizer and another layer or fanned out to several, and
 concatenations joining such a tensor, get an explicit output range
 (`output_ranges`). One change of numbers is deliberate: an INT8
 input quantizer reading a tensor that already has a range becomes an identity,
 since a tensor has one range in a .tflite (the converter dropped the second
-one anyway). Every other layer is shared with the QAT model, not rebuilt.
+one anyway). The weight-quantized layers are rebuilt, with the QAT model's
+weights, so that their bias rounding reads the fixed input quantizers of the
+copy, not the QAT model's variables; every other layer is shared with the
+QAT model.
 """
 
 import tensorflow as tf
 
 from keras_qat._keras import keras, tfmot
-from keras_qat.quantizers import InputQuantizeLayer, WeightQuantizeConfig
+from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
@@ -29,18 +32,22 @@ def _reads_model_input(layer):
     return all(isinstance(p, keras.layers.InputLayer) for p in producers)
 
 
-def _deploy_wrapper(wrapper, form):
-    quantize_config = WeightQuantizeConfig.from_config(
-        {**wrapper.quantize_config.get_config(), "kernels": [("kernel", "last")]}
-    )
-    deployed = form(**form.config_from(wrapper.layer.get_config()))
-    return tfmot.quantization.keras.QuantizeWrapperV2(deployed, quantize_config, name=wrapper.name)
+def _rebuilt_wrapper(wrapper, form=None):
+    """A new wrapper of `wrapper`'s layer, in its deploy `form` if one is given."""
+    config = wrapper.quantize_config.get_config()
+    layer_config = wrapper.layer.get_config()
+    if form is None:
+        layer = type(wrapper.layer).from_config(layer_config)
+    else:
+        config["kernels"] = [("kernel", "last")]
+        layer = form(**form.config_from(layer_config))
+    return QatWrapper(layer, WeightQuantizeConfig.from_config(config), name=wrapper.name)
 
 
-def _copy_weights(source, target, form):
+def _copy_weights(source, target, form=None):
     """Copies weights in build order, moving the kernel to its deploy layout."""
     values = [
-        form.deploy_kernel(value) if weight.name.endswith("kernel:0") else value
+        form.deploy_kernel(value) if form and weight.name.endswith("kernel:0") else value
         for value, weight in zip(source.get_weights(), target.weights, strict=True)
     ]
     target.set_weights(values)
@@ -71,9 +78,10 @@ def tflite_ready_copy(qat_model, batches=None):
             return FixedInputQuantizer.freeze(layer, _reads_model_input(layer))
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             form = DEPLOY_FORMS.get(type(layer.layer))
-            if form is not None and layer.quantize_config.channel_wise:
-                replaced[layer.name] = (layer, form)
-                return _deploy_wrapper(layer, form)
+            if not layer.quantize_config.channel_wise:
+                form = None
+            replaced[layer.name] = (layer, form)
+            return _rebuilt_wrapper(layer, form)
         return layer
 
     def clone(layer):

@@ -19,6 +19,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.introspection import quantized_layers, weight_scales
+from keras_qat.quantizers.wrapper import INT4_SPREAD, kernel_entries, quantized_variables
 from keras_qat.tflite.ops import bias_input, builtin_code
 
 _OPS = schema.BuiltinOperator
@@ -30,8 +31,6 @@ _WEIGHT_LAYOUTS = {
     _OPS.TRANSPOSE_CONV: lambda k: k.transpose(2, 0, 1, 3),  # (h, w, out, in) -> (out, h, w, in)
 }
 _WEIGHT_INPUT = 1
-# INT4 integers are stored multiplied by this in int8, on a scale divided by it.
-INT4_SPREAD = 16
 
 
 def integer_kernels(model):
@@ -51,10 +50,11 @@ def integer_kernels(model):
     for wrapper in quantized_layers(model)[1].values():
         scales = weight_scales(wrapper)
         spread = INT4_SPREAD if wrapper.quantize_config.dst_type == "INT4" else 1
-        bias = getattr(wrapper.layer, "bias", None) if wrapper.layer.use_bias else None
         count = len(wrapper.quantize_config.kernels)
+        variables = quantized_variables(wrapper)
+        bias = variables[count] if len(variables) > count else None
         for index, ((attr, _), (kernel, quantizer, variables)) in enumerate(
-            zip(wrapper.quantize_config.kernels, wrapper._weight_vars, strict=True)
+            zip(wrapper.quantize_config.kernels, kernel_entries(wrapper), strict=True)
         ):
             quantized = quantizer(kernel, False, variables)
             channels_last = ranges.to_channels_last(quantized, quantizer.layout).numpy()

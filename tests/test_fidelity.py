@@ -1,0 +1,73 @@
+"""The QAT model predicts its .tflite: same logits, bit for bit up to float32 summation order."""
+
+import numpy as np
+import pytest
+
+import keras_qat
+from keras_qat._keras import keras
+
+L = keras.layers
+
+
+def build():
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.ReLU(name="relu1")(L.BatchNormalization(name="bn1")(x))
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.ReLU(name="relu2")(x)
+    x = L.Conv2D(16, 1, activation="relu", name="pw")(x)
+    x = L.MaxPooling2D(name="pool")(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="conv3")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
+@pytest.fixture(scope="module")
+def float_model(digits):
+    keras.utils.set_random_seed(0)
+    model = build()
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=8, batch_size=64, verbose=0)
+    return model
+
+
+def file_output_step(path):
+    """The scale of the int8 tensor the file dequantizes into its output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (dequantize,) = [op for op in interpreter._get_ops_details() if op["op_name"] == "DEQUANTIZE"]
+    tensors = interpreter.get_tensor_details()
+    return tensors[dequantize["inputs"][0]]["quantization"][0]
+
+
+def int4_except_ends():
+    """W4A4 everywhere but the first and last layers (AMCT's INT4 recipe)."""
+    int4 = {"retrain_data_config": {"dst_type": "INT4"},
+            "retrain_weight_config": {"dst_type": "INT4"}}  # fmt: skip
+    return {"conv1": {}, "dw": int4, "pw": int4, "conv3": int4, "fc": int4, "logits": {}}
+
+
+@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
+def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
+    x_train, y_train, x_test = digits[0], digits[1], digits[2]
+    if recipe == "INT8":
+        config = {name: {} for name in ("conv1", "dw", "pw", "conv3", "fc", "logits")}
+    else:
+        config = int4_except_ends()
+    qat = keras_qat.apply_retrain_config(float_model, config, x_train[:256])
+    qat.compile(keras.optimizers.Adam(2e-4), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x_train[:256])
+    want = qat.predict(x_test, verbose=0)
+    got = keras_qat.predict_tflite(path, x_test)
+    step = file_output_step(path)
+    # The logits are int8 in both: the same level (up to the float rounding
+    # of dequantizing), or, for a value on a rounding boundary summed in
+    # another order in float32, one step apart.
+    steps = np.abs(got - want) / step
+    assert steps.max() <= 1.001
+    assert np.mean(steps < 0.01) >= 0.99
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.995
