@@ -15,6 +15,7 @@ from keras_qat.litert import check_tflite, deciding_measure, describe_check, ref
 from keras_qat.quantizers.introspection import checked_quantized_layers
 from keras_qat.record import quant_record
 from keras_qat.tflite.bias_scales import repair_bias_scales
+from keras_qat.tflite.float_front import convert_with_float_front
 from keras_qat.tflite.ready_copy import tflite_ready_copy
 from keras_qat.tflite.weights import pin_weights
 
@@ -134,7 +135,10 @@ def export_tflite(
             # the input quantizers' fake-quant ops give the ranges.
             warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
             warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-            flatbuffer = converter.convert()
+            if int8_io:
+                flatbuffer = converter.convert()
+            else:
+                flatbuffer = convert_with_float_front(converter, copy)
     except Exception as e:  # the converter raises several types; all mean "rejected"
         message = str(e)
         start = message.find("error:")

@@ -110,13 +110,17 @@ def test_file_that_fails_in_litert_is_an_export_error_and_not_written(tmp_path):
     import tensorflow as tf
 
     inputs = keras.Input((16,), name="x")
-    # A float front end before the first quantizer: the converter makes its DIV
-    # int8, and LiteRT refuses a divisor that rounds to the zero point.
+    # A float front end before the first quantizer, made int8 as int8_io asks:
+    # LiteRT refuses an int8 DIV whose divisor rounds to the zero point.
     front = tf.math.log(inputs + 1.0) / (inputs + 1e-3)
     hidden = L.Dense(8, activation="relu", name="hidden")(front)
     model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
     data = np.random.default_rng(0).uniform(0, 100, (256, 16)).astype(np.float32)
     qat = keras_qat.apply_retrain_config(model, {"hidden": {}, "out": {}}, data)
     with pytest.raises(keras_qat.ExportError, match=r"\(DIV\) failed to invoke"):
-        keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+        keras_qat.export_tflite(qat, tmp_path / "m.tflite", data, int8_io=True)
     assert list(tmp_path.iterdir()) == []
+    # Without int8_io the front end stays float, as in the QAT model, and runs.
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    want, got = qat.predict(data, verbose=0), keras_qat.predict_tflite(path, data)
+    assert np.mean(want.argmax(1) == got.argmax(1)) >= 0.99

@@ -1,0 +1,76 @@
+"""Keeping float in the .tflite what the QAT model computes in float ahead of its quantizers.
+
+A model can compute something before its first quantized layer: a
+`Normalization` of raw features, a signal front end (LOG, DIV). The QAT
+model runs it in float; the converter, given representative data, would
+quantize the model input with one int8 scale and run the front end in int8
+(features spanning 0.1 to 100 lose their small ones; an int8 DIV by a value
+that rounds to 0 fails to run). The ops of layers no quantizer precedes are
+therefore denylisted from quantization: they stay float in the file, and the
+file quantizes where the QAT model does.
+"""
+
+from tensorflow.lite.python import convert as tflite_convert
+from tensorflow.lite.tools import flatbuffer_utils
+
+from keras_qat._keras import keras
+from keras_qat.graph import functional
+
+
+def float_front(model):
+    """Names of the layers of `model` that no input quantizer precedes.
+
+    Args:
+        model: The export copy (flat Functional; its input quantizers are
+            the layers with an `input_step` method).
+
+    Returns:
+        A set of layer names (model inputs excluded).
+    """
+    sources = functional.sources(model)
+    quantized = set()
+    for layer in model.layers:  # topological order
+        if hasattr(layer, "input_step") or any(
+            producer.name in quantized for producer in sources.get(layer.name, [])
+        ):
+            quantized.add(layer.name)
+    return {
+        layer.name
+        for layer in model.layers
+        if layer.name not in quantized and not isinstance(layer, keras.layers.InputLayer)
+    }
+
+
+def _denylisted_nodes(calibrated, model_name, layer_names):
+    """Output tensor names of the ops of `layer_names` in a calibrated .tflite."""
+    prefixes = tuple(f"{model_name}/{name}/" for name in layer_names)
+    tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    nodes = []
+    for subgraph in tflite.subgraphs:
+        for op in subgraph.operators:
+            for output in op.outputs:
+                name = subgraph.tensors[output].name.decode()
+                if any(part.startswith(prefixes) for part in name.split(";")):
+                    nodes.append(name)
+    return nodes
+
+
+def convert_with_float_front(converter, model):
+    """Converts with `converter`, leaving float the ops of `model`'s `float_front`.
+
+    Args:
+        converter: A `TFLiteConverter` of `model`, with its optimizations and
+            representative dataset set (integer input and output types are
+            not supported: use `converter.convert()`).
+        model: The export copy.
+
+    Returns:
+        The .tflite flatbuffer (bytes).
+    """
+    front = float_front(model)
+    if not front:
+        return converter.convert()
+    converter._experimental_calibrate_only = True  # quantized below, with a denylist
+    calibrated = converter.convert()
+    nodes = _denylisted_nodes(calibrated, model.name, front)
+    return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=nodes)
