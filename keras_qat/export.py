@@ -16,6 +16,7 @@ from keras_qat.quantizers.introspection import checked_quantized_layers
 from keras_qat.record import quant_record
 from keras_qat.tflite.bias_scales import repair_bias_scales
 from keras_qat.tflite.float_front import convert_with_float_front
+from keras_qat.tflite.float_layers import float_layers, run_in_float
 from keras_qat.tflite.ready_copy import tflite_ready_copy
 from keras_qat.tflite.weights import pin_weights
 
@@ -135,10 +136,15 @@ def export_tflite(
             # the input quantizers' fake-quant ops give the ranges.
             warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
             warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-            if int8_io:
-                flatbuffer = converter.convert()
-            else:
+            # Float ops need float input and output and calibrated ranges.
+            keep_float = not int8_io and batches is not None
+            if keep_float:
                 flatbuffer = convert_with_float_front(converter, copy)
+            else:
+                flatbuffer = converter.convert()
+            disabled = float_layers(copy) if keep_float else []
+            if disabled:
+                float_file = tf.lite.TFLiteConverter.from_keras_model(copy).convert()
     except Exception as e:  # the converter raises several types; all mean "rejected"
         message = str(e)
         start = message.find("error:")
@@ -150,6 +156,8 @@ def export_tflite(
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
+    if disabled:
+        run_in_float(tflite, float_file, copy.name, disabled)
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
     refuse_unrunnable(flatbuffer, qat_model.name, batches, input_names(qat_model))
     record = json.dumps(quant_record(qat_model), indent=2) + "\n"

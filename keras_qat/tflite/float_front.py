@@ -60,17 +60,14 @@ def convert_with_float_front(converter, model):
 
     Args:
         converter: A `TFLiteConverter` of `model`, with its optimizations and
-            representative dataset set (integer input and output types are
-            not supported: use `converter.convert()`).
+            representative dataset set (float input and output: with integer
+            ones use `converter.convert()`).
         model: The export copy.
 
     Returns:
         The .tflite flatbuffer (bytes).
     """
-    front = float_front(model)
-    if not front:
-        return converter.convert()
     converter._experimental_calibrate_only = True  # quantized below, with a denylist
     calibrated = converter.convert()
-    nodes = _denylisted_nodes(calibrated, model.name, front)
+    nodes = _denylisted_nodes(calibrated, model.name, float_front(model))
     return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=nodes)

@@ -1,4 +1,4 @@
-"""What the QAT model computes in float before its first quantizer stays float in the .tflite."""
+"""What the QAT model computes in float (a front end, disabled layers) is float in the .tflite."""
 
 import numpy as np
 import tensorflow as tf
@@ -65,5 +65,39 @@ def test_signal_front_end_runs_in_float(tmp_path):
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
     ops = op_types(path)
     assert ("DIV", np.float32) in ops and ("LOG", np.float32) in ops, ops
+    want, got = qat.predict(x, verbose=0), keras_qat.predict_tflite(path, x)
+    assert np.mean(want.argmax(1) == got.argmax(1)) >= 0.99
+
+
+def test_disabled_layers_compute_in_float(tmp_path, digits):
+    # retrain_enable: false leaves a layer float in the QAT model; the file
+    # ran it as an int8 op on weights the converter quantized itself.
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="c2")(
+        x
+    )  # disabled, BN folded by TFLite
+    x = L.ReLU(name="r2")(L.BatchNormalization(name="bn2")(x))
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(16, activation="relu", name="d1")(x)
+    x = L.Dense(16, activation="relu", name="d2")(x)  # disabled
+    model = keras.Model(inputs, L.Dense(10, name="out")(x))
+    model.compile("adam", LOSS)
+    model.fit(digits[0], digits[1], epochs=3, verbose=0)
+    config = {name: {} for name in ("c1", "d1", "out")}
+    config.update({name: {"retrain_enable": False} for name in ("c2", "d2")})
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    ops = op_types(path)
+    compute = [(name, dtype) for name, dtype in ops if name in ("CONV_2D", "FULLY_CONNECTED")]
+    assert compute == [
+        ("CONV_2D", np.int8),
+        ("CONV_2D", np.float32),
+        ("FULLY_CONNECTED", np.int8),
+        ("FULLY_CONNECTED", np.float32),
+        ("FULLY_CONNECTED", np.int8),
+    ], ops
+    x = digits[2]
     want, got = qat.predict(x, verbose=0), keras_qat.predict_tflite(path, x)
     assert np.mean(want.argmax(1) == got.argmax(1)) >= 0.99

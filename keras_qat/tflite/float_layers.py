@@ -1,0 +1,142 @@
+"""Running in float, in the .tflite, the layers the QAT model leaves float.
+
+A layer with `retrain_enable: false` has no quantizer in the QAT model: it
+computes in float32 on float weights. Between tensors that other quantizers
+give int8 ranges the converter still makes it an int8 op, with weights it
+quantizes itself, and its denylist does not reach such ops. `run_in_float`
+rewrites those ops after conversion: DEQUANTIZE, the op on float32 weights
+and bias, QUANTIZE. The float weights are taken from a plain float
+conversion of the same model, in which the op has the same name and the same
+fusions (a BatchNormalization folded into it, say).
+"""
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+from keras_qat.layer_table import layer_spec
+from keras_qat.tflite.ops import BIASED_OPS, builtin_code
+
+_OPS = schema.BuiltinOperator
+
+
+def _names(subgraph, op):
+    """The name of the op's (first) output tensor, which names the op."""
+    return subgraph.tensors[op.outputs[0]].name.decode()
+
+
+def _of_layers(name, model_name, layer_names):
+    """Whether an op of that name computes one of `layer_names` (fused names join with ";")."""
+    prefixes = tuple(f"{model_name}/{layer}/" for layer in layer_names)
+    return any(part.startswith(prefixes) for part in name.split(";"))
+
+
+def _opcode(tflite, code):
+    """Index of `code` in the model's operator codes, added if missing."""
+    for index, entry in enumerate(tflite.operatorCodes):
+        if max(entry.builtinCode, entry.deprecatedBuiltinCode) == code:
+            return index
+    entry = schema.OperatorCodeT()
+    entry.builtinCode = code
+    entry.deprecatedBuiltinCode = min(code, 127)
+    entry.version = 1
+    tflite.operatorCodes.append(entry)
+    return len(tflite.operatorCodes) - 1
+
+
+def _float_tensor(tflite, subgraph, like, name, data=None):
+    """Appends a float32 tensor shaped like `like` (a constant when `data` is given)."""
+    tensor = schema.TensorT()
+    tensor.shape = list(like.shape)
+    tensor.shapeSignature = like.shapeSignature
+    tensor.type = schema.TensorType.FLOAT32
+    tensor.name = name.encode()
+    buffer = schema.BufferT()
+    if data is not None:
+        buffer.data = np.ascontiguousarray(data, np.float32).view(np.uint8).ravel()
+    tflite.buffers.append(buffer)
+    tensor.buffer = len(tflite.buffers) - 1
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def _float_constants(float_file):
+    """Op output name -> the float32 values of the op's constant inputs, by position."""
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_file))
+    constants = {}
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if builtin_code(model, op) in BIASED_OPS:
+                values = {}
+                for position, index in enumerate(op.inputs):
+                    tensor = subgraph.tensors[index] if index >= 0 else None
+                    data = model.buffers[tensor.buffer].data if tensor is not None else None
+                    if data is not None and tensor.type == schema.TensorType.FLOAT32:
+                        values[position] = np.frombuffer(bytes(data), np.float32)
+                constants[_names(subgraph, op)] = values
+    return constants
+
+
+def float_layers(model):
+    """Names of the layers of `model` of a quantizable kind that are not quantized.
+
+    Args:
+        model: The export copy.
+
+    Returns:
+        A list of layer names.
+    """
+    return [
+        layer.name for layer in model.layers if (spec := layer_spec(layer)) and spec.has_weights
+    ]
+
+
+def run_in_float(tflite, float_file, model_name, layer_names):
+    """Rewrites, in place, the int8 conv/dense ops of `layer_names` to compute in float.
+
+    Args:
+        tflite: The int8 `.tflite` as a flatbuffer object.
+        float_file: The float `.tflite` (bytes) of the same model.
+        model_name: The converted Keras model's name (op names start with it).
+        layer_names: Names of the layers to run in float.
+
+    Returns:
+        The output names of the ops rewritten.
+    """
+    constants = _float_constants(float_file)
+    dequantize, quantize = _opcode(tflite, _OPS.DEQUANTIZE), _opcode(tflite, _OPS.QUANTIZE)
+    rewritten = []
+    for subgraph in tflite.subgraphs:
+        operators = []
+        for op in subgraph.operators:
+            name = _names(subgraph, op)
+            code = builtin_code(tflite, op)
+            position = 2 if code == _OPS.TRANSPOSE_CONV else 0  # the data input
+            data = subgraph.tensors[op.inputs[position]] if code in BIASED_OPS else None
+            if (
+                data is None
+                or data.type != schema.TensorType.INT8
+                or name not in constants
+                or not _of_layers(name, model_name, layer_names)
+            ):
+                operators.append(op)
+                continue
+            inputs = list(op.inputs)
+            for index, values in constants[name].items():
+                like = subgraph.tensors[inputs[index]]
+                inputs[index] = _float_tensor(
+                    tflite, subgraph, like, f"{name}/float_{index}", values
+                )
+            float_in = _float_tensor(tflite, subgraph, data, f"{name}/float_input")
+            output = op.outputs[0]
+            float_out = _float_tensor(tflite, subgraph, subgraph.tensors[output], f"{name}/float")
+            inputs[position] = float_in
+            before, after = schema.OperatorT(), schema.OperatorT()
+            before.opcodeIndex, before.inputs = dequantize, [op.inputs[position]]
+            before.outputs = [float_in]
+            after.opcodeIndex, after.inputs, after.outputs = quantize, [float_out], [output]
+            op.inputs, op.outputs = inputs, [float_out]
+            operators.extend([before, op, after])
+            rewritten.append(name)
+        subgraph.operators = operators
+    return rewritten
