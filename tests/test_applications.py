@@ -1,7 +1,11 @@
 """tf_keras.applications families through the whole flow: config, apply, fit, int8 TFLite.
 
 Slow (minutes per family on 2 cores): `python -m pytest -m slow tests/test_applications.py`.
-Each network (weights=None, 96x96x3, 10 classes) first trains two float epochs
+Each network (weights=None, 10 classes) runs twice: at 96x96 with logits,
+and at the smallest input the family takes from 64x64 up with its default
+softmax classifier (checked in output steps: the int8 probabilities of a
+barely trained network tie, and their top-1 says nothing). It first trains
+two float epochs
 on random images so that its BatchNormalization statistics are those of a
 used network, not the identity of a fresh one (with which activations vanish
 to ~1e-8 deep in MobileNetV3 and its outputs to ~1e-10, where top-1 agreement
@@ -45,25 +49,34 @@ def int8_compute_fraction(path):
     return len(int8) / len(compute)
 
 
+# The smallest input each family takes, from 64 up.
+SMALL_SIZES = {"InceptionV3": 75, "Xception": 71}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("head", ["logits", "softmax"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_family_exports_int8(family, tmp_path):
+def test_family_exports_int8(family, head, tmp_path):
     keras.utils.set_random_seed(0)
+    size = 96 if head == "logits" else SMALL_SIZES.get(family, 64)
+    head_argument = {"classifier_activation": None} if head == "logits" else {}
     model = getattr(keras.applications, family)(
-        input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None
+        input_shape=(size, size, 3), weights=None, classes=10, **head_argument
     )
     rng = np.random.default_rng(0)
-    x = rng.random((128, 96, 96, 3)).astype(np.float32)
+    x = rng.random((128, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 10, len(x))
-    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    loss = LOSS if head == "logits" else "sparse_categorical_crossentropy"
+    model.compile(keras.optimizers.Adam(1e-3), loss)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0)
 
     config = tmp_path / "config.json"
     keras_qat.create_quant_retrain_config(str(config), model)
     qat = keras_qat.apply_retrain_config(model, str(config), x[:32])
-    qat.compile(keras.optimizers.Adam(1e-4), LOSS)
+    qat.compile(keras.optimizers.Adam(1e-4), loss)
     qat.fit(x, y, batch_size=32, epochs=1, verbose=0)
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
     assert int8_compute_fraction(path) >= 0.95
-    report = keras_qat.check_tflite(qat, path, x)
+    measure = "top1" if head == "logits" else "steps"
+    report = keras_qat.check_tflite(qat, path, x, measure=measure)
     assert report["agreement"] >= 0.9, report
