@@ -6,9 +6,10 @@ layers, so the input model is never touched. Nested Sequential/Functional
 models are inlined, which puts every quantized layer's input in one graph
 (calibration reads them there). A layer called at several places stays one
 shared copy. For each enabled layer the walker inserts an
-`InputQuantizeLayer` before it and wraps it in TFMOT's `QuantizeWrapperV2`
-with a `WeightQuantizeConfig`; a BatchNormalization right after it is folded
-into its weights.
+`InputQuantizeLayer` before it and wraps it in a `QatWrapper` (TFMOT's
+`QuantizeWrapperV2`) with a `WeightQuantizeConfig`, which also quantizes
+its output where `output_bounds` says; a BatchNormalization right after it
+is folded into its weights.
 """
 
 import tensorflow as tf

@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from keras_qat._keras import keras, tfmot
+from keras_qat._keras import keras
+from keras_qat.quantizers.base import QuantizerBase
 
 # TFMOT's decay for moving-average ranges (MovingAverageQuantizer).
 EMA_DECAY = 0.999
@@ -12,7 +13,7 @@ EMA_DECAY = 0.999
 _INITIAL_RANGE = (-8.0, 8.0 * 127 / 128)
 
 
-class TrackedRangeQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+class TrackedRangeQuantizer(QuantizerBase):
     """Fake-quantizes a layer's output to 8 bits over a range that follows the data.
 
     In training the range moves, by an exponential moving average (decay
@@ -80,9 +81,3 @@ class TrackedRangeQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
     def get_config(self):
         return {"floor": self.floor, "ceiling": self.ceiling}
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self == other

@@ -15,6 +15,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat._keras import keras
 from keras_qat.graph import functional
+from keras_qat.tflite.ops import computes_layers, op_name
 
 
 def float_front(model):
@@ -42,17 +43,14 @@ def float_front(model):
 
 
 def _denylisted_nodes(calibrated, model_name, layer_names):
-    """Output tensor names of the ops of `layer_names` in a calibrated .tflite."""
-    prefixes = tuple(f"{model_name}/{name}/" for name in layer_names)
+    """Names of the ops of `layer_names` in a calibrated .tflite."""
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    nodes = []
-    for subgraph in tflite.subgraphs:
-        for op in subgraph.operators:
-            for output in op.outputs:
-                name = subgraph.tensors[output].name.decode()
-                if any(part.startswith(prefixes) for part in name.split(";")):
-                    nodes.append(name)
-    return nodes
+    return [
+        op_name(subgraph, op)
+        for subgraph in tflite.subgraphs
+        for op in subgraph.operators
+        if computes_layers(op_name(subgraph, op), model_name, layer_names)
+    ]
 
 
 def convert_with_float_front(converter, model):

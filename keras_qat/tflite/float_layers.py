@@ -15,20 +15,9 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat.layer_table import layer_spec
-from keras_qat.tflite.ops import BIASED_OPS, builtin_code
+from keras_qat.tflite.ops import BIASED_OPS, builtin_code, computes_layers, op_name
 
 _OPS = schema.BuiltinOperator
-
-
-def _names(subgraph, op):
-    """The name of the op's (first) output tensor, which names the op."""
-    return subgraph.tensors[op.outputs[0]].name.decode()
-
-
-def _of_layers(name, model_name, layer_names):
-    """Whether an op of that name computes one of `layer_names` (fused names join with ";")."""
-    prefixes = tuple(f"{model_name}/{layer}/" for layer in layer_names)
-    return any(part.startswith(prefixes) for part in name.split(";"))
 
 
 def _opcode(tflite, code):
@@ -73,7 +62,7 @@ def _float_constants(float_file):
                     data = model.buffers[tensor.buffer].data if tensor is not None else None
                     if data is not None and tensor.type == schema.TensorType.FLOAT32:
                         values[position] = np.frombuffer(bytes(data), np.float32)
-                constants[_names(subgraph, op)] = values
+                constants[op_name(subgraph, op)] = values
     return constants
 
 
@@ -109,7 +98,7 @@ def run_in_float(tflite, float_file, model_name, layer_names):
     for subgraph in tflite.subgraphs:
         operators = []
         for op in subgraph.operators:
-            name = _names(subgraph, op)
+            name = op_name(subgraph, op)
             code = builtin_code(tflite, op)
             position = 2 if code == _OPS.TRANSPOSE_CONV else 0  # the data input
             data = subgraph.tensors[op.inputs[position]] if code in BIASED_OPS else None
@@ -117,7 +106,7 @@ def run_in_float(tflite, float_file, model_name, layer_names):
                 data is None
                 or data.type != schema.TensorType.INT8
                 or name not in constants
-                or not _of_layers(name, model_name, layer_names)
+                or not computes_layers(name, model_name, layer_names)
             ):
                 operators.append(op)
                 continue

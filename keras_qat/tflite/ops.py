@@ -49,3 +49,32 @@ def bias_input(subgraph, op, code):
     if bias.type != schema.TensorType.INT32 or data.quantization is None:
         return None
     return data, bias
+
+
+def op_name(subgraph, op):
+    """The name of the op's first output tensor, which names the op.
+
+    Args:
+        subgraph: The subgraph holding `op`.
+        op: An operator.
+
+    Returns:
+        A string: the converter's location names of what the op computes,
+        joined by ";" where it fused several (`model/conv/Conv2D;model/relu/Relu`).
+    """
+    return subgraph.tensors[op.outputs[0]].name.decode()
+
+
+def computes_layers(name, model_name, layer_names):
+    """Whether the op named `name` computes part of one of `layer_names` of model `model_name`.
+
+    Args:
+        name: An `op_name`.
+        model_name: The converted Keras model's name.
+        layer_names: Layer names.
+
+    Returns:
+        True when one of the fused names lies under `model_name/layer/`.
+    """
+    prefixes = tuple(f"{model_name}/{layer}/" for layer in layer_names)
+    return any(part.startswith(prefixes) for part in name.split(";"))
