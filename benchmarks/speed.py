@@ -1,4 +1,4 @@
-"""Training and calibration speed of keras_qat, as ratios measured in one run. Prints one table.
+"""Training and calibration speed of keras_qat, as ratios measured in one run; writes docs/speed.md.
 
 Per network (the demo CNN at 28x28 with width 32, and MobileNetV2 from
 tf_keras.applications with weights=None at 96x96x3, alpha 0.35): the train-step
@@ -10,18 +10,21 @@ keras_qat with the fake-quant ops' own gradient instead of ULQ's learned-clip
 one (the clips learn from clipped values only): what ULQ's in-range term
 costs is QAT minus bare. Each model first trains one
 warm-up epoch (tracing); then `--rounds` rounds alternate the models so all see
-the same machine load, and the fastest round counts. Then IFMR calibration (inside
-`apply_retrain_config`, `--calibration-batches` batches) against the float
+the same machine load. Each ratio is the median of the per-round ratios, with
+its range over the rounds. Then calibration (`apply_retrain_config` with
+`--calibration-batches` batches of calibration data, minus the same call with
+every clip fixed at the calibrated values and no data) against the float
 model's forward passes over the same batches. Targets:
 QAT step <= 1.3 x float and <= 1.0 x TFMOT; calibration <= 3 x forward.
 Batches of 128 by default, the batch the project's reference figures were
 measured with; smaller ones weigh the per-op costs more.
 
-    python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--rounds 3]
-                               [--calibration-batches 8]
+    python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--rounds 5]
+                               [--calibration-batches 8] [--out docs]
 """
 
 import argparse
+import pathlib
 import time
 
 import numpy as np
@@ -29,7 +32,6 @@ from image_clip import with_image_clip_fixed
 from ulq_gradient import use_gradient
 
 import keras_qat
-import keras_qat.apply
 from keras_qat._keras import keras, tfmot
 from keras_qat.config.create import build_config_document
 from keras_qat.demo import LOSS, build_demo_model
@@ -56,36 +58,52 @@ def step_time(model, x, y, batch):
     return (time.perf_counter() - start) / int(np.ceil(len(x) / batch))
 
 
+def with_clips_fixed(config, report):
+    """`config` with every layer's clip bounds fixed at the values `report` gives."""
+    fixed = dict(config)
+    for name, entry in report.items():
+        if "clip_max" not in entry:
+            continue
+        data = {"clip_max": entry["clip_max"]}
+        if entry["fixed_min"]:
+            data["fixed_min"] = True
+        else:
+            data["clip_min"] = entry["clip_min"]
+        fixed[name] = {**config[name], "retrain_data_config": data}
+    return fixed
+
+
 def calibration_ratio(model, config, x, batches, batch):
     """`(calibration seconds, forward seconds)` over the same `batches` batches of `config`."""
-    calibrate = keras_qat.apply.calibrate
-    spent = []
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        result = calibrate(*args, **kwargs)
-        spent.append(time.perf_counter() - start)
-        return result
-
-    keras_qat.apply.calibrate = timed
-    try:
-        calibrated = {**config, "batch_num": batches}
-        keras_qat.apply_retrain_config(model, calibrated, x[: batches * batch])
-    finally:
-        keras_qat.apply.calibrate = calibrate
+    calibrated = {**config, "batch_num": batches}
+    start = time.perf_counter()
+    qat = keras_qat.apply_retrain_config(model, calibrated, x[: batches * batch])
+    with_calibration = time.perf_counter() - start
+    # The same call without calibration: building the QAT model only.
+    fixed = with_clips_fixed(calibrated, keras_qat.quant_report(qat))
+    start = time.perf_counter()
+    keras_qat.apply_retrain_config(model, fixed)
+    building = time.perf_counter() - start
     model.predict_on_batch(x[:batch])  # traced once, as a user's model would be
     start = time.perf_counter()
     for index in range(batches):
         model.predict_on_batch(x[index * batch : (index + 1) * batch])
-    return spent[0], time.perf_counter() - start
+    return with_calibration - building, time.perf_counter() - start
+
+
+def ratio(times, key, reference):
+    """`(median, low, high)` of the per-round ratios `times[key] / times[reference]`."""
+    ratios = np.array(times[key]) / np.array(times[reference])
+    return float(np.median(ratios)), float(ratios.min()), float(ratios.max())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--out", default="docs", help="directory for speed.md")
     args = parser.parse_args()
     batch = args.batch_size
     if args.calibration_batches * batch > args.samples:
@@ -116,27 +134,40 @@ def main():
         for _ in range(args.rounds):
             for key, candidate in models.items():
                 times[key].append(step_time(candidate, x, y, batch))
-        best = {key: min(values) for key, values in times.items()}
         calibration = calibration_ratio(model, config, x, args.calibration_batches, batch)
-        rows.append((name, best, calibration))
+        rows.append((name, times, calibration))
 
-    print(f"\nbatch {batch}, {args.samples} samples per round, best of {args.rounds} rounds")
+    def cell(value):
+        median, low, high = value
+        return f"{median:.2f} ({low:.2f}-{high:.2f})"
+
     columns = {
-        "float ms": lambda best, _: 1000 * best["float"],
-        "QAT ms": lambda best, _: 1000 * best["keras_qat"],
-        "TFMOT ms": lambda best, _: 1000 * best["TFMOT"],
-        "QAT/float": lambda best, _: best["keras_qat"] / best["float"],
-        "QAT/TFMOT": lambda best, _: best["keras_qat"] / best["TFMOT"],
-        "image fixed/float": lambda best, _: best["image clip fixed"] / best["float"],
-        "bare/float": lambda best, _: best["bare"] / best["float"],
-        "IFMR/fwd": lambda _, calibration: calibration[0] / calibration[1],
+        "float ms": lambda t: f"{1000 * np.median(t['float']):.1f}",
+        "QAT/float": lambda t: cell(ratio(t, "keras_qat", "float")),
+        "QAT/TFMOT": lambda t: cell(ratio(t, "keras_qat", "TFMOT")),
+        "TFMOT/float": lambda t: cell(ratio(t, "TFMOT", "float")),
+        "image fixed/float": lambda t: cell(ratio(t, "image clip fixed", "float")),
+        "bare/float": lambda t: cell(ratio(t, "bare", "float")),
     }
-    print(f"| {'network':24} | " + " | ".join(columns) + " |")
-    print(f"|{'-' * 26}|" + "|".join("-" * (len(title) + 1) + ":" for title in columns) + "|")
-    for name, best, calibration in rows:
-        cells = (f"{value(best, calibration):{len(title)}.{1 if 'ms' in title else 2}f}"
-                 for title, value in columns.items())  # fmt: skip
-        print(f"| {name:24} | " + " | ".join(cells) + " |")
+    lines = [
+        f"Train-step time ratios, batch {batch}, {args.samples} samples per round, "
+        f"{args.rounds} rounds: median of the per-round ratios (range over the rounds). "
+        "Calibration: IFMR over "
+        f"{args.calibration_batches} batches against the float forward passes over them "
+        "(`python benchmarks/speed.py`).",
+        "",
+        "| network | " + " | ".join(columns) + " | calibration/forward |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for name, times, (calibrating, forward) in rows:
+        cells = " | ".join(value(times) for value in columns.values())
+        lines.append(f"| {name} | {cells} | {calibrating / forward:.2f} |")
+    text = "\n".join(lines) + "\n"
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.md").write_text("# Training speed\n\n" + text)
+    print(text)
+    print(f"written: {out / 'speed.md'}")
 
 
 if __name__ == "__main__":
