@@ -3,9 +3,9 @@
 In the copy the TFLite converter is given, every activation range is a
 number. The converter nudges a fake-quant's bounds in float64, the op in
 float32; where the zero point is a tie (any symmetric range at 8 bits, e.g.
-a hand-written [-1, 1]: 127.5) they round it to neighbouring integers, and
-the int8 range sat one step away from the trained model's, so values in the
-outer step disagreed. The copy's ops therefore get `unambiguous_bounds`:
+a hand-written [-1, 1]: 127.5) they round it to neighbouring integers, which
+puts the file's int8 range one step away from the op's, and values in the
+outer step apart. The copy's ops therefore get `unambiguous_bounds`:
 their zero point is an integer, and on them the op computes exactly what it
 computes on the clip range.
 """

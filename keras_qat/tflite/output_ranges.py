@@ -157,7 +157,7 @@ def merged_quantizers(model, ranged):
     padding, cropping and other layers that keep the scale, or the output of
     an average pooling whose input is such a tensor. The converter keeps one
     range per tensor and drops or misplaces a second fake-quant; behind a
-    pooling it refused the model (Inception/NASNet cells). In the export copy
+    pooling it refuses the model (Inception/NASNet cells). In the export copy
     such quantizers become identities, so the layer reads the tensor's one
     range. (INT4 ones stay: their carrier also caps the tensor.)
 

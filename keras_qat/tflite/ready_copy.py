@@ -9,8 +9,8 @@ an input quantizer and another layer or fanned out to several, and
 concatenations joining such a tensor, get an explicit output range
 (`output_ranges`). One change of numbers is deliberate: an INT8
 input quantizer reading a tensor that already has a range becomes an identity,
-since a tensor has one range in a .tflite (the converter dropped the second
-one anyway). The weight-quantized layers are rebuilt, with the QAT model's
+since a tensor has one range in a .tflite (the converter drops a second one
+anyway). The weight-quantized layers are rebuilt, with the QAT model's
 weights, so that their bias rounding reads the fixed input quantizers of the
 copy, not the QAT model's variables; every other layer is shared with the
 QAT model.
