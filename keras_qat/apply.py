@@ -3,7 +3,6 @@
 from keras_qat.calibration.collect import calibrate
 from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
-from keras_qat.graph.fixed_min import resolve_fixed_min
 from keras_qat.graph.output_plan import output_quantized_layers
 from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.walker import GraphRebuilder
@@ -43,8 +42,7 @@ def apply_retrain_config(model, config, calibration_data=None):
             (or makes the model compute) NaN or Inf values.
     """
     retrain = read_retrain_config(config, model)
-    resolved = resolve_fixed_min(model, retrain)
-    fixed_min = {name: resolved[name] for name in retrain.enabled_layers}
+    fixed_min = {name: retrain.resolved_fixed_min[name] for name in retrain.enabled_layers}
     to_calibrate = [
         name for name in fixed_min if retrain.layers[name].retrain_data_config.clip_max is None
     ]

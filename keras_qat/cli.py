@@ -31,11 +31,10 @@ def _load_model(args, path):
 
 def _config_table(model, config):
     """Formats one row per config entry, with fixed_min as the graph resolves it."""
-    from keras_qat.graph.fixed_min import resolve_fixed_min
     from keras_qat.graph.model_check import model_layers
 
     layers = {layer.name: layer for layer in model_layers(model)}
-    resolved = resolve_fixed_min(model, config)
+    resolved = config.resolved_fixed_min
     header = ("layer", "type", "enabled", "data", "fixed_min", "weights", "channel_wise")
     rows = [header]
     for name, entry in config.layers.items():

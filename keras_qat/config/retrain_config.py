@@ -84,11 +84,17 @@ class RetrainConfig:
         layers: Layer name -> `LayerRetrainConfig`, in model order.
         batch_num: Calibration batches for IFMR. Defaults to `1`.
         version: Config format version. Defaults to `1`.
+        resolved_fixed_min: Layer name -> the `fixed_min` used for it, as
+            validation resolved it against the model: as given; false when
+            the config gives `clip_min`; otherwise true exactly when the
+            layer's input is provably non-negative (after a ReLU, say).
+            Defaults to empty (not written by `to_dict`).
     """
 
     layers: dict
     batch_num: int = schema.DEFAULT_BATCH_NUM
     version: int = schema.VERSION
+    resolved_fixed_min: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def enabled_layers(self):

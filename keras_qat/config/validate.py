@@ -144,6 +144,7 @@ class _LayerReader:
         self.layers = {layer.name: layer for layer in model_layers(model)}
         self.order = {name: index for index, name in enumerate(self.layers)}
         self.fixed_min = FixedMinResolver(model)
+        self.resolved_fixed_min = {}
         self.errors = []
 
     def lookup(self, name):
@@ -175,8 +176,10 @@ class _LayerReader:
                 f"{show(weights)}"
             )
         fixed_min = data.get("fixed_min")
-        if fixed_min is None and "clip_max" in data and "clip_min" not in data:
-            fixed_min = self.fixed_min.input_is_non_negative(layer)
+        if fixed_min is None:
+            # An explicit lower bound is the user's choice, even after a ReLU.
+            fixed_min = "clip_min" not in data and self.fixed_min.input_is_non_negative(layer)
+        self.resolved_fixed_min[name] = fixed_min
         self.errors += _clip_errors(name, data, fixed_min)
         weight_config = None
         if spec.has_weights:
@@ -280,6 +283,7 @@ def parse_retrain_config(document, model, source=None):
         layers={name: layers[name] for name in ordered},
         batch_num=batch_num,
         version=document.get("version", schema.VERSION),
+        resolved_fixed_min={name: reader.resolved_fixed_min[name] for name in ordered},
     )
 
 

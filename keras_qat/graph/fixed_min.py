@@ -10,7 +10,7 @@ their calls feeds them.
 """
 
 from keras_qat._keras import keras
-from keras_qat.graph.model_check import iter_containers, model_layers
+from keras_qat.graph.model_check import iter_containers
 
 _L = keras.layers
 
@@ -137,29 +137,3 @@ class FixedMinResolver:
                     self._output_non_negative(*producers[position]) for producers in sites
                 )
         return False
-
-
-def resolve_fixed_min(model, config):
-    """Returns `fixed_min` for every layer of a validated config.
-
-    As given when the config sets it; false when the config gives `clip_min`
-    (an explicit lower bound is the user's choice, even after a ReLU);
-    otherwise true exactly when the layer's input is provably non-negative.
-
-    Args:
-        model: The checked model.
-        config: Its `RetrainConfig`.
-
-    Returns:
-        Layer name -> bool.
-    """
-    layers = {layer.name: layer for layer in model_layers(model)}
-    resolver = FixedMinResolver(model)
-    resolved = {}
-    for name, entry in config.layers.items():
-        data = entry.retrain_data_config
-        if data.fixed_min is not None:
-            resolved[name] = data.fixed_min
-        else:
-            resolved[name] = data.clip_min is None and resolver.input_is_non_negative(layers[name])
-    return resolved
