@@ -20,12 +20,16 @@ print(type(qat).__module__.split(".")[0])
 @pytest.mark.parametrize(
     "before",
     [
-        "",
-        "tf.keras.layers.Dense",
-        "import keras",
-        "import os; os.environ['TF_USE_LEGACY_KERAS']='1'",
+        pytest.param("", id="fresh"),
+        pytest.param("import keras", id="keras3-imported"),
+        # A fresh interpreter costs ~15 s: the rarer orders run with the slow tests.
+        pytest.param("tf.keras.layers.Dense", id="tf.keras-touched", marks=pytest.mark.slow),
+        pytest.param(
+            "import os; os.environ['TF_USE_LEGACY_KERAS']='1'",
+            id="legacy-env",
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["fresh", "tf.keras-touched", "keras3-imported", "legacy-env"],
 )
 def test_import_in_a_fresh_interpreter(before):
     result = subprocess.run(

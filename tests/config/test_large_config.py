@@ -9,6 +9,7 @@ from keras_qat._keras import keras
 from keras_qat.graph.recursion import graph_recursion_room
 
 
+@pytest.mark.slow  # ~20 s: builds and validates a 1 000-layer model
 def test_thousand_layer_config(tmp_path):
     with graph_recursion_room(layers=1000):  # tf_keras recurses once per layer to build it
         inputs = keras.Input((4,))
