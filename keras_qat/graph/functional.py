@@ -1,4 +1,8 @@
-"""Reading a flat Functional model's graph: which layer feeds which."""
+"""Reading a flat Functional model's graph: which layer feeds which, and how often it is called.
+
+The one place outside the walker (which replays nodes itself) that reads
+tf_keras's Functional internals (`_nodes_by_depth`, `_inbound_nodes`).
+"""
 
 import tensorflow as tf
 
@@ -52,3 +56,15 @@ def consumers(model):
     for tensor in model.outputs:
         found.setdefault(tensor._keras_history.layer.name, []).append(None)
     return found
+
+
+def called_once(layer):
+    """Whether `layer` has exactly one call site in the graphs it belongs to.
+
+    Args:
+        layer: A layer of a Functional model.
+
+    Returns:
+        A bool.
+    """
+    return len(layer._inbound_nodes) == 1

@@ -57,14 +57,14 @@ def output_quantized_layers(float_model, enabled):
         spec = layer_spec(layer)
         if layer.name not in enabled or spec is None or not spec.has_weights:
             continue
-        if not own_activation_fuses(layer) or len(layer._inbound_nodes) != 1:
+        if not own_activation_fuses(layer) or not functional.called_once(layer):
             continue  # the file computes an unfused activation on a tensor of its own
         end = layer
         after = consumers.get(layer.name, [])
         if (
             len(after) == 1
             and after[0] is not None
-            and len(after[0]._inbound_nodes) == 1
+            and functional.called_once(after[0])
             and fused_activation(after[0])
         ):
             end = after[0]

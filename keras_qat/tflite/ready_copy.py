@@ -16,20 +16,12 @@ copy, not the QAT model's variables; every other layer is shared with the
 QAT model.
 """
 
-import tensorflow as tf
-
 from keras_qat._keras import keras, tfmot
+from keras_qat.graph import functional
 from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
-
-
-def _reads_model_input(layer):
-    """Whether an input quantizer reads a model input."""
-    # Walker-made layers: all their nodes are the QAT model's.
-    producers = [p for node in layer._inbound_nodes for p in tf.nest.flatten(node.inbound_layers)]
-    return all(isinstance(p, keras.layers.InputLayer) for p in producers)
 
 
 def _rebuilt_wrapper(wrapper, form=None):
@@ -68,6 +60,7 @@ def tflite_ready_copy(qat_model, batches=None):
         ExportError: for a per-channel layer option no deploy form reproduces.
     """
     replaced = {}
+    sources = functional.sources(qat_model)
     ranges = export_ranges(qat_model, batches)
     merged = set(merged_quantizers(qat_model, ranges))
 
@@ -75,7 +68,10 @@ def tflite_ready_copy(qat_model, batches=None):
         if layer.name in merged:
             return keras.layers.Activation("linear", name=layer.name)
         if isinstance(layer, InputQuantizeLayer):
-            return FixedInputQuantizer.freeze(layer, _reads_model_input(layer))
+            reads_model_input = all(
+                isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
+            )
+            return FixedInputQuantizer.freeze(layer, reads_model_input)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             form = DEPLOY_FORMS.get(type(layer.layer))
             if not layer.quantize_config.channel_wise:
