@@ -156,8 +156,14 @@ def export_tflite(
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
-    if disabled:
-        run_in_float(tflite, float_file, copy.name, disabled)
+    missed = run_in_float(tflite, float_file, copy.name, disabled) if disabled else []
+    if missed:
+        warnings.warn(
+            f"Ops {missed} of layers with retrain_enable: false stay int8 in {path}: the float "
+            "conversion has no op of that name to take float weights from.",
+            RuntimeWarning,
+            stacklevel=3,  # the caller of export_tflite (and of its decorator)
+        )
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
     refuse_unrunnable(flatbuffer, qat_model.name, batches, input_names(qat_model))
     record = json.dumps(quant_record(qat_model), indent=2) + "\n"

@@ -66,7 +66,7 @@ def _draw(rng, count, size):
     return rng.integers(0, count, size) if count > size else np.arange(count)
 
 
-def tensor_samples(model, tensors, batches, size, seed=0):
+def tensor_samples(model, tensors, batches, size, seed=0, range_tensors=()):
     """Yields, per batch, a uniform random sample of each of `tensors`' values.
 
     The indices are drawn in NumPy and gathered inside the graph, which adds
@@ -81,31 +81,37 @@ def tensor_samples(model, tensors, batches, size, seed=0):
         size: Values kept per tensor and batch, drawn with replacement; a
             tensor with no more values than that is kept whole.
         seed: Sampling seed, for repeatable calibration. Defaults to `0`.
+        range_tensors: More tensors of its graph, of which only the minimum
+            and maximum are wanted, in the same pass. Defaults to none.
 
     Yields:
-        Lists of flat NumPy arrays, one per tensor.
+        Lists of flat NumPy arrays, one per tensor, then one `[min, max]`
+        per range tensor.
     """
+    count = len(tensors)
     per_row = [t.shape[1:].num_elements() for t in tensors]  # None when unknown
     rng = np.random.default_rng(seed)
 
-    def gather(values, indices):
-        return [
+    def summarize(values, indices):
+        samples = [
             v if n is None else tf.gather(tf.reshape(v, [-1]), i)
-            for v, i, n in zip(values, indices, per_row, strict=True)
+            for v, i, n in zip(values[:count], indices, per_row, strict=True)
         ]
+        return samples + [tf.stack([tf.reduce_min(v), tf.reduce_max(v)]) for v in values[count:]]
 
-    index_specs = [tf.TensorSpec([None], tf.int64)] * len(tensors)
-    run = _probe(model, tensors, gather, [index_specs])
+    index_specs = [tf.TensorSpec([None], tf.int64)] * count
+    run = _probe(model, [*tensors, *range_tensors], summarize, [index_specs])
     for batch in batches:
         rows = len(batch[0])
         indices = [
             np.zeros(0, np.int64) if n is None else _draw(rng, rows * n, size) for n in per_row
         ]
         outputs = run(batch, indices)
-        yield [
+        samples = [
             o if n is not None else o.ravel()[_draw(rng, o.size, size)]
-            for o, n in zip(outputs, per_row, strict=True)
+            for o, n in zip(outputs[:count], per_row, strict=True)
         ]
+        yield samples + outputs[count:]
 
 
 def calibrate(float_model, layer_inputs, settings, data, batch_num, range_tensors=None):
@@ -118,63 +124,55 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num, range_tensor
         data: Calibration data (see `iterate_batches`).
         batch_num: Number of batches.
         range_tensors: Name -> a tensor of `float_model` whose minimum and
-            maximum over the same batches are wanted too. Defaults to `None`.
+            maximum over the same batches are wanted too (one pass reads
+            both). Defaults to `None`.
 
     Returns:
         `(clips, ranges)`: layer name -> `(clip_max, clip_min)`, and name ->
         `(minimum, maximum)` for each of `range_tensors`.
+
+    Raises:
+        DataError: if a tensor calibration reads holds NaN or Inf values.
     """
     range_tensors = range_tensors or {}
-    # The batches are kept: `data` may be a generator, and both passes read them.
-    batches = list(iterate_batches(data, batch_num, float_model))
-    clips = _ifmr_clips(float_model, layer_inputs, settings, batches)
-    return clips, _min_max(float_model, range_tensors, batches)
-
-
-def _min_max(float_model, tensors, batches):
-    """`(minimum, maximum)` of each named tensor over `batches`."""
-    ranges = {}
-    values = tensor_ranges(float_model, list(tensors.values()), batches) if tensors else []
-    for outputs in values:
-        for name, (low, high) in zip(tensors, outputs, strict=True):
-            old_low, old_high = ranges.get(name, (low, high))
-            ranges[name] = (float(min(low, old_low)), float(max(high, old_high)))
-    for name, bounds in ranges.items():
-        if not np.isfinite(bounds).all():
-            raise DataError(
-                f"calibration_data: the output of layer '{name}' holds NaN or Inf values in "
-                "the float model; scale the data as the model expects it."
-            )
-    return ranges
-
-
-def _ifmr_clips(float_model, layer_inputs, settings, batches):
-    """IFMR's `(clip_max, clip_min)` per layer, from its inputs over `batches`."""
     names = list(layer_inputs)
-    if not names:
-        return {}
     flat = [(name, t) for name in names for t in layer_inputs[name]]
     samples = {name: [] for name in names}
-    progress = keras.utils.Progbar(len(batches), unit_name="calibration batch")
+    ranges = {}
+    progress = keras.utils.Progbar(batch_num, unit_name="calibration batch")
+    batches = iterate_batches(data, batch_num, float_model)
     # The sample is bounded whatever batch_num is: memory does not grow with
     # batch_num x activation size.
-    size = -(-MAX_SAMPLES // len(batches))
-    values = tensor_samples(float_model, [t for _, t in flat], batches, size)
+    size = -(-MAX_SAMPLES // batch_num)
+    values = tensor_samples(
+        float_model, [t for _, t in flat], batches, size, range_tensors=list(range_tensors.values())
+    )
     for index, outputs in enumerate(values, 1):
-        for (name, _), output in zip(flat, outputs, strict=True):
+        for (name, _), output in zip(flat, outputs[: len(flat)], strict=True):
             samples[name].append(output)
+        for name, (low, high) in zip(range_tensors, outputs[len(flat) :], strict=True):
+            old_low, old_high = ranges.get(name, (low, high))
+            ranges[name] = (float(min(low, old_low)), float(max(high, old_high)))
         progress.update(index)
-    for name in names:
-        # Finite inputs can still overflow float32 inside the model.
-        if not all(np.isfinite(part).all() for part in samples[name]):
-            raise DataError(
-                f"calibration_data: the input of layer '{name}' holds NaN or Inf values in the "
-                "float model (the data overflows float32 on its way there); scale the data "
-                "as the model expects it."
-            )
+    # Finite inputs can still overflow float32 inside the model.
+    broken = [
+        f"input of layer '{name}'"
+        for name in names
+        if not all(np.isfinite(part).all() for part in samples[name])
+    ]
+    broken += [
+        f"output of layer '{name}'"
+        for name, bounds in ranges.items()
+        if not np.isfinite(bounds).all()
+    ]
+    if broken:
+        raise DataError(
+            f"calibration_data: the {broken[0]} holds NaN or Inf values in the float model (the "
+            "data overflows float32 on its way there); scale the data as the model expects it."
+        )
     # NumPy releases the GIL inside the search's sort: layers run in parallel.
     with concurrent.futures.ThreadPoolExecutor() as pool:
-        ranges = pool.map(
+        clips = pool.map(
             lambda name: ifmr_clip_range(np.concatenate(samples[name]), *settings[name]), names
         )
-        return dict(zip(names, ranges, strict=True))
+        return dict(zip(names, clips, strict=True)), ranges

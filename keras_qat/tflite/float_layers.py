@@ -90,11 +90,13 @@ def run_in_float(tflite, float_file, model_name, layer_names):
         layer_names: Names of the layers to run in float.
 
     Returns:
-        The output names of the ops rewritten.
+        The names of the int8 ops of those layers that could not be rewritten
+        (no op of that name with float weights in `float_file`); they stay
+        int8.
     """
     constants = _float_constants(float_file)
     dequantize, quantize = _opcode(tflite, _OPS.DEQUANTIZE), _opcode(tflite, _OPS.QUANTIZE)
-    rewritten = []
+    missed = []
     for subgraph in tflite.subgraphs:
         operators = []
         for op in subgraph.operators:
@@ -105,9 +107,12 @@ def run_in_float(tflite, float_file, model_name, layer_names):
             if (
                 data is None
                 or data.type != schema.TensorType.INT8
-                or name not in constants
                 or not computes_layers(name, model_name, layer_names)
             ):
+                operators.append(op)
+                continue
+            if name not in constants:
+                missed.append(name)
                 operators.append(op)
                 continue
             inputs = list(op.inputs)
@@ -126,6 +131,5 @@ def run_in_float(tflite, float_file, model_name, layer_names):
             after.opcodeIndex, after.inputs, after.outputs = quantize, [float_out], [output]
             op.inputs, op.outputs = inputs, [float_out]
             operators.extend([before, op, after])
-            rewritten.append(name)
         subgraph.operators = operators
-    return rewritten
+    return missed
