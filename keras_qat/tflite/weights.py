@@ -51,8 +51,8 @@ def integer_kernels(model):
         scales = weight_scales(wrapper)
         spread = INT4_SPREAD if wrapper.quantize_config.dst_type == "INT4" else 1
         count = len(wrapper.quantize_config.kernels)
-        variables = quantized_variables(wrapper)
-        bias = variables[count] if len(variables) > count else None
+        floats = quantized_variables(wrapper)  # the kernels, then the bias if any
+        bias = floats[count] if len(floats) > count else None
         for index, ((attr, _), (kernel, quantizer, variables)) in enumerate(
             zip(wrapper.quantize_config.kernels, kernel_entries(wrapper), strict=True)
         ):
