@@ -11,9 +11,8 @@ such bias on the scale the runtime uses.
 
 import numpy as np
 
-from keras_qat.tflite.ops import bias_input, builtin_code
+from keras_qat.tflite.ops import WEIGHT_INPUT, bias_input, bias_steps, builtin_code
 
-_WEIGHT_INPUT = 1
 # Bias scales this close to the expected one are float rounding, not staleness.
 _RELATIVE_TOLERANCE = 1e-4
 
@@ -31,10 +30,8 @@ def repair_bias_scales(model):
             if found is None:
                 continue
             data, bias = found
-            weights = subgraph.tensors[op.inputs[_WEIGHT_INPUT]]
-            expected = np.float64(data.quantization.scale[0]) * np.asarray(
-                weights.quantization.scale, np.float64
-            )
+            weights = subgraph.tensors[op.inputs[WEIGHT_INPUT]]
+            expected = bias_steps(data, weights.quantization.scale)
             actual = np.asarray(bias.quantization.scale, np.float64)
             if np.all(np.abs(actual / expected - 1) <= _RELATIVE_TOLERANCE):
                 continue

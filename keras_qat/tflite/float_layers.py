@@ -15,7 +15,14 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat.layer_table import layer_spec
-from keras_qat.tflite.ops import BIASED_OPS, builtin_code, computes_layers, op_name
+from keras_qat.tflite.ops import (
+    BIASED_OPS,
+    builtin_code,
+    code_of,
+    computes_layers,
+    data_input,
+    op_name,
+)
 
 _OPS = schema.BuiltinOperator
 
@@ -23,7 +30,7 @@ _OPS = schema.BuiltinOperator
 def _opcode(tflite, code):
     """Index of `code` in the model's operator codes, added if missing."""
     for index, entry in enumerate(tflite.operatorCodes):
-        if max(entry.builtinCode, entry.deprecatedBuiltinCode) == code:
+        if code_of(entry) == code:
             return index
     entry = schema.OperatorCodeT()
     entry.builtinCode = code
@@ -102,7 +109,7 @@ def run_in_float(tflite, float_file, model_name, layer_names):
         for op in subgraph.operators:
             name = op_name(subgraph, op)
             code = builtin_code(tflite, op)
-            position = 2 if code == _OPS.TRANSPOSE_CONV else 0  # the data input
+            position = data_input(code)
             data = subgraph.tensors[op.inputs[position]] if code in BIASED_OPS else None
             if (
                 data is None

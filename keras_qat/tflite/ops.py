@@ -1,5 +1,6 @@
 """Reading the ops of a converted .tflite (flatbuffer object): their codes and operands."""
 
+import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 # Ops whose int32 bias is on the scale input_scale * weight_scale.
@@ -9,12 +10,26 @@ BIASED_OPS = {
     schema.BuiltinOperator.FULLY_CONNECTED,
     schema.BuiltinOperator.TRANSPOSE_CONV,
 }
+# Where those ops keep their weights.
+WEIGHT_INPUT = 1
+
+
+def code_of(entry):
+    """The `BuiltinOperator` of an operator-code entry of a flatbuffer model object.
+
+    Old files keep codes below 127 in `deprecatedBuiltinCode` only.
+
+    Args:
+        entry: One of the model's `operatorCodes`.
+
+    Returns:
+        The operator code, an int.
+    """
+    return max(entry.builtinCode, entry.deprecatedBuiltinCode)
 
 
 def builtin_code(model, op):
     """The `BuiltinOperator` of `op` in a flatbuffer model object.
-
-    Old files keep codes below 127 in `deprecatedBuiltinCode` only.
 
     Args:
         model: The flatbuffer model object.
@@ -23,8 +38,32 @@ def builtin_code(model, op):
     Returns:
         The operator code, an int.
     """
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
+    return code_of(model.operatorCodes[op.opcodeIndex])
+
+
+def data_input(code):
+    """Index of the data (activation) input of a `BIASED_OPS` op.
+
+    Args:
+        code: The op's `builtin_code`.
+
+    Returns:
+        2 for TRANSPOSE_CONV (after the output shape and the weights), else 0.
+    """
+    return 2 if code == schema.BuiltinOperator.TRANSPOSE_CONV else 0
+
+
+def bias_steps(data, weights):
+    """The step of a biased op's int32 bias, `input scale * weight scale`, one per weight scale.
+
+    Args:
+        data: The op's quantized data input tensor.
+        weights: Its weight scales (one, or per output channel).
+
+    Returns:
+        A float64 array.
+    """
+    return np.float64(data.quantization.scale[0]) * np.asarray(weights, np.float64)
 
 
 def bias_input(subgraph, op, code):
@@ -41,8 +80,9 @@ def bias_input(subgraph, op, code):
     """
     if code not in BIASED_OPS:
         return None
-    transposed = code == schema.BuiltinOperator.TRANSPOSE_CONV
-    data_index, bias_index = (2, 3) if transposed else (0, 2)
+    data_index = data_input(code)
+    # TRANSPOSE_CONV: (output shape, weights, data, bias); the others: (data, weights, bias).
+    bias_index = 3 if code == schema.BuiltinOperator.TRANSPOSE_CONV else 2
     if len(op.inputs) <= bias_index or op.inputs[bias_index] < 0:
         return None
     data, bias = (subgraph.tensors[op.inputs[i]] for i in (data_index, bias_index))

@@ -20,7 +20,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.introspection import quantized_layers, weight_scales
 from keras_qat.quantizers.wrapper import INT4_SPREAD, kernel_entries, quantized_variables
-from keras_qat.tflite.ops import bias_input, builtin_code
+from keras_qat.tflite.ops import WEIGHT_INPUT, bias_input, bias_steps, builtin_code
 
 _OPS = schema.BuiltinOperator
 # Where each op keeps its weights, and how a channels-last Keras kernel maps to them.
@@ -30,7 +30,6 @@ _WEIGHT_LAYOUTS = {
     _OPS.FULLY_CONNECTED: lambda k: k.T,  # (in, out) -> (out, in)
     _OPS.TRANSPOSE_CONV: lambda k: k.transpose(2, 0, 1, 3),  # (h, w, out, in) -> (out, h, w, in)
 }
-_WEIGHT_INPUT = 1
 
 
 def integer_kernels(model):
@@ -111,7 +110,7 @@ def _set_bias(tflite, subgraph, op, code, weight_scales_, bias):
         return
     data, bias_tensor = found
     # One step per weight scale (one, or per channel), as the runtime expects.
-    steps = np.float64(data.quantization.scale[0]) * np.asarray(weight_scales_, np.float64)
+    steps = bias_steps(data, weight_scales_)
     limit = np.iinfo(np.int32)
     values = np.round(bias / np.broadcast_to(steps, bias.shape))
     values = np.clip(values, limit.min, limit.max).astype(np.int32)
@@ -138,7 +137,7 @@ def pin_weights(tflite, model):
             layout = _WEIGHT_LAYOUTS.get(code)
             if layout is None:
                 continue
-            tensor = subgraph.tensors[op.inputs[_WEIGHT_INPUT]]
+            tensor = subgraph.tensors[op.inputs[WEIGHT_INPUT]]
             buffer = tflite.buffers[tensor.buffer]
             if tensor.type not in (schema.TensorType.INT8, schema.TensorType.INT4):
                 continue
