@@ -9,6 +9,7 @@ array, and a single-input model takes its array alone or as `[x]`/`(x,)`.
 import numpy as np
 import tensorflow as tf
 
+from keras_qat import functional
 from keras_qat.errors import DataError
 
 
@@ -21,13 +22,8 @@ def _features(element, input_count):
     return element
 
 
-def input_names(model):
-    """The model's input names, in its input order."""
-    return [t._keras_history.layer.name for t in model.inputs]
-
-
 def _as_input_list(features, model, what):
-    names = input_names(model)
+    names = functional.input_names(model)
     if isinstance(features, dict):
         missing = [n for n in names if n not in features]
         if missing:
@@ -57,7 +53,9 @@ def _as_input_list(features, model, what):
 def _checked(batch, model, index, what):
     arrays = [np.asarray(a) for a in _as_input_list(batch, model, what)]
     checked = []
-    for array, tensor, name in zip(arrays, model.inputs, input_names(model), strict=True):
+    for array, tensor, name in zip(
+        arrays, model.inputs, functional.input_names(model), strict=True
+    ):
         expected = tuple(tensor.shape)
         if len(array.shape) != len(expected) or any(
             e is not None and e != r for e, r in zip(expected, array.shape, strict=True)

@@ -7,8 +7,9 @@ import warnings
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
+from keras_qat import functional
 from keras_qat.atomic import check_writable, write_dir_atomic, write_files_atomic
-from keras_qat.data import input_names, sample_batches
+from keras_qat.data import sample_batches
 from keras_qat.errors import DataError, ExportError
 from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.litert import check_tflite, deciding_measure, describe_check, refuse_unrunnable
@@ -165,7 +166,7 @@ def export_tflite(
             stacklevel=3,  # the caller of export_tflite (and of its decorator)
         )
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
-    refuse_unrunnable(flatbuffer, qat_model.name, batches, input_names(qat_model))
+    refuse_unrunnable(flatbuffer, qat_model.name, batches, functional.input_names(qat_model))
     record = json.dumps(quant_record(qat_model), indent=2) + "\n"
     write_files_atomic({path: flatbuffer, record_path: record}, overwrite)
     if representative_data is not None:

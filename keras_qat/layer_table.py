@@ -19,7 +19,7 @@ class LayerSpec:
 
     Args:
         kernels: `(attribute name, channel layout)` of each weight to quantize,
-            the layout one of `quantizers.ranges.KERNEL_LAYOUTS`. Empty for
+            the layout one of `kernel_layout.KERNEL_LAYOUTS`. Empty for
             layers quantized at their input only.
         channel_wise_default: Default of `retrain_weight_config.channel_wise`.
     """

@@ -9,7 +9,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from keras_qat.data import input_names, sample_batches
+from keras_qat import functional
+from keras_qat.data import sample_batches
 from keras_qat.errors import DataError, ExportError
 from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.litert_probe import run_signature
@@ -268,7 +269,7 @@ def check_tflite(
     """
     interpreter = _interpreter(tflite_path)
     runner = interpreter.get_signature_runner()
-    names = (input_names(qat_model), list(qat_model.output_names))
+    names = (functional.input_names(qat_model), list(qat_model.output_names))
     file_names = (runner.get_input_details(), runner.get_output_details())
     if any(sorted(a) != sorted(b) for a, b in zip(names, file_names, strict=True)):
         raise ExportError(

@@ -9,6 +9,7 @@ per-tensor scale does not commute with a per-channel factor).
 
 import numpy as np
 
+from keras_qat import kernel_layout
 from keras_qat._keras import keras
 from keras_qat.layer_table import layer_spec
 
@@ -52,12 +53,8 @@ def folded_weights(layer, batch_norm):
     kernels = [getattr(layer, attr).numpy() for attr, _ in layer_spec(layer).kernels]
     _, layout = layer_spec(layer).kernels[-1]
     out = kernels[-1]
-    if layout == "depthwise":
-        out = out * factor.reshape(out.shape[-2:])
-    elif layout == "transpose":
-        out = out * factor[:, None]
-    else:
-        out = out * factor
+    scaled = kernel_layout.to_channels_last(out, layout) * factor
+    out = np.asarray(kernel_layout.from_channels_last(scaled, layout, out.shape))
     bias = layer.bias.numpy() if layer.use_bias else 0.0
     new_bias = bn.get("beta", 0.0) + (bias - bn["moving_mean"]) * factor
     return [*kernels[:-1], out.astype(np.float32), new_bias.astype(np.float32)]

@@ -9,6 +9,7 @@ models are looked through: into what they return, and out to what each of
 their calls feeds them.
 """
 
+from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.graph.model_check import iter_containers
 
@@ -56,17 +57,6 @@ def _is_non_negative_source(layer):
     return activation is not None and _activation_name(activation) in _NON_NEGATIVE_ACTIVATIONS
 
 
-def _call_site_inputs(container, layer):
-    """Yields, per call of `layer` inside `container`, its `(producer, tensor index)` inputs."""
-    if not container._is_graph_network:  # an unbuilt Sequential: the list is the graph
-        index = container.layers.index(layer)
-        yield [(container.layers[index - 1], 0)] if index > 0 else [(None, 0)]
-        return
-    for index, node in enumerate(layer._inbound_nodes):
-        if f"{layer.name}_ib-{index}" in container._network_nodes:
-            yield [(inbound, t) for inbound, _, t, _ in node.iterate_inbound()] or [(None, 0)]
-
-
 class FixedMinResolver:
     """Decides `fixed_min` for layers of one model, across nested models.
 
@@ -95,7 +85,7 @@ class FixedMinResolver:
             producers
             for container in self._containers
             if id(layer) in self._members[id(container)]
-            for producers in _call_site_inputs(container, layer)
+            for producers in functional.call_site_inputs(container, layer)
         ]
 
     def _inputs_non_negative(self, layer, combine):
@@ -116,8 +106,7 @@ class FixedMinResolver:
 
     def _resolve(self, layer, tensor_index):
         if isinstance(layer, keras.Model):  # a nested model: look at what it returns
-            producer, _, index = layer.outputs[tensor_index]._keras_history
-            return self._output_non_negative(producer, index)
+            return self._output_non_negative(*functional.output_source(layer, tensor_index))
         if isinstance(layer, _L.InputLayer):
             return self._nested_input_non_negative(layer)
         if _is_non_negative_source(layer):
@@ -130,8 +119,8 @@ class FixedMinResolver:
     def _nested_input_non_negative(self, input_layer):
         """An input of a nested model is >= 0 when every call of that model feeds >= 0."""
         for container in self._containers[1:]:  # the outermost model's inputs are signed
-            if input_layer in getattr(container, "_input_layers", ()):
-                position = container._input_layers.index(input_layer)
+            position = functional.input_position(container, input_layer)
+            if position is not None:
                 sites = self._sites(container)
                 return bool(sites) and all(
                     self._output_non_negative(*producers[position]) for producers in sites

@@ -2,6 +2,7 @@
 
 import collections
 
+from keras_qat import functional
 from keras_qat._keras import is_keras3_object, keras, tfmot
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
@@ -12,7 +13,7 @@ _QUANTIZATION_LAYERS = (tfmot.quantization.keras.QuantizeWrapper, InputQuantizeL
 
 def _is_walkable(model):
     # An unbuilt Sequential is not a graph network yet, but its order is known.
-    return isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+    return isinstance(model, keras.Sequential) or functional.is_graph_network(model)
 
 
 def iter_containers(model):

@@ -15,6 +15,7 @@ input quantizer and by another layer, and those joined by a Concatenate
 export (see `tflite.output_ranges`).
 """
 
+from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
     SCALE_KEEPING,
@@ -22,7 +23,6 @@ from keras_qat.converter_facts import (
     fused_activation,
     own_activation_fuses,
 )
-from keras_qat.graph import functional
 from keras_qat.layer_table import layer_spec
 
 

@@ -14,6 +14,7 @@ is folded into its weights.
 
 import tensorflow as tf
 
+from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
@@ -45,7 +46,7 @@ class UniqueNames:
 def _check_graph(model):
     """Raises unless `model` and every nested model have a layer graph to replay."""
     for container in iter_containers(model):
-        if not container._is_graph_network:
+        if not functional.is_graph_network(container):
             raise UnsupportedModelError(
                 f"Sequential model '{container.name}' has no input shape yet; quantizing it "
                 "needs its layer graph. Start it with `tf_keras.Input(shape)` or call "
@@ -74,23 +75,13 @@ def plan_batch_norm_folds(model, enabled):
     """
     folds = {}
     for container in iter_containers(model):
-        usage = container._tensor_usage_count
-        for nodes in container._nodes_by_depth.values():
-            for node in nodes:
-                bn = node.layer
-                if node.is_input or len(bn._inbound_nodes) != 1:
-                    continue
-                inbound = list(node.iterate_inbound())
-                if len(inbound) != 1:
-                    continue
-                producer, _, _, tensor = inbound[0]
-                if (
-                    producer.name in enabled
-                    and len(producer._inbound_nodes) == 1
-                    and usage.get(str(id(tensor))) == 1
-                    and bn_folding.is_foldable_batch_norm(bn, producer)
-                ):
-                    folds[producer.name] = bn
+        for producer, bn in functional.sole_reader_links(container):
+            if (
+                producer.name in enabled
+                and functional.called_once(producer)
+                and bn_folding.is_foldable_batch_norm(bn, producer)
+            ):
+                folds[producer.name] = bn
     return folds
 
 
@@ -125,35 +116,17 @@ class GraphRebuilder:
     def build(self):
         """Returns the new Functional model, weights copied from the original."""
         inputs = [
-            keras.Input(type_spec=t.type_spec, name=t._keras_history.layer.name)
-            for t in self.model.inputs
+            keras.Input(type_spec=t.type_spec, name=name)
+            for t, name in zip(self.model.inputs, functional.input_names(self.model), strict=True)
         ]
-        outputs = self._replay(self.model, inputs)
+        outputs = functional.replay(self.model, inputs, self._call)
         new_model = keras.Model(inputs, outputs, name=self.model.name)
         self._copy_weights()
         return new_model
 
-    def _replay(self, container, inputs):
-        tensors = {}
-        usage = container._tensor_usage_count
-        for original, new in zip(container.inputs, inputs, strict=True):
-            tensors[str(id(original))] = [new] * usage[str(id(original))]
-        for depth in sorted(container._nodes_by_depth, reverse=True):
-            for node in container._nodes_by_depth[depth]:
-                if node.is_input:
-                    continue
-                args, kwargs = node.map_arguments(tensors)
-                outputs = self._call(node.layer, args, kwargs)
-                for tensor_id, value in zip(
-                    node.flat_output_ids, tf.nest.flatten(outputs), strict=True
-                ):
-                    tensors[tensor_id] = [value] * usage[tensor_id]
-        outputs = [tensors[str(id(t))].pop() for t in container.outputs]
-        return tf.nest.pack_sequence_as(container._nested_outputs, outputs)
-
     def _call(self, layer, args, kwargs):
         if isinstance(layer, keras.Model):
-            return self._replay(layer, tf.nest.flatten(args[0]))
+            return functional.replay(layer, tf.nest.flatten(args[0]), self._call)
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
         copy = self._copy(layer)

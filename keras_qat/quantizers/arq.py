@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from keras_qat.kernel_layout import from_channels_last, to_channels_last
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.base import WeightQuantizerBase
 
@@ -17,16 +18,16 @@ def arq_fake_quant(kernel, num_bits, channel_wise, kernel_layout):
         kernel: The float weights.
         num_bits: 8 or 4.
         channel_wise: One scale per output channel, else one per tensor.
-        kernel_layout: Where the output channels are (`ranges.KERNEL_LAYOUTS`).
+        kernel_layout: Where the output channels are (`kernel_layout.KERNEL_LAYOUTS`).
 
     Returns:
         The fake-quantized kernel, same shape.
     """
     layout = kernel_layout if channel_wise else "last"
-    weights = ranges.to_channels_last(kernel, layout)
+    weights = to_channels_last(kernel, layout)
     bound = tf.stop_gradient(ranges.max_abs(weights, channel_wise))
     quantized = ranges.symmetric_fake_quant(weights, bound, num_bits)
-    return ranges.from_channels_last(quantized, layout, tf.shape(kernel))
+    return from_channels_last(quantized, layout, tf.shape(kernel))
 
 
 class ArqQuantizer(WeightQuantizerBase):
@@ -47,7 +48,7 @@ class ArqQuantizer(WeightQuantizerBase):
         return {}
 
     def scale(self, kernel, weights):
-        channels_last = ranges.to_channels_last(kernel, self.layout)
+        channels_last = to_channels_last(kernel, self.layout)
         bound = ranges.max_abs(channels_last, self.channel_wise)
         return bound / ranges.signed_qmax(ranges.bits_of(self.dst_type))
 

@@ -1,7 +1,7 @@
 """What every keras_qat quantizer shares: config equality, and the weight quantizers' arguments."""
 
 from keras_qat._keras import tfmot
-from keras_qat.quantizers import ranges
+from keras_qat.kernel_layout import KERNEL_LAYOUTS
 
 
 class QuantizerBase(tfmot.quantization.keras.quantizers.Quantizer):
@@ -36,9 +36,9 @@ class WeightQuantizerBase(QuantizerBase):
     """
 
     def __init__(self, dst_type="INT8", channel_wise=True, kernel_layout="last"):
-        if kernel_layout not in ranges.KERNEL_LAYOUTS:
+        if kernel_layout not in KERNEL_LAYOUTS:
             raise ValueError(
-                f"kernel_layout must be one of {ranges.KERNEL_LAYOUTS}. "
+                f"kernel_layout must be one of {KERNEL_LAYOUTS}. "
                 f"Received: kernel_layout={kernel_layout!r}"
             )
         self.dst_type = dst_type

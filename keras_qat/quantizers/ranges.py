@@ -1,4 +1,4 @@
-"""Range maths shared by the quantizers: bits, scales, channel layouts, nudging.
+"""Range maths shared by the quantizers: bits, scales, nudging.
 
 Everything here is a small pure function of tensors (`op_nudge`: of host
 numbers, for the export). The quantizers compose them and end in a
@@ -18,12 +18,6 @@ DST_TYPE_BITS = {"INT8": 8, "INT4": 4}
 # divide by zero (the fake-quant op and TFLite both need a positive scale).
 MIN_RANGE = 1e-8
 
-# How a kernel's output channels are laid out, per layer type:
-#   "last":      (..., out) - Conv1D, Conv2D, Dense, SeparableConv2D pointwise
-#   "depthwise": (h, w, in, multiplier) - one channel per in x multiplier
-#   "transpose": (h, w, out, in) - Conv2DTranspose, channels on axis -2
-KERNEL_LAYOUTS = ("last", "depthwise", "transpose")
-
 
 def positive(value):
     """Projects a scale or upper bound to at least `MIN_RANGE`."""
@@ -38,33 +32,6 @@ def bits_of(dst_type):
 def signed_qmax(num_bits):
     """Largest integer of the narrow signed range [-(2^(b-1)-1), 2^(b-1)-1]."""
     return 2 ** (num_bits - 1) - 1
-
-
-def to_channels_last(kernel, layout):
-    """Reshapes/transposes `kernel` so its output channels are the last axis.
-
-    Args:
-        kernel: A weight tensor.
-        layout: One of `KERNEL_LAYOUTS`.
-
-    Returns:
-        The kernel with channels last (a view for "last").
-    """
-    if layout == "depthwise":
-        shape = tf.shape(kernel)
-        return tf.reshape(kernel, tf.concat([shape[:-2], [shape[-2] * shape[-1]]], 0))
-    if layout == "transpose":
-        return tf.transpose(kernel, [0, 1, 3, 2])
-    return kernel
-
-
-def from_channels_last(tensor, layout, shape):
-    """Inverts `to_channels_last` for a kernel of the given `shape`."""
-    if layout == "depthwise":
-        return tf.reshape(tensor, shape)
-    if layout == "transpose":
-        return tf.transpose(tensor, [0, 1, 3, 2])
-    return tensor
 
 
 def max_abs(kernel, channel_wise):

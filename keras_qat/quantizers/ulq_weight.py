@@ -4,6 +4,7 @@ import math
 
 import tensorflow as tf
 
+from keras_qat import kernel_layout
 from keras_qat._keras import keras
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.base import WeightQuantizerBase
@@ -55,11 +56,7 @@ class UlqWeightQuantizer(WeightQuantizerBase):
     """
 
     def build(self, tensor_shape, name, layer):
-        channels = tensor_shape[-1]
-        if self.layout == "depthwise":
-            channels = tensor_shape[-2] * tensor_shape[-1]
-        elif self.layout == "transpose":
-            channels = tensor_shape[-2]
+        channels = kernel_layout.channel_count(tensor_shape, self.layout)
         scale = layer.add_weight(
             f"{name}_scale",
             shape=(channels,) if self.channel_wise else (),
@@ -76,7 +73,7 @@ class UlqWeightQuantizer(WeightQuantizerBase):
             weights: The dict `build` returned.
             kernel: The layer's float kernel variable.
         """
-        channels_last = ranges.to_channels_last(kernel, self.layout)
+        channels_last = kernel_layout.to_channels_last(kernel, self.layout)
         qmax = ranges.signed_qmax(ranges.bits_of(self.dst_type))
         weights["scale"].assign(ranges.max_abs(channels_last, self.channel_wise) / qmax)
 
@@ -85,8 +82,8 @@ class UlqWeightQuantizer(WeightQuantizerBase):
 
     def __call__(self, inputs, training, weights, **kwargs):
         quantized = ulq_weight_fake_quant(
-            ranges.to_channels_last(inputs, self.layout),
+            kernel_layout.to_channels_last(inputs, self.layout),
             ranges.positive(weights["scale"]),
             ranges.bits_of(self.dst_type),
         )
-        return ranges.from_channels_last(quantized, self.layout, tf.shape(inputs))
+        return kernel_layout.from_channels_last(quantized, self.layout, tf.shape(inputs))

@@ -2,6 +2,7 @@
 
 import weakref
 
+from keras_qat import functional
 from keras_qat._keras import tfmot
 
 # INT4 kernels are stored in the .tflite as int8 values 16 k on the step s / 16
@@ -53,9 +54,9 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     """
 
     def __call__(self, inputs, *args, **kwargs):
-        source = getattr(inputs, "_keras_history", None)
-        if source is not None and hasattr(source.layer, "input_step"):
-            self._input_quantizer = weakref.ref(source.layer)
+        source = functional.producing_layer(inputs)
+        if hasattr(source, "input_step"):
+            self._input_quantizer = weakref.ref(source)
         return super().__call__(inputs, *args, **kwargs)
 
     def bias_step(self):

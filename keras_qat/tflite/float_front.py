@@ -13,8 +13,8 @@ file quantizes where the QAT model does.
 from tensorflow.lite.python import convert as tflite_convert
 from tensorflow.lite.tools import flatbuffer_utils
 
+from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.graph import functional
 from keras_qat.tflite.ops import computes_layers, op_name
 
 

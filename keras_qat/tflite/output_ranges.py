@@ -15,10 +15,10 @@ tensor that has its range already becomes an identity (`merged_quantizers`).
 
 import json
 
+from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.converter_facts import SCALE_KEEPING
-from keras_qat.graph import functional
 from keras_qat.quantizers import InputQuantizeLayer
 from keras_qat.quantizers.introspection import clip_range
 from keras_qat.tflite.fixed_quant import fixed_fake_quant

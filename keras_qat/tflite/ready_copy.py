@@ -16,8 +16,8 @@ copy, not the QAT model's variables; every other layer is shared with the
 QAT model.
 """
 
+from keras_qat import functional
 from keras_qat._keras import keras, tfmot
-from keras_qat.graph import functional
 from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer

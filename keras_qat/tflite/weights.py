@@ -17,7 +17,7 @@ the step the file gives it.
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from keras_qat.quantizers import ranges
+from keras_qat import kernel_layout
 from keras_qat.quantizers.introspection import quantized_layers, weight_scales
 from keras_qat.quantizers.wrapper import INT4_SPREAD, kernel_entries, quantized_variables
 from keras_qat.tflite.ops import WEIGHT_INPUT, bias_input, bias_steps, builtin_code
@@ -56,7 +56,7 @@ def integer_kernels(model):
             zip(wrapper.quantize_config.kernels, kernel_entries(wrapper), strict=True)
         ):
             quantized = quantizer(kernel, False, variables)
-            channels_last = ranges.to_channels_last(quantized, quantizer.layout).numpy()
+            channels_last = kernel_layout.to_channels_last(quantized, quantizer.layout).numpy()
             integers = np.round(channels_last / scales[attr]).astype(np.int32) * spread
             own_bias = bias.numpy() if bias is not None and index == count - 1 else None
             kernels.append(
