@@ -5,6 +5,7 @@ from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
 from keras_qat.graph.output_plan import output_quantized_layers
 from keras_qat.graph.recursion import with_graph_recursion_room
+from keras_qat.graph.shared_inputs import shared_input_readers
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
 from keras_qat.quantizers.introspection import output_range_vars
@@ -69,7 +70,14 @@ def apply_retrain_config(model, config, calibration_data=None):
             float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
         )
     bounds = {name: (floor, ceiling) for name, (floor, ceiling, _) in output_quantized.items()}
-    builder = GraphRebuilder(model, retrain, fixed_min, quantize=True, output_bounds=bounds)
+    builder = GraphRebuilder(
+        model,
+        retrain,
+        fixed_min,
+        quantize=True,
+        output_bounds=bounds,
+        shared_inputs=shared_input_readers(float_model, set(fixed_min)),
+    )
     qat_model = builder.build()
     for name, (clip_max, clip_min) in clip_ranges.items():
         layer = builder.input_quantizers[name]

@@ -9,7 +9,7 @@ from keras_qat._keras import keras
 L = keras.layers
 
 
-def build():
+def build_plain():
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = L.ReLU(name="relu1")(L.BatchNormalization(name="bn1")(x))
@@ -23,10 +23,31 @@ def build():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
-@pytest.fixture(scope="module")
-def float_model(digits):
+def inverted_residual(x, name):
+    """MobileNetV2's block: its input is read by the expand convolution and by the Add."""
+    y = L.Conv2D(24, 1, use_bias=False, name=f"{name}_expand")(x)
+    y = L.ReLU(6.0, name=f"{name}_expand_relu")(L.BatchNormalization(name=f"{name}_expand_bn")(y))
+    y = L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = L.ReLU(6.0, name=f"{name}_dw_relu")(L.BatchNormalization(name=f"{name}_dw_bn")(y))
+    y = L.Conv2D(x.shape[-1], 1, use_bias=False, name=f"{name}_project")(y)
+    return L.Add(name=f"{name}_add")([x, L.BatchNormalization(name=f"{name}_project_bn")(y)])
+
+
+def build_residual():
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.ReLU(6.0, name="relu1")(L.BatchNormalization(name="bn1")(x))
+    for name in ("b1", "b2", "b3"):
+        x = inverted_residual(x, name)
+    x = L.Conv2D(16, 1, activation="relu", name="last")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
+@pytest.fixture(scope="module", params=[build_plain, build_residual], ids=["plain", "residual"])
+def float_model(request, digits):
     keras.utils.set_random_seed(0)
-    model = build()
+    model = request.param()
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
     model.fit(digits[0], digits[1], epochs=8, batch_size=64, verbose=0)
     return model
@@ -43,20 +64,24 @@ def file_output_step(path):
     return tensors[dequantize["inputs"][0]]["quantization"][0]
 
 
-def int4_except_ends():
+def quantizable(model):
+    return [layer.name for layer in model.layers if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense))]
+
+
+def int4_except_ends(model):
     """W4A4 everywhere but the first and last layers (AMCT's INT4 recipe)."""
     int4 = {"retrain_data_config": {"dst_type": "INT4"},
             "retrain_weight_config": {"dst_type": "INT4"}}  # fmt: skip
-    return {"conv1": {}, "dw": int4, "pw": int4, "conv3": int4, "fc": int4, "logits": {}}
+    return {name: {} if name in ("conv1", "logits") else int4 for name in quantizable(model)}
 
 
 @pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
 def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
     x_train, y_train, x_test = digits[0], digits[1], digits[2]
     if recipe == "INT8":
-        config = {name: {} for name in ("conv1", "dw", "pw", "conv3", "fc", "logits")}
+        config = {name: {} for name in quantizable(float_model)}
     else:
-        config = int4_except_ends()
+        config = int4_except_ends(float_model)
     qat = keras_qat.apply_retrain_config(float_model, config, x_train[:256])
     qat.compile(keras.optimizers.Adam(2e-4), keras.losses.SparseCategoricalCrossentropy(True))
     qat.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)

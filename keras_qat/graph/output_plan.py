@@ -9,10 +9,11 @@ pooling or an Add), the layer gets an output quantizer inside
 its wrapper, after the layer's own activation, so that it rounds
 where the file rounds. A ReLU or ReLU6 layer right after it, which the
 converter fuses into the op, bounds the tracked range to [0, inf) or [0, 6]:
-rounding on such a range commutes with the ReLU. Tensors read both by an
-input quantizer and by another layer, and those joined by a Concatenate
-(whose inputs the file requantizes to one common scale), are left to the
-export (see `tflite.output_ranges`).
+rounding on such a range commutes with the ReLU. A tensor read by an input
+quantizer and by other layers gets that quantizer in front of all its
+readers (`shared_inputs`); those joined by a Concatenate (whose inputs the
+file requantizes to one common scale) are left to the export (see
+`tflite.output_ranges`).
 """
 
 from keras_qat import functional

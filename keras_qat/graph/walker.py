@@ -97,9 +97,12 @@ class GraphRebuilder:
         output_bounds: Layer name -> `(floor, ceiling)` of the layers that
             get an output quantizer (`output_plan.output_quantized_layers`).
             Defaults to none.
+        shared_inputs: Producer name -> the quantized layer whose input
+            quantizer goes right after the producer, read by all its readers
+            (`shared_inputs.shared_input_readers`). Defaults to none.
     """
 
-    def __init__(self, model, config, fixed_min, quantize, output_bounds=None):
+    def __init__(self, model, config, fixed_min, quantize, output_bounds=None, shared_inputs=None):
         _check_graph(model)
         self.model = model
         self.layers = {name: config.layers[name] for name in config.enabled_layers}
@@ -110,6 +113,8 @@ class GraphRebuilder:
         self.names = UniqueNames(model)
         self._copies = {}  # id(original layer) -> (original, copy, called copy)
         self.output_bounds = output_bounds or {}
+        self.shared_inputs = shared_inputs or {}
+        self._quantized_at_source = set(self.shared_inputs.values())
         self.input_quantizers = {}  # layer name -> InputQuantizeLayer
         self.layer_inputs = {}  # layer name -> its input tensors, one per call site
 
@@ -130,11 +135,18 @@ class GraphRebuilder:
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
         copy = self._copy(layer)
-        if layer.name in self.layers:
-            self.layer_inputs.setdefault(layer.name, []).append(args[0])
-            if self.quantize:
-                args = (self._input_quantizer(layer)(args[0]), *args[1:])
-        return copy(*args, **kwargs)
+        if layer.name in self.layers and layer.name not in self._quantized_at_source:
+            args = (self._quantized_input(layer.name, args[0]), *args[1:])
+        outputs = copy(*args, **kwargs)
+        reader = self.shared_inputs.get(layer.name)
+        if reader is not None:
+            outputs = self._quantized_input(reader, outputs)
+        return outputs
+
+    def _quantized_input(self, name, tensor):
+        """Records `tensor` as an input of layer `name` and returns it through its quantizer."""
+        self.layer_inputs.setdefault(name, []).append(tensor)
+        return self._input_quantizer(name)(tensor) if self.quantize else tensor
 
     def _copy(self, layer):
         if id(layer) in self._copies:
@@ -161,16 +173,16 @@ class GraphRebuilder:
         self._copies[id(layer)] = (layer, copy, called)
         return called
 
-    def _input_quantizer(self, layer):
-        if layer.name not in self.input_quantizers:
-            data = self.layers[layer.name].retrain_data_config
+    def _input_quantizer(self, name):
+        if name not in self.input_quantizers:
+            data = self.layers[name].retrain_data_config
             quantizer = UlqQuantizer(
-                data.dst_type, self.fixed_min[layer.name], data.clip_max, data.clip_min
+                data.dst_type, self.fixed_min[name], data.clip_max, data.clip_min
             )
-            self.input_quantizers[layer.name] = InputQuantizeLayer(
-                quantizer, target=layer.name, name=self.names(f"{layer.name}_input_quant")
+            self.input_quantizers[name] = InputQuantizeLayer(
+                quantizer, target=name, name=self.names(f"{name}_input_quant")
             )
-        return self.input_quantizers[layer.name]
+        return self.input_quantizers[name]
 
     def _copy_weights(self):
         for original, copy, called in self._copies.values():

@@ -1,16 +1,17 @@
 """Explicit int8 ranges for tensors the converter would otherwise leave float.
 
-A tensor that feeds a keras_qat input quantizer AND another layer (in
-MobileNetV2: a projection convolution or a residual Add whose output goes to
-the next block's expand convolution and to its Add) gets no int8 type from the
-converter: its producer stays float behind a DEQUANTIZE. In the export copy
-such a producer ends in an 8-bit fake-quant over the range the tensor takes on
-the representative data, which is the range the converter's own calibration
-would give it, so the numbers do not change. The same goes for a tensor fanned
-out to several input quantizers (`fanned_out_ranges`) and a concatenation
-joining a ranged tensor (`joining_concatenations`); a quantizer reading a
-tensor that has its range already becomes an identity (`merged_quantizers`).
-`export_ranges` puts them together.
+A tensor that feeds a keras_qat input quantizer AND another layer that does
+not read the quantizer's output (`graph.shared_inputs` moves the quantizer up
+in front of all readers where it can; it cannot for a tensor that is also a
+model output, joins a Concatenate, or comes from a layer called at several
+places) gets no int8 type from the converter: its producer stays float
+behind a DEQUANTIZE. In the export copy such a producer ends in an 8-bit
+fake-quant over the range the tensor takes on the representative data, which
+is the range the converter's own calibration would give it. The same goes
+for a tensor fanned out to several input quantizers (`fanned_out_ranges`)
+and a concatenation joining a ranged tensor (`joining_concatenations`); a
+quantizer reading a tensor that has its range already becomes an identity
+(`merged_quantizers`). `export_ranges` puts them together.
 """
 
 import json

@@ -34,8 +34,8 @@ def test_unfused_activation_and_shared_tensors_are_not_planned():
     reader = L.Dense(4, name="reader")(shared)
     added = L.Add(name="add")([shared, reader])
     outputs = L.Multiply(name="mul")([soft, added])
-    # "shared" feeds a quantizer and an Add: left to the export's ranges.
-    # "reader" feeds only the Add: planned.
+    # "shared" feeds a quantizer and an Add: the quantizer moves up to it
+    # (`shared_inputs`). "reader" feeds only the Add: planned.
     got = plan(outputs, inputs, ["soft", "shared", "reader"])
     assert got == {"reader": (None, None, "reader")}
 

@@ -1,0 +1,42 @@
+import numpy as np
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.graph.shared_inputs import shared_input_readers
+from keras_qat.quantizers import InputQuantizeLayer
+
+L = keras.layers
+
+
+def test_the_one_quantized_reader_among_several_is_planned():
+    inputs = keras.Input((4,), name="x")
+    a = L.Dense(4, name="a")(inputs)  # read by "b" (quantized) and by the Add
+    b = L.Dense(4, name="b")(a)
+    c = L.Add(name="add")([a, b])  # read by "d" and "e", both quantized
+    d = L.Dense(4, name="d")(c)
+    e = L.Dense(4, name="e")(c)
+    f = L.Dense(4, name="f")(L.Add(name="add2")([d, e]))  # read by "g" and as a model output
+    g = L.Dense(4, name="g")(f)
+    h = L.Concatenate(name="cat")([g, L.Dense(4, name="h")(g)])  # "g" joins a Concatenate
+    model = keras.Model(inputs, [f, h])
+    enabled = {"a", "b", "d", "e", "f", "g", "h"}
+    # The model input feeds only "a"; were it shared, it is never called to
+    # put a quantizer after.
+    assert shared_input_readers(model, enabled) == {"a": "b"}
+
+
+def test_every_reader_of_a_shared_tensor_reads_the_quantizer_output():
+    inputs = keras.Input((4,), name="x")
+    a = L.Dense(4, name="a")(inputs)
+    b = L.Dense(4, name="b")(a)
+    model = keras.Model(inputs, L.Add(name="add")([a, b]))
+    config = {"a": {}, "b": {}}
+    qat = keras_qat.apply_retrain_config(model, config, np.random.randn(64, 4).astype("f4"))
+    quantizer = qat.get_layer("b_input_quant")
+    assert isinstance(quantizer, InputQuantizeLayer)
+    # The Add reads the rounded tensor, as the .tflite's int8 ADD does.
+    add_inputs = [t.node.layer.name for t in qat.get_layer("add").input]
+    assert add_inputs == ["b_input_quant", "b"]
+    probe = keras.Model(qat.inputs, [quantizer.output, qat.get_layer("add").input[0]])
+    rounded, read = probe.predict(np.random.randn(8, 4).astype("f4"), verbose=0)
+    np.testing.assert_array_equal(rounded, read)
