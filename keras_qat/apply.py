@@ -70,13 +70,22 @@ def apply_retrain_config(model, config, calibration_data=None):
             float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
         )
     bounds = {name: (floor, ceiling) for name, (floor, ceiling, _) in output_quantized.items()}
+    settings = {
+        name: (retrain.layers[name].retrain_data_config, fixed_min[name]) for name in fixed_min
+    }
     builder = GraphRebuilder(
         model,
         retrain,
         fixed_min,
         quantize=True,
         output_bounds=bounds,
-        shared_inputs=shared_input_readers(float_model, set(fixed_min)),
+        shared_inputs=shared_input_readers(
+            float_model,
+            {
+                name: (retrain.layers[name].retrain_data_config, fixed_min[name])
+                for name in fixed_min
+            },
+        ),
     )
     qat_model = builder.build()
     for name, (clip_max, clip_min) in clip_ranges.items():

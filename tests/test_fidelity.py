@@ -65,7 +65,11 @@ def file_output_step(path):
 
 
 def quantizable(model):
-    return [layer.name for layer in model.layers if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense))]
+    return [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense))
+    ]
 
 
 def int4_except_ends(model):

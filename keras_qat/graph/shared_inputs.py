@@ -2,13 +2,15 @@
 
 A tensor that feeds a quantized layer and also other layers (in MobileNetV2
 and ResNet: a block's output, read by the next block's first convolution and
-by its residual Add) is one int8 tensor in the .tflite, on the grid of the
-quantizer in front of that layer. For the QAT model to compute what the file
-computes, the other readers must read the rounded tensor too: the quantizer
-is applied where the tensor is produced, and every reader takes its output.
-Tensors read by several quantized layers, by a Concatenate (whose inputs the
-file requantizes to one common scale) or as a model output are left to the
-export (see `tflite.output_ranges`).
+by its residual Add; in ResNet also by the shortcut convolution) is one int8
+tensor in the .tflite, on one grid. For the QAT model to compute what the
+file computes, every reader must read the tensor rounded on that grid: one
+input quantizer is applied where the tensor is produced, and every reader
+takes its output. Several quantized readers share it when their
+`retrain_data_config` and `fixed_min` are the same (the default config's
+case); with different settings, and for tensors read by a Concatenate (whose
+inputs the file requantizes to one common scale) or as a model output, the
+tensor is left to the export (see `tflite.output_ranges`).
 """
 
 import tensorflow as tf
@@ -17,33 +19,37 @@ from keras_qat import functional
 from keras_qat._keras import keras
 
 
-def shared_input_readers(float_model, enabled):
-    """Producer name -> the one quantized layer among several readers of its output.
+def shared_input_readers(float_model, settings):
+    """Producer name -> the quantized layers among several readers of its output.
 
     Args:
         float_model: The flat float copy of the model (nested models inlined,
             BatchNormalization folded), layers named as in the original.
-        enabled: Names of the layers that are quantized.
+        settings: Name of each quantized layer -> what decides its input
+            quantizer (its `retrain_data_config` and `fixed_min`); layers
+            with equal settings can share one.
 
     Returns:
-        A dict from producer layer name to the name of the quantized layer
-        whose input quantizer is to be applied right after the producer.
+        A dict from producer layer name to the names of the quantized layers
+        reading its output (a tuple, in model order) whose one input quantizer
+        is to be applied right after the producer.
     """
     consumers = functional.consumers(float_model)
     planned = {}
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
-        quantized = [r for r in readers if r is not None and r.name in enabled]
+        quantized = list(dict.fromkeys(r for r in readers if r is not None and r.name in settings))
         if (
             isinstance(layer, keras.layers.InputLayer)  # never called: a model input
-            or len(quantized) != 1
+            or not quantized
+            or len({settings[r.name] for r in quantized}) != 1
             or len(readers) < 2
             or None in readers
             or any(isinstance(r, keras.layers.Concatenate) for r in readers)
             or not functional.called_once(layer)
-            or not functional.called_once(quantized[0])
+            or not all(functional.called_once(r) for r in quantized)
             or len(tf.nest.flatten(layer.output)) != 1
         ):
             continue
-        planned[layer.name] = quantized[0].name
+        planned[layer.name] = tuple(r.name for r in quantized)
     return planned

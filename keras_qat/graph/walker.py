@@ -97,7 +97,7 @@ class GraphRebuilder:
         output_bounds: Layer name -> `(floor, ceiling)` of the layers that
             get an output quantizer (`output_plan.output_quantized_layers`).
             Defaults to none.
-        shared_inputs: Producer name -> the quantized layer whose input
+        shared_inputs: Producer name -> the quantized layers whose one input
             quantizer goes right after the producer, read by all its readers
             (`shared_inputs.shared_input_readers`). Defaults to none.
     """
@@ -114,7 +114,8 @@ class GraphRebuilder:
         self._copies = {}  # id(original layer) -> (original, copy, called copy)
         self.output_bounds = output_bounds or {}
         self.shared_inputs = shared_inputs or {}
-        self._quantized_at_source = set(self.shared_inputs.values())
+        # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
+        self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # layer name -> InputQuantizeLayer
         self.layer_inputs = {}  # layer name -> its input tensors, one per call site
 
@@ -135,18 +136,19 @@ class GraphRebuilder:
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
         copy = self._copy(layer)
-        if layer.name in self.layers and layer.name not in self._quantized_at_source:
-            args = (self._quantized_input(layer.name, args[0]), *args[1:])
+        if layer.name in self.layers and layer.name not in self._sharing:
+            args = (self._quantized_input((layer.name,), args[0]), *args[1:])
         outputs = copy(*args, **kwargs)
-        reader = self.shared_inputs.get(layer.name)
-        if reader is not None:
-            outputs = self._quantized_input(reader, outputs)
+        readers = self.shared_inputs.get(layer.name)
+        if readers is not None:
+            outputs = self._quantized_input(readers, outputs)
         return outputs
 
-    def _quantized_input(self, name, tensor):
-        """Records `tensor` as an input of layer `name` and returns it through its quantizer."""
-        self.layer_inputs.setdefault(name, []).append(tensor)
-        return self._input_quantizer(name)(tensor) if self.quantize else tensor
+    def _quantized_input(self, names, tensor):
+        """Records `tensor` as the input of layers `names`; returns it through their quantizer."""
+        for name in names:
+            self.layer_inputs.setdefault(name, []).append(tensor)
+        return self._input_quantizer(names)(tensor) if self.quantize else tensor
 
     def _copy(self, layer):
         if id(layer) in self._copies:
@@ -173,16 +175,21 @@ class GraphRebuilder:
         self._copies[id(layer)] = (layer, copy, called)
         return called
 
-    def _input_quantizer(self, name):
-        if name not in self.input_quantizers:
-            data = self.layers[name].retrain_data_config
+    def _input_quantizer(self, names):
+        """The one `InputQuantizeLayer` of layers `names` (equal settings), made on first use."""
+        first = names[0]
+        if first not in self.input_quantizers:
+            data = self.layers[first].retrain_data_config
             quantizer = UlqQuantizer(
-                data.dst_type, self.fixed_min[name], data.clip_max, data.clip_min
+                data.dst_type, self.fixed_min[first], data.clip_max, data.clip_min
             )
-            self.input_quantizers[name] = InputQuantizeLayer(
-                quantizer, target=name, name=self.names(f"{name}_input_quant")
+            layer = InputQuantizeLayer(
+                quantizer,
+                target=first if len(names) == 1 else list(names),
+                name=self.names(f"{first}_input_quant"),
             )
-        return self.input_quantizers[name]
+            self.input_quantizers.update(dict.fromkeys(names, layer))
+        return self.input_quantizers[first]
 
     def _copy_weights(self):
         for original, copy, called in self._copies.values():

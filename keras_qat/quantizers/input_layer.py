@@ -13,8 +13,9 @@ class InputQuantizeLayer(keras.layers.Layer):
 
     Args:
         quantizer: The activation quantizer.
-        target: Name of the layer whose input this quantizes, for reports.
-            Defaults to `None`.
+        target: Name of the layer whose input this quantizes, or a list of
+            names when several layers read the one rounded tensor, for
+            reports. Defaults to `None`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
@@ -23,6 +24,13 @@ class InputQuantizeLayer(keras.layers.Layer):
         self.quantizer = quantizer
         self.target = target
         self.quantizer_vars = {}
+
+    @property
+    def targets(self):
+        """The names of the layers whose input this quantizes, a tuple."""
+        if self.target is None:
+            return ()
+        return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
     def build(self, input_shape):
         self.quantizer_vars = self.quantizer.build(input_shape, self.name, self)

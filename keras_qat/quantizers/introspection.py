@@ -60,7 +60,7 @@ def quantized_layers(qat_model):
     inputs, wrappers = {}, {}
     for layer in qat_model.layers:
         if isinstance(layer, InputQuantizeLayer):
-            inputs[layer.target] = layer
+            inputs.update(dict.fromkeys(layer.targets, layer))
         elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             wrappers[layer.layer.name] = layer
     return inputs, wrappers

@@ -1,6 +1,7 @@
 """Tensors the converter would leave float or give two scales get one int8 range."""
 
 import numpy as np
+import pytest
 
 import keras_qat
 from keras_qat._keras import keras
@@ -16,14 +17,15 @@ L = keras.layers
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
 
-def residual_model():
+def residual_model(project_is_an_output=False):
     """MobileNetV2's pattern: a linear projection feeding the next conv and an Add."""
     inputs = keras.Input((8, 8, 4))
     project = L.Conv2D(4, 1, name="project")(inputs)
     expand = L.ReLU(name="relu")(L.Conv2D(8, 1, name="expand")(project))
     back = L.Conv2D(4, 1, name="project2")(expand)
     added = L.Add(name="add")([project, back])
-    return keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(added)))
+    head = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(added))
+    return keras.Model(inputs, [head, project] if project_is_an_output else head)
 
 
 def exported_error(qat, tmp_path, data, compute_ops):
@@ -41,13 +43,16 @@ def exported_error(qat, tmp_path, data, compute_ops):
     return keras_qat.check_tflite(qat, path, data)["max_abs_error"]
 
 
-def test_shared_tensor_producer_is_int8(tmp_path):
+@pytest.mark.parametrize("project_is_an_output", [False, True])
+def test_shared_tensor_producer_is_int8(tmp_path, project_is_an_output):
     keras.utils.set_random_seed(0)
-    model = residual_model()
+    model = residual_model(project_is_an_output)
     data = np.random.default_rng(0).normal(size=(64, 8, 8, 4)).astype(np.float32)
     config = {name: {} for name in ("project", "expand", "project2", "head")}
     qat = keras_qat.apply_retrain_config(model, config, data)
-    assert shared_quantized_inputs(qat) == ["project"]
+    # The Add reads expand's quantizer output, unless the model returns the
+    # tensor too: then the export ranges it on the representative data.
+    assert shared_quantized_inputs(qat) == (["project"] if project_is_an_output else [])
 
     assert exported_error(qat, tmp_path, data, 4) < 0.05
 
