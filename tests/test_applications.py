@@ -3,13 +3,14 @@
 Slow (minutes per family on 2 cores): `python -m pytest -m slow tests/test_applications.py`.
 Each network (weights=None, 10 classes) runs twice: at 96x96 with logits,
 and at the smallest input the family takes from 64x64 up with its default
-softmax classifier (checked in output steps: the int8 probabilities of a
-barely trained network tie, and their top-1 says nothing). It first trains
-two float epochs
-on random images so that its BatchNormalization statistics are those of a
-used network, not the identity of a fresh one (with which activations vanish
-to ~1e-8 deep in MobileNetV3 and its outputs to ~1e-10, where top-1 agreement
-means nothing; export then warns that the file disagrees).
+softmax classifier. It first trains two float epochs on random images so
+that its BatchNormalization statistics are those of a used network, not the
+identity of a fresh one (with which activations vanish to ~1e-8 deep in
+MobileNetV3 and its outputs to ~1e-10). Both are checked in output steps
+(the share of outputs the file computes within one int8 step of Keras): the
+outputs of a network trained on random labels lie within a step or two of
+each other, so their top-1 says nothing. `benchmarks/fidelity.py` measures
+trained networks.
 """
 
 import numpy as np
@@ -77,6 +78,5 @@ def test_family_exports_int8(family, head, tmp_path):
     qat.fit(x, y, batch_size=32, epochs=1, verbose=0)
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
     assert int8_compute_fraction(path) >= 0.95
-    measure = "top1" if head == "logits" else "steps"
-    report = keras_qat.check_tflite(qat, path, x, measure=measure)
+    report = keras_qat.check_tflite(qat, path, x, measure="steps")
     assert report["agreement"] >= 0.9, report
