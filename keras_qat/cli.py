@@ -188,7 +188,9 @@ def _parser():
     create = commands.add_parser("create-config", help="write a default retrain config")
     create.add_argument("model_file", help="a tf_keras model (.keras, .h5 or SavedModel dir)")
     create.add_argument("-o", "--output", required=True, help="config file to write")
-    create.add_argument("--definition", help="simple config definition (JSON)")
+    create.add_argument(
+        "--definition", help="simple config definition (JSON, or AMCT's .cfg text format)"
+    )
     create.add_argument("--force", action="store_true", help="replace an existing output file")
     create.set_defaults(run=_create_config)
     validate = commands.add_parser("validate", help="check a retrain config against a model")

@@ -51,6 +51,15 @@ QUANTIZABLE_LAYERS = {
 
 QUANTIZABLE_TYPE_NAMES = {cls.__name__: cls for cls in QUANTIZABLE_LAYERS}
 
+# AMCT's TensorFlow op types, accepted wherever a definition names a layer type
+# (AMCT's TensorFlow `Conv2D` is Keras's `Conv2D` already).
+TYPE_ALIASES = {
+    "DepthwiseConv2dNative": "DepthwiseConv2D",
+    "MatMul": "Dense",
+    "Conv2DBackpropInput": "Conv2DTranspose",
+    "AvgPool": "AveragePooling2D",
+}
+
 
 def layer_spec(layer):
     """Returns the `LayerSpec` of `layer`, or None when it is not quantizable.

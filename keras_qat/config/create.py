@@ -1,6 +1,7 @@
 """Creating a retrain config for a model, optionally from a simple definition file.
 
-The definition file follows AMCT's simple config, in JSON::
+The definition file follows AMCT's simple config, as AMCT's protobuf text
+(`.cfg`, see `amct_cfg`) or in JSON::
 
     {"batch_num": 2,
      "skip_layers": ["logits"],
@@ -11,6 +12,8 @@ The definition file follows AMCT's simple config, in JSON::
      "override_layer_configs": {"conv1": {"retrain_data_quant_config": {"dst_type": "INT8"},
                                           "retrain_weight_quant_config": {"dst_type": "INT8"}}}}
 
+Layer types are Keras class names, or AMCT's TensorFlow op types
+(`DepthwiseConv2dNative`, `MatMul`, `Conv2DBackpropInput`, `AvgPool`).
 Priority per key: per-layer override > per-type override > global > default.
 Skipped layers keep an entry with `retrain_enable: false`, so turning one
 back on is a one-word edit.
@@ -19,6 +22,7 @@ back on is a one-word edit.
 import os
 
 from keras_qat.config import schema
+from keras_qat.config.amct_cfg import read_cfg
 from keras_qat.config.jsonio import write_json_atomic
 from keras_qat.config.retrain_config import (
     DataQuantConfig,
@@ -29,7 +33,7 @@ from keras_qat.config.schema_errors import did_you_mean, schema_errors
 from keras_qat.config.validate import load_config_document, parse_retrain_config
 from keras_qat.errors import ConfigError
 from keras_qat.graph.model_check import check_model, model_layers
-from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
+from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, TYPE_ALIASES, layer_spec
 
 _BLOCKS = {
     "retrain_data_quant_config": "retrain_data_config",
@@ -128,19 +132,38 @@ def build_config_document(model, definition):
     return document
 
 
+def _resolve_type_aliases(definition):
+    """Renames AMCT's op type names to Keras class names; errors for a type given twice."""
+    errors = []
+    if isinstance(definition.get("skip_layer_types"), list):
+        definition["skip_layer_types"] = [
+            TYPE_ALIASES.get(kind, kind) for kind in definition["skip_layer_types"]
+        ]
+    overrides = definition.get("override_layer_types")
+    if isinstance(overrides, dict):
+        renamed = {}
+        for kind, block in overrides.items():
+            name = TYPE_ALIASES.get(kind, kind)
+            if name in renamed:
+                errors.append(f"override_layer_types: '{kind}' and '{name}' are the same type.")
+            renamed[name] = block
+        definition["override_layer_types"] = renamed
+    return errors
+
+
 def _read_definition(config_definition, model):
     if config_definition is None:
         return {}, None
     source = "config_definition"
     if isinstance(config_definition, (str, os.PathLike)):
         source = f"config_definition {os.fspath(config_definition)}"
-        if os.fspath(config_definition).endswith(".cfg"):
-            raise ConfigError(
-                f"{source}: AMCT's protobuf text format (.cfg) is not supported yet; write the "
-                "same fields as JSON (see README, 'Config definition')."
-            )
-    definition = load_config_document(config_definition)
+    if isinstance(config_definition, (str, os.PathLike)) and source.endswith(".cfg"):
+        definition = read_cfg(config_definition)
+    else:
+        definition = load_config_document(config_definition)
     errors = schema_errors(definition, schema.CONFIG_DEFINITION_SCHEMA, _describe_definition)
+    if not errors:
+        errors = _resolve_type_aliases(definition)
     if not errors:
         errors = _unknown_names(definition, {layer.name: layer for layer in model_layers(model)})
     if errors:
@@ -170,9 +193,9 @@ def create_quant_retrain_config(config_file, model, config_definition=None, over
     Args:
         config_file: Where to write the config (JSON).
         model: A tf_keras Sequential or Functional model.
-        config_definition: Optional simple definition (path to a JSON file, or
-            a dict) that skips layers and sets defaults globally, per layer
-            type and per layer. Defaults to `None`.
+        config_definition: Optional simple definition (path to a JSON file or
+            an AMCT `.cfg` file, or a dict) that skips layers and sets
+            defaults globally, per layer type and per layer. Defaults to `None`.
         overwrite: Replace an existing `config_file`. Defaults to `False`, so
             that hand edits are never lost by accident.
 

@@ -237,15 +237,11 @@ class TestDefinition:
         assert str(info.value).startswith("config_definition")
         assert not (tmp_path / "c.json").exists()
 
-    def test_definition_file_and_cfg_format(self, model, tmp_path):
+    def test_definition_file_with_a_duplicate_key(self, model, tmp_path):
         path = tmp_path / "def.json"
         path.write_text('{"skip_layers": ["dense"],\n "skip_layers": []}')
         with pytest.raises(keras_qat.ConfigError, match="duplicate key 'skip_layers' at line 2"):
             keras_qat.create_quant_retrain_config(tmp_path / "c.json", model, path)
-        cfg = tmp_path / "def.cfg"
-        cfg.write_text("batch_num: 2")
-        with pytest.raises(keras_qat.ConfigError, match=r"protobuf text format \(.cfg\)"):
-            keras_qat.create_quant_retrain_config(tmp_path / "c.json", model, cfg)
 
 
 def test_all_types_model_builds():
