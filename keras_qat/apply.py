@@ -3,7 +3,8 @@
 from keras_qat.calibration.collect import calibrate
 from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
-from keras_qat.graph.output_plan import output_quantized_layers
+from keras_qat.graph.model_check import checked_model
+from keras_qat.graph.output_plan import plan_output_quantizers
 from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.shared_inputs import shared_input_readers
 from keras_qat.graph.walker import GraphRebuilder
@@ -22,7 +23,9 @@ def apply_retrain_config(model, config, calibration_data=None):
     (BatchNormalization folded).
 
     Args:
-        model: A tf_keras Sequential or Functional model (not modified).
+        model: A tf_keras or Keras 3 Sequential or Functional model (not
+            modified). A Keras 3 model is rebuilt as tf_keras first, layer
+            names kept; the QAT model is a tf_keras model either way.
         config: Path to a config.json, the parsed dict, or the `RetrainConfig`
             `read_retrain_config` returned.
         calibration_data: A `tf.data.Dataset`, a generator of batches (x or
@@ -42,6 +45,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         DataError: if the calibration data does not fit the model, or holds
             (or makes the model compute) NaN or Inf values.
     """
+    model = checked_model(model)
     retrain = read_retrain_config(config, model)
     fixed_min = {name: retrain.resolved_fixed_min[name] for name in retrain.enabled_layers}
     to_calibrate = [
@@ -54,23 +58,21 @@ def apply_retrain_config(model, config, calibration_data=None):
         )
     float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
     float_model = float_copy.build()
-    output_quantized = output_quantized_layers(float_model, set(fixed_min))
+    plan = plan_output_quantizers(float_model, set(fixed_min))
     clip_ranges, output_ranges = {}, {}
-    if calibration_data is not None and (to_calibrate or output_quantized):
+    tracked = [*plan.wrappers, *plan.tensors]  # names of the layers whose output is tracked
+    if calibration_data is not None and (to_calibrate or tracked):
         settings = {
             name: (bits_of(retrain.layers[name].retrain_data_config.dst_type), fixed_min[name])
             for name in to_calibrate
         }
         inputs = {name: float_copy.layer_inputs[name] for name in to_calibrate}
-        outputs = {
-            name: float_model.get_layer(tensor).output
-            for name, (_, _, tensor) in output_quantized.items()
-        }
+        outputs = {name: float_model.get_layer(name).output for name in tracked}
         clip_ranges, output_ranges = calibrate(
             float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
         )
-    bounds = {name: (floor, ceiling) for name, (floor, ceiling, _) in output_quantized.items()}
-    settings = {
+    # Layers reading one tensor share its input quantizer when these are equal.
+    data_settings = {
         name: (retrain.layers[name].retrain_data_config, fixed_min[name]) for name in fixed_min
     }
     builder = GraphRebuilder(
@@ -78,19 +80,18 @@ def apply_retrain_config(model, config, calibration_data=None):
         retrain,
         fixed_min,
         quantize=True,
-        output_bounds=bounds,
-        shared_inputs=shared_input_readers(
-            float_model,
-            {
-                name: (retrain.layers[name].retrain_data_config, fixed_min[name])
-                for name in fixed_min
-            },
-        ),
+        output_bounds=plan.wrappers,
+        shared_inputs=shared_input_readers(float_model, data_settings),
+        operation_bounds=plan.tensors,
     )
     qat_model = builder.build()
     for name, (clip_max, clip_min) in clip_ranges.items():
         layer = builder.input_quantizers[name]
         UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
     for name, (low, high) in output_ranges.items():
-        TrackedRangeQuantizer.assign_range(output_range_vars(qat_model.get_layer(name)), low, high)
+        if name in builder.output_quantizers:
+            variables = builder.output_quantizers[name].quantizer_vars
+        else:
+            variables = output_range_vars(qat_model.get_layer(name))
+        TrackedRangeQuantizer.assign_range(variables, low, high)
     return qat_model

@@ -1,12 +1,15 @@
 """load_model: a saved model back, QAT or float, without running code it carries."""
 
+import json
 import os
+import zipfile
 
 import tensorflow as tf
 
 from keras_qat._keras import SafeModeScope, keras
 from keras_qat.errors import ModelFileError
 from keras_qat.graph.recursion import graph_recursion_room
+from keras_qat.keras3 import as_tf_keras
 from keras_qat.quantizers import quantize_scope
 
 # The class tf_keras gives a layer it restored from a SavedModel's graph rather
@@ -24,14 +27,35 @@ def _revived_lambdas(model):
     ]
 
 
+def _saved_by_keras3(path):
+    """Whether `path` is a `.keras` archive that Keras 3 wrote."""
+    path = os.fspath(path)
+    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        try:
+            metadata = json.loads(archive.read("metadata.json"))
+        except (KeyError, ValueError):
+            return False
+    return str(metadata.get("keras_version", "")).startswith("3.")
+
+
+def _load_keras3(path, safe_mode):
+    import keras as keras3  # the Keras 3 package, which TensorFlow installs
+
+    return keras3.saving.load_model(path, compile=False, safe_mode=safe_mode)
+
+
 def load_model(path, safe_mode=True, compile=False):
-    """Loads a model saved by tf_keras, with keras_qat's and TFMOT's classes known.
+    """Loads a model saved by tf_keras or Keras 3, with keras_qat's and TFMOT's classes known.
 
     Use it for the QAT model `apply_retrain_config` returned (saved with
     `model.save`) as for a float model. `.keras`, `.h5` and SavedModel
     directories load alike; in safe mode (the default) none of them runs
     Python code stored in the file (a `Lambda` layer's function), as Keras'
-    own `safe_mode` does for `.keras` files only.
+    own `safe_mode` does for `.keras` files only. A `.keras` file written by
+    Keras 3 is loaded by Keras 3 and rebuilt as tf_keras
+    (`keras3.as_tf_keras`), without its optimizer.
 
     Args:
         path: A `.keras` or `.h5` file, or a SavedModel directory.
@@ -46,6 +70,7 @@ def load_model(path, safe_mode=True, compile=False):
     Raises:
         ModelFileError: if the file does not exist, cannot be loaded, or
             carries code and `safe_mode` is True.
+        UnsupportedModelError: if a Keras 3 model cannot be rebuilt as tf_keras.
     """
     if not tf.io.gfile.exists(os.fspath(path)):  # also gs:// and other TensorFlow paths
         raise ModelFileError(f"cannot load model {path}: no such file or directory")
@@ -55,12 +80,16 @@ def load_model(path, safe_mode=True, compile=False):
             SafeModeScope(safe_mode),
             graph_recursion_room(layers=_LOADABLE_LAYERS),
         ):
-            model = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
+            if _saved_by_keras3(path):
+                model = _load_keras3(path, safe_mode)
+            else:
+                model = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
     except Exception as e:  # load_model raises many types; all mean "cannot use this file"
         message = str(e).split("\n")[0]
         if "Lambda" in message and safe_mode:
             message = "it holds a Lambda layer whose Python code loading would run"
         raise ModelFileError(_refusal(path, message, safe_mode)) from None
+    model = as_tf_keras(model)  # outside the try: its refusals name the layer, not the file
     lambdas = _revived_lambdas(model) if safe_mode else []
     if lambdas:
         raise ModelFileError(

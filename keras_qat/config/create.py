@@ -32,7 +32,7 @@ from keras_qat.config.retrain_config import (
 from keras_qat.config.schema_errors import did_you_mean, schema_errors
 from keras_qat.config.validate import load_config_document, parse_retrain_config
 from keras_qat.errors import ConfigError
-from keras_qat.graph.model_check import check_model, model_layers
+from keras_qat.graph.model_check import checked_model, model_layers
 from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, TYPE_ALIASES, layer_spec
 
 _BLOCKS = {
@@ -192,7 +192,7 @@ def create_quant_retrain_config(config_file, model, config_definition=None, over
 
     Args:
         config_file: Where to write the config (JSON).
-        model: A tf_keras Sequential or Functional model.
+        model: A tf_keras or Keras 3 Sequential or Functional model.
         config_definition: Optional simple definition (path to a JSON file or
             an AMCT `.cfg` file, or a dict) that skips layers and sets
             defaults globally, per layer type and per layer. Defaults to `None`.
@@ -207,7 +207,7 @@ def create_quant_retrain_config(config_file, model, config_definition=None, over
         ConfigError: if the definition is invalid or yields an invalid config.
         FileExistsError: if `config_file` exists and `overwrite` is False.
     """
-    check_model(model)
+    model = checked_model(model)
     definition, source = _read_definition(config_definition, model)
     document = build_config_document(model, definition)
     config = parse_retrain_config(document, model, source).to_dict()

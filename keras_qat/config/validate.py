@@ -17,7 +17,7 @@ from keras_qat.config.retrain_config import (
 from keras_qat.config.schema_errors import did_you_mean, schema_errors, show
 from keras_qat.errors import ConfigError
 from keras_qat.graph.fixed_min import FixedMinResolver
-from keras_qat.graph.model_check import check_model, model_layers
+from keras_qat.graph.model_check import checked_model, model_layers
 from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
 
 
@@ -293,7 +293,7 @@ def read_retrain_config(config, model):
     Args:
         config: Path to a config.json, the parsed dict, or a `RetrainConfig`
             (read for this or another model: it is checked again).
-        model: The tf_keras model the config is for.
+        model: The tf_keras or Keras 3 model the config is for.
 
     Returns:
         The validated `RetrainConfig`.
@@ -302,7 +302,7 @@ def read_retrain_config(config, model):
         UnsupportedModelError: if the model cannot be quantized at all.
         ConfigError: listing every problem found in the config.
     """
-    check_model(model)
+    model = checked_model(model)
     if isinstance(config, RetrainConfig):
         config = config.to_dict()
     source = os.fspath(config) if isinstance(config, (str, os.PathLike)) else None

@@ -3,12 +3,18 @@
 import collections
 
 from keras_qat import functional
-from keras_qat._keras import is_keras3_object, keras, tfmot
+from keras_qat._keras import keras, tfmot
 from keras_qat.errors import UnsupportedModelError
+from keras_qat.keras3 import as_tf_keras
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
+from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 
 # Layers that only a quantization-aware model holds (keras_qat's or TFMOT's).
-_QUANTIZATION_LAYERS = (tfmot.quantization.keras.QuantizeWrapper, InputQuantizeLayer)
+_QUANTIZATION_LAYERS = (
+    tfmot.quantization.keras.QuantizeWrapper,
+    InputQuantizeLayer,
+    OutputQuantizeLayer,
+)
 
 
 def _is_walkable(model):
@@ -62,17 +68,10 @@ def check_model(model):
         model: What the user passed as the model.
 
     Raises:
-        UnsupportedModelError: for a Keras 3 model, anything that is not a
-            tf_keras model, a subclassed model, a model that is already
-            quantization-aware, or duplicate layer names.
+        UnsupportedModelError: for anything that is not a tf_keras model, a
+            subclassed model, a model that is already quantization-aware, or
+            duplicate layer names.
     """
-    if is_keras3_object(model):
-        raise UnsupportedModelError(
-            f"Model '{getattr(model, 'name', '?')}' is a Keras 3 model. keras_qat and "
-            "tensorflow-model-optimization need Keras 2: build or load it with `import tf_keras` "
-            "(e.g. `tf_keras.models.load_model(path)`), not `keras` or `tf.keras`. "
-            f"Received: model={type(model).__module__}.{type(model).__name__}"
-        )
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(
             f"Expected a tf_keras Sequential or Functional model. Received: model={model!r}"
@@ -100,3 +99,21 @@ def check_model(model):
             "layer name, so each must be unique. Rename them (e.g. pass `name=` when building). "
             f"Received: duplicated names={duplicates}"
         )
+
+
+def checked_model(model):
+    """The tf_keras model keras_qat works on for the user's `model`, checked.
+
+    Args:
+        model: A tf_keras or Keras 3 Sequential or Functional model.
+
+    Returns:
+        `model` itself, or for a Keras 3 model its tf_keras rebuild
+        (`keras3.as_tf_keras`).
+
+    Raises:
+        UnsupportedModelError: see `check_model` and `keras3.as_tf_keras`.
+    """
+    model = as_tf_keras(model)
+    check_model(model)
+    return model

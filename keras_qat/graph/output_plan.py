@@ -1,20 +1,23 @@
-"""Which quantized layers also round their output (`TrackedRangeQuantizer`), and within what bounds.
+"""Where the QAT model rounds the int8 tensors no input quantizer reads (`TrackedRangeQuantizer`).
 
 A quantized convolution or dense layer writes an int8 tensor in the .tflite
-(after the activation the converter fuses into it). When an input quantizer
-reads that tensor (directly or behind layers that keep the scale, such as
-max pooling), the file uses the quantizer's grid, which the QAT model
-already rounds on. When none does (the logits; the input of a global average
-pooling or an Add), the layer gets an output quantizer inside
-its wrapper, after the layer's own activation, so that it rounds
-where the file rounds. A ReLU or ReLU6 layer right after it, which the
-converter fuses into the op, bounds the tracked range to [0, inf) or [0, 6]:
-rounding on such a range commutes with the ReLU. A tensor read by an input
+(after the activation the converter fuses into it), and so does an Add of
+int8 tensors. When an input quantizer reads that tensor (directly or behind
+layers that keep the scale, such as max pooling), the file uses the
+quantizer's grid, which the QAT model already rounds on. When none does (the
+logits; the input of a global average pooling or of an Add), the QAT model
+rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
+own activation; or, where a ReLU/ReLU6 layer follows that the converter
+fuses into the op (its range then comes from the ReLU's output, not from a
+fake-quant before it), in an `OutputQuantizeLayer` after the ReLU, as after
+an Add. A tensor read by an input
 quantizer and by other layers gets that quantizer in front of all its
 readers (`shared_inputs`); those joined by a Concatenate (whose inputs the
 file requantizes to one common scale) are left to the export (see
 `tflite.output_ranges`).
 """
+
+from typing import NamedTuple
 
 from keras_qat import functional
 from keras_qat._keras import keras
@@ -38,8 +41,87 @@ def _readers(name, consumers):
     return readers
 
 
-def output_quantized_layers(float_model, enabled):
-    """The quantized layers whose output the file holds in int8 with no input quantizer on it.
+def _fused_end(layer, consumers):
+    """The layer whose output is the tensor the file holds: `layer`, or a ReLU fused into it."""
+    after = consumers.get(layer.name, [])
+    if (
+        len(after) == 1
+        and after[0] is not None
+        and functional.called_once(after[0])
+        and fused_activation(after[0])
+    ):
+        return after[0]
+    return layer
+
+
+def _rounded_by_no_quantizer(end, consumers, enabled):
+    """Whether no input quantizer reads `end`'s output, nor a Concatenate.
+
+    A Concatenate has one scale for all its inputs: the file requantizes them
+    to it, on a grid no quantizer of the QAT model has.
+    """
+    readers = _readers(end.name, consumers)
+    return not any(
+        isinstance(reader, keras.layers.Concatenate)
+        or (reader is not None and reader.name in enabled)
+        for reader in readers
+    )
+
+
+class OutputPlan(NamedTuple):
+    """Where the QAT model rounds an int8 tensor of the file that no input quantizer reads.
+
+    Attributes:
+        wrappers: Quantized layer name -> `(floor, ceiling)` of the output
+            quantizer inside its wrapper, after its own activation (`None`
+            where unbounded).
+        tensors: Layer name -> `(floor, ceiling)` of an `OutputQuantizeLayer`
+            right after that layer: a ReLU the converter fuses into the
+            quantized layer or Add before it, or such an Add itself.
+    """
+
+    wrappers: dict
+    tensors: dict
+
+
+# Weightless layers the file computes in int8 on an output range of their own.
+_REQUANTIZING = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+)
+
+
+def _after_a_quantizer(name, sources, enabled, memo):
+    """Whether a quantized layer precedes `name` (else it runs in float, before the first one)."""
+    if name not in memo:
+        memo[name] = False  # guards against revisiting
+        memo[name] = name in enabled or any(
+            _after_a_quantizer(p.name, sources, enabled, memo) for p in sources.get(name, [])
+        )
+    return memo[name]
+
+
+def _writes_int8(layer, enabled, sources, memo):
+    """Whether the file computes `layer` as an int8 op with an output scale of its own."""
+    if not functional.called_once(layer):
+        return False
+    if layer.name in enabled:
+        spec = layer_spec(layer)
+        # An unfused activation is an op of its own in the file, on another tensor.
+        return spec is not None and spec.has_weights and own_activation_fuses(layer)
+    return isinstance(layer, _REQUANTIZING) and all(
+        _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
+    )
+
+
+def plan_output_quantizers(float_model, enabled):
+    """The int8 tensors of the file that no input quantizer reads, and where to round them.
+
+    Those are the outputs of quantized convolution and dense layers and of
+    Add-like layers after them (behind a ReLU the converter fuses in) that
+    no input quantizer and no Concatenate reads.
 
     Args:
         float_model: The flat float copy of the model (nested models inlined,
@@ -47,34 +129,20 @@ def output_quantized_layers(float_model, enabled):
         enabled: Names of the layers that are quantized.
 
     Returns:
-        Layer name -> `(floor, ceiling, tensor)`: the bounds of its tracked
-        range (`None` where unbounded) and the name of the layer whose output
-        is the tensor the file holds (the layer itself, or the fused ReLU
-        after it), in model order.
+        An `OutputPlan`, in model order.
     """
     consumers = functional.consumers(float_model)
-    planned = {}
+    sources = functional.sources(float_model)
+    memo = {}
+    plan = OutputPlan({}, {})
     for layer in float_model.layers:
-        spec = layer_spec(layer)
-        if layer.name not in enabled or spec is None or not spec.has_weights:
+        if not _writes_int8(layer, enabled, sources, memo):
             continue
-        if not own_activation_fuses(layer) or not functional.called_once(layer):
-            continue  # the file computes an unfused activation on a tensor of its own
-        end = layer
-        after = consumers.get(layer.name, [])
-        if (
-            len(after) == 1
-            and after[0] is not None
-            and functional.called_once(after[0])
-            and fused_activation(after[0])
-        ):
-            end = after[0]
-        readers = _readers(end.name, consumers)
-        if any(isinstance(reader, keras.layers.Concatenate) for reader in readers):
-            continue  # one scale for all its inputs: the file requantizes them to it
-        if not any(reader is not None and reader.name in enabled for reader in readers):
-            floor, ceiling = activation_bounds(layer)
-            if end is not layer:
-                floor, ceiling = activation_bounds(end)
-            planned[layer.name] = (floor, ceiling, end.name)
-    return planned
+        end = _fused_end(layer, consumers)
+        if not _rounded_by_no_quantizer(end, consumers, enabled):
+            continue
+        if end is layer and layer.name in enabled:
+            plan.wrappers[layer.name] = activation_bounds(layer)
+        else:
+            plan.tensors[end.name] = activation_bounds(end)
+    return plan

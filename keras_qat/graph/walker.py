@@ -19,7 +19,13 @@ from keras_qat._keras import keras
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
-from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, UlqQuantizer, WeightQuantizeConfig
+from keras_qat.quantizers import (
+    InputQuantizeLayer,
+    OutputQuantizeLayer,
+    QatWrapper,
+    UlqQuantizer,
+    WeightQuantizeConfig,
+)
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 from keras_qat.quantizers.wrapper import quantized_variables
 
@@ -95,14 +101,26 @@ class GraphRebuilder:
         quantize: Insert quantizers (True) or build the float copy with BN
             folded, used for calibration (False).
         output_bounds: Layer name -> `(floor, ceiling)` of the layers that
-            get an output quantizer (`output_plan.output_quantized_layers`).
+            get an output quantizer in their wrapper (`OutputPlan.wrappers`).
             Defaults to none.
         shared_inputs: Producer name -> the quantized layers whose one input
             quantizer goes right after the producer, read by all its readers
             (`shared_inputs.shared_input_readers`). Defaults to none.
+        operation_bounds: Layer name -> `(floor, ceiling)` of the layers
+            followed by an `OutputQuantizeLayer` (`OutputPlan.tensors`).
+            Defaults to none.
     """
 
-    def __init__(self, model, config, fixed_min, quantize, output_bounds=None, shared_inputs=None):
+    def __init__(
+        self,
+        model,
+        config,
+        fixed_min,
+        quantize,
+        output_bounds=None,
+        shared_inputs=None,
+        operation_bounds=None,
+    ):
         _check_graph(model)
         self.model = model
         self.layers = {name: config.layers[name] for name in config.enabled_layers}
@@ -114,6 +132,8 @@ class GraphRebuilder:
         self._copies = {}  # id(original layer) -> (original, copy, called copy)
         self.output_bounds = output_bounds or {}
         self.shared_inputs = shared_inputs or {}
+        self.operation_bounds = operation_bounds or {}
+        self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # layer name -> InputQuantizeLayer
@@ -139,6 +159,12 @@ class GraphRebuilder:
         if layer.name in self.layers and layer.name not in self._sharing:
             args = (self._quantized_input((layer.name,), args[0]), *args[1:])
         outputs = copy(*args, **kwargs)
+        if self.quantize and layer.name in self.operation_bounds:
+            quantizer = OutputQuantizeLayer(
+                *self.operation_bounds[layer.name], name=self.names(f"{layer.name}_output_quant")
+            )
+            self.output_quantizers[layer.name] = quantizer
+            outputs = quantizer(outputs)
         readers = self.shared_inputs.get(layer.name)
         if readers is not None:
             outputs = self._quantized_input(readers, outputs)

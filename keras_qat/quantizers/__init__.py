@@ -4,6 +4,7 @@ from keras_qat._keras import tfmot
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
+from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq import UlqQuantizer
@@ -16,6 +17,7 @@ CUSTOM_OBJECTS = {
         ArqQuantizer,
         BiasQuantizer,
         InputQuantizeLayer,
+        OutputQuantizeLayer,
         QatWrapper,
         TrackedRangeQuantizer,
         UlqQuantizer,
@@ -43,6 +45,7 @@ __all__ = [
     "ArqQuantizer",
     "BiasQuantizer",
     "InputQuantizeLayer",
+    "OutputQuantizeLayer",
     "QatWrapper",
     "TrackedRangeQuantizer",
     "UlqQuantizer",

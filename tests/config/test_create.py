@@ -79,12 +79,11 @@ def test_refuses_duplicate_layer_names(tmp_path):
     assert not (tmp_path / "c.json").exists()
 
 
-def test_keras3_model_gets_clear_error(tmp_path):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    with pytest.raises(keras_qat.UnsupportedModelError, match=r"Keras 3.*tf_keras"):
-        keras_qat.create_quant_retrain_config(tmp_path / "c.json", model)
-    with pytest.raises(keras_qat.UnsupportedModelError, match="Keras 3"):
-        keras_qat.read_retrain_config({}, model)
+def test_keras3_sequential_model_gets_its_config(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    config = keras_qat.create_quant_retrain_config(tmp_path / "c.json", model)
+    assert config["d"]["retrain_weight_config"]["channel_wise"] is False
+    assert keras_qat.read_retrain_config(config, model).enabled_layers == ["d"]
 
 
 def test_subclassed_model_gets_clear_error(tmp_path):

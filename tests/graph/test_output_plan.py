@@ -1,11 +1,11 @@
 from keras_qat._keras import keras
-from keras_qat.graph.output_plan import output_quantized_layers
+from keras_qat.graph.output_plan import OutputPlan, plan_output_quantizers
 
 L = keras.layers
 
 
 def plan(outputs, inputs, enabled):
-    return output_quantized_layers(keras.Model(inputs, outputs), set(enabled))
+    return plan_output_quantizers(keras.Model(inputs, outputs), set(enabled))
 
 
 def test_logits_and_the_input_of_a_global_pooling_are_planned():
@@ -17,14 +17,14 @@ def test_logits_and_the_input_of_a_global_pooling_are_planned():
     x = L.GlobalAveragePooling2D(name="gap")(x)
     outputs = L.Dense(3, name="logits")(x)
     got = plan(outputs, inputs, ["c1", "c2", "logits"])
-    assert got == {"c2": (0.0, 6.0, "c2"), "logits": (None, None, "logits")}
+    assert got == OutputPlan({"c2": (0.0, 6.0), "logits": (None, None)}, {})
 
 
-def test_a_fused_relu_layer_bounds_the_range():
+def test_a_fused_relu_layer_is_rounded_after_it():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="d")(inputs)
     outputs = L.ReLU(name="r")(x)
-    assert plan(outputs, inputs, ["d"]) == {"d": (0.0, None, "r")}
+    assert plan(outputs, inputs, ["d"]) == OutputPlan({}, {"r": (0.0, None)})
 
 
 def test_unfused_activation_and_shared_tensors_are_not_planned():
@@ -35,20 +35,33 @@ def test_unfused_activation_and_shared_tensors_are_not_planned():
     added = L.Add(name="add")([shared, reader])
     outputs = L.Multiply(name="mul")([soft, added])
     # "shared" feeds a quantizer and an Add: the quantizer moves up to it
-    # (`shared_inputs`). "reader" feeds only the Add: planned.
+    # (`shared_inputs`). "reader" feeds only the Add: planned, and so are the
+    # Add and the Multiply (an output), whose int8 outputs nothing rounds.
+    # "soft" has an unfused activation: the Multiply reads a float softmax.
     got = plan(outputs, inputs, ["soft", "shared", "reader"])
-    assert got == {"reader": (None, None, "reader")}
+    assert got == OutputPlan({"reader": (None, None)}, {"add": (None, None), "mul": (None, None)})
+
+
+def test_an_add_read_by_a_quantizer_or_before_the_first_one_is_not_planned():
+    inputs = keras.Input((4,))
+    front = L.Add(name="front")([inputs, inputs])  # float in the file
+    a = L.Dense(4, name="a")(front)
+    added = L.ReLU(name="relu")(L.Add(name="add")([a, L.Dense(4, name="b")(a)]))
+    read = L.Add(name="read")([added, added])
+    outputs = L.Dense(2, name="out")(read)
+    got = plan(outputs, inputs, ["a", "b", "out"])
+    assert got == OutputPlan({"b": (None, None), "out": (None, None)}, {"relu": (0.0, None)})
 
 
 def test_inputs_of_a_concatenation_are_not_planned():
     inputs = keras.Input((4,))
     joined = L.Concatenate()([L.Dense(4, name="a")(inputs), L.Dense(4, name="b")(inputs)])
     outputs = L.Dense(2, name="out")(joined)
-    assert plan(outputs, inputs, ["a", "b", "out"]) == {"out": (None, None, "out")}
+    assert plan(outputs, inputs, ["a", "b", "out"]) == OutputPlan({"out": (None, None)}, {})
 
 
 def test_disabled_readers_do_not_count_as_quantizers():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="a")(inputs)
     outputs = L.Dense(4, name="b")(x)
-    assert plan(outputs, inputs, ["a"]) == {"a": (None, None, "a")}
+    assert plan(outputs, inputs, ["a"]) == OutputPlan({"a": (None, None)}, {})
