@@ -18,11 +18,12 @@ def build_keras3_cnn():
     """The issue's model: Rescaling, Conv-BN-ReLU, depthwise, Add, GAP, Dropout, Dense-GELU."""
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)
-    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(x)
-    x = L.ReLU(name="relu1")(L.BatchNormalization(name="bn1")(x))
+    x = L.Conv2D(32, 3, padding="same", use_bias=False, name="conv1")(x)
+    x = L.ReLU(name="relu1")(L.BatchNormalization(momentum=0.9, name="bn1")(x))
     y = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
-    y = L.ReLU(name="relu2")(L.BatchNormalization(name="bn2")(y))
+    y = L.ReLU(name="relu2")(L.BatchNormalization(momentum=0.9, name="bn2")(y))
     x = L.Add(name="residual")([x, y])
+    x = L.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     x = L.Dropout(0.2, name="drop")(x)
     x = L.Dense(32, activation="gelu", name="fc")(x)
@@ -38,7 +39,7 @@ def trained_keras3(digits):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(digits[0], digits[1], epochs=15, batch_size=64, verbose=0)
+    model.fit(digits[0], digits[1], epochs=30, batch_size=64, verbose=0)
     return model
 
 
@@ -58,7 +59,7 @@ def test_api_create_apply_fit_export(trained_keras3, digits, tmp_path):
     x_train, y_train, x_test, y_test = digits
     config = tmp_path / "config.json"
     written = keras_qat.create_quant_retrain_config(config, trained_keras3)
-    assert {"conv1", "dw", "fc", "logits"} <= set(written)
+    assert {"conv1", "dw", "conv2", "fc", "logits"} <= set(written)
     qat = keras_qat.apply_retrain_config(trained_keras3, config, x_train[:256])
     assert isinstance(qat, tf_keras.Model)
     qat.compile(tf_keras.optimizers.Adam(2e-4), tf_keras.losses.SparseCategoricalCrossentropy(True))
@@ -79,7 +80,7 @@ def test_cli_takes_a_keras3_file(trained_keras3, digits, tmp_path, capsys):
     config = tmp_path / "config.json"
     assert main(["create-config", str(model_file), "-o", str(config)]) == 0
     assert main(["validate", str(model_file), str(config)]) == 0
-    assert "valid, 4 layer(s) enabled" in capsys.readouterr().out
+    assert "valid, 5 layer(s) enabled" in capsys.readouterr().out
     loaded = keras_qat.load_model(model_file)
     x = digits[2][:32]
     np.testing.assert_allclose(

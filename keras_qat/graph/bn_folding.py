@@ -23,14 +23,18 @@ def is_foldable_batch_norm(batch_norm, producer):
 
     Returns:
         True for a BatchNormalization over the last axis after a layer with
-        weights.
+        weights and no activation of its own (a BN after a ReLU does not
+        commute with it).
     """
     if type(batch_norm) is not keras.layers.BatchNormalization:
         return False
     spec = layer_spec(producer)
     axes = batch_norm.axis if isinstance(batch_norm.axis, (list, tuple)) else [batch_norm.axis]
     ndim = len(batch_norm.input_shape)
-    return spec is not None and spec.has_weights and [a % ndim for a in axes] == [ndim - 1]
+    linear = producer.get_config().get("activation", "linear") == "linear"
+    return (
+        spec is not None and spec.has_weights and linear and [a % ndim for a in axes] == [ndim - 1]
+    )
 
 
 def folded_config(layer):

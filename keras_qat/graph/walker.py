@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
+from keras_qat.converter_facts import own_activation_fuses
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
@@ -134,6 +135,18 @@ class GraphRebuilder:
         self.shared_inputs = shared_inputs or {}
         self.operation_bounds = operation_bounds or {}
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
+        outputs = {functional.producing_layer(t).name for t in model.outputs}
+        by_name = {layer.name: layer for layer in model_layers(model)}
+        # Quantized layers whose activation the file computes as an op of its
+        # own, on the int8 tensor the layer writes: the copy is linear and an
+        # Activation layer follows, so that the layer's output can be rounded
+        # as the file rounds it. A model output keeps its activation (and name).
+        self._activations = {}  # name -> the Activation layer split out
+        self._split = {
+            name: self.names(f"{name}_activation")
+            for name in self.layers
+            if not own_activation_fuses(by_name[name]) and name not in outputs
+        }
         # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # layer name -> InputQuantizeLayer
@@ -159,6 +172,8 @@ class GraphRebuilder:
         if layer.name in self.layers and layer.name not in self._sharing:
             args = (self._quantized_input((layer.name,), args[0]), *args[1:])
         outputs = copy(*args, **kwargs)
+        if layer.name in self._split:
+            outputs = self._activation(layer)(outputs)
         if self.quantize and layer.name in self.operation_bounds:
             quantizer = OutputQuantizeLayer(
                 *self.operation_bounds[layer.name], name=self.names(f"{layer.name}_output_quant")
@@ -183,6 +198,8 @@ class GraphRebuilder:
             config = layer.get_config()
             if layer.name in self.folds:
                 config = bn_folding.folded_config(layer)
+            if layer.name in self._split:
+                config = {**config, "activation": "linear"}
             copy = type(layer).from_config(config)
         except Exception as e:  # any failure here means the layer cannot be copied
             raise UnsupportedModelError(
@@ -200,6 +217,14 @@ class GraphRebuilder:
             called = QatWrapper(copy, quantize_config, name=layer.name)
         self._copies[id(layer)] = (layer, copy, called)
         return called
+
+    def _activation(self, layer):
+        """The Activation layer split out of quantized layer `layer`, made on first use."""
+        name = self._split[layer.name]
+        if name not in self._activations:
+            activation = layer.get_config()["activation"]
+            self._activations[name] = keras.layers.Activation(activation, name=name)
+        return self._activations[name]
 
     def _input_quantizer(self, names):
         """The one `InputQuantizeLayer` of layers `names` (equal settings), made on first use."""
