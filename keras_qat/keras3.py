@@ -17,6 +17,7 @@ import inspect
 
 import numpy as np
 import tensorflow as tf
+from tf_keras.src.applications import convnext as tf_convnext
 
 from keras_qat._keras import is_keras3_object, keras
 from keras_qat.errors import UnsupportedModelError
@@ -33,6 +34,13 @@ _NEUTRAL = {"lora_rank": None, "lora_alpha": None, "quantization_config": None,
             "synchronized": False, "rms_scaling": False, "optional": False,
             "input_axes": None, "output_axes": None, "sparse": False, "ragged": False,
             "groups": 1}  # fmt: skip
+
+
+# Keras 3 application layers with a tf_keras twin of the same arguments and weights.
+APPLICATION_LAYERS = {
+    "keras.src.applications.convnext.LayerScale": tf_convnext.LayerScale,
+    "keras.src.applications.convnext.StochasticDepth": tf_convnext.StochasticDepth,
+}
 
 
 def _hard_sigmoid(x):
@@ -213,10 +221,11 @@ class _Rebuilder:
         if id(layer) in self.layers:
             return self.layers[id(layer)][1:]
         kind = type(layer).__name__
-        cls = getattr(keras.layers, kind, None)
-        if cls is None or type(layer).__module__.split(".")[0] != "keras":
+        module = type(layer).__module__
+        cls = APPLICATION_LAYERS.get(f"{module}.{kind}") or getattr(keras.layers, kind, None)
+        if cls is None or module.split(".")[0] != "keras":
             raise UnsupportedModelError(
-                f"Layer '{layer.name}' ({type(layer).__module__}.{kind}) has no tf_keras "
+                f"Layer '{layer.name}' ({module}.{kind}) has no tf_keras "
                 "counterpart that keras_qat can rebuild it as."
             )
         config = _translated_config(layer, cls)
@@ -269,6 +278,8 @@ def _samples(model, seed=0):
 def _check_same(original, rebuilt, rebuilder):
     """Raises unless `rebuilt` computes what `original` computes on sample inputs."""
     samples = _samples(original)
+    if len(samples) == 1:
+        samples = samples[0]
     want = tf.nest.flatten(original(samples, training=False))
     got = tf.nest.flatten(rebuilt(samples, training=False))
     for expected, actual in zip(want, got, strict=True):

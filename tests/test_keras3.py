@@ -119,3 +119,26 @@ def test_refusals_name_the_layer_or_operation():
 
     with pytest.raises(keras_qat.UnsupportedModelError, match="subclassed Keras 3 model"):
         keras_qat.create_quant_retrain_config("unused.json", Net())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family", ["MobileNetV2", "ResNet50", "EfficientNetB0", "ConvNeXtTiny", "MobileNetV3Small"]
+)
+def test_keras3_application_to_int8_tflite(family, tmp_path):
+    from test_applications import int8_compute_fraction
+
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, family)(
+        input_shape=(64, 64, 3), weights=None, classes=10, classifier_activation=None
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 64, 64, 3)).astype(np.float32)
+    y = rng.integers(0, 10, len(x))
+    config = tmp_path / "config.json"
+    keras_qat.create_quant_retrain_config(config, model)
+    qat = keras_qat.apply_retrain_config(model, config, x[:32])
+    qat.compile(tf_keras.optimizers.Adam(1e-4), tf_keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
+    assert int8_compute_fraction(path) >= 0.95
