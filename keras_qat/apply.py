@@ -83,6 +83,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         output_bounds=plan.wrappers,
         shared_inputs=shared_input_readers(float_model, data_settings),
         operation_bounds=plan.tensors,
+        file_activations=plan.activations,
     )
     qat_model = builder.build()
     for name, (clip_max, clip_min) in clip_ranges.items():

@@ -44,7 +44,27 @@ def build_residual():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
-@pytest.fixture(scope="module", params=[build_plain, build_residual], ids=["plain", "residual"])
+def build_squeeze_excite():
+    """EfficientNet's pattern: swish, and a sigmoid gate (LOGISTIC then MUL in the file)."""
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.Activation("swish", name="swish1")(L.BatchNormalization(name="bn1")(x))
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = L.Activation("swish", name="swish2")(L.BatchNormalization(name="bn2")(x))
+    gate = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    gate = L.Conv2D(4, 1, activation="swish", name="reduce")(gate)
+    gate = L.Conv2D(16, 1, activation="sigmoid", name="expand")(gate)
+    x = L.Multiply(name="excite")([x, gate])
+    x = L.Conv2D(16, 1, name="project")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
+@pytest.fixture(
+    scope="module",
+    params=[build_plain, build_residual, build_squeeze_excite],
+    ids=["plain", "residual", "squeeze_excite"],
+)
 def float_model(request, digits):
     keras.utils.set_random_seed(0)
     model = request.param()

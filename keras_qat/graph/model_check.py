@@ -6,6 +6,7 @@ from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.keras3 import as_tf_keras
+from keras_qat.quantizers.file_activation import FileActivation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 
@@ -14,6 +15,7 @@ _QUANTIZATION_LAYERS = (
     tfmot.quantization.keras.QuantizeWrapper,
     InputQuantizeLayer,
     OutputQuantizeLayer,
+    FileActivation,
 )
 
 

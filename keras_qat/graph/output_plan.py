@@ -28,6 +28,7 @@ from keras_qat.converter_facts import (
     own_activation_fuses,
 )
 from keras_qat.layer_table import layer_spec
+from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS
 
 
 def _readers(name, consumers):
@@ -78,10 +79,14 @@ class OutputPlan(NamedTuple):
         tensors: Layer name -> `(floor, ceiling)` of an `OutputQuantizeLayer`
             right after that layer: a ReLU the converter fuses into the
             quantized layer or Add before it, or such an Add itself.
+        activations: `Activation` layer name -> its activation, for those
+            the file computes in int8 on a fixed output grid (sigmoid, swish,
+            tanh, softmax: `FileActivation`).
     """
 
     wrappers: dict
     tensors: dict
+    activations: dict
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -91,6 +96,9 @@ _REQUANTIZING = (
     keras.layers.Multiply,
     keras.layers.Average,
 )
+
+
+_MULTIPLYING_ACTIVATIONS = ("swish", "silu")
 
 
 def _after_a_quantizer(name, sources, enabled, memo):
@@ -111,7 +119,9 @@ def _writes_int8(layer, enabled, sources, memo):
         spec = layer_spec(layer)
         # An unfused activation is an op of its own in the file, on another tensor.
         return spec is not None and spec.has_weights and own_activation_fuses(layer)
-    return isinstance(layer, _REQUANTIZING) and all(
+    # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
+    swish = layer.get_config().get("activation") in _MULTIPLYING_ACTIVATIONS
+    return (isinstance(layer, _REQUANTIZING) or swish) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
     )
 
@@ -134,8 +144,15 @@ def plan_output_quantizers(float_model, enabled):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {})
+    plan = OutputPlan({}, {}, {})
     for layer in float_model.layers:
+        activation = layer.get_config().get("activation")
+        if (
+            isinstance(layer, keras.layers.Activation)
+            and activation in FILE_ACTIVATIONS
+            and _after_a_quantizer(layer.name, sources, enabled, memo)
+        ):
+            plan.activations[layer.name] = activation
         if not _writes_int8(layer, enabled, sources, memo):
             continue
         end = _fused_end(layer, consumers)

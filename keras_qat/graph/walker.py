@@ -21,6 +21,7 @@ from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
 from keras_qat.quantizers import (
+    FileActivation,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
@@ -110,6 +111,9 @@ class GraphRebuilder:
         operation_bounds: Layer name -> `(floor, ceiling)` of the layers
             followed by an `OutputQuantizeLayer` (`OutputPlan.tensors`).
             Defaults to none.
+        file_activations: `Activation` layer name -> activation, for those
+            that become a `FileActivation` (`OutputPlan.activations`).
+            Defaults to none.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class GraphRebuilder:
         output_bounds=None,
         shared_inputs=None,
         operation_bounds=None,
+        file_activations=None,
     ):
         _check_graph(model)
         self.model = model
@@ -134,6 +139,7 @@ class GraphRebuilder:
         self.output_bounds = output_bounds or {}
         self.shared_inputs = shared_inputs or {}
         self.operation_bounds = operation_bounds or {}
+        self.file_activations = file_activations or {}
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
         by_name = {layer.name: layer for layer in model_layers(model)}
@@ -200,7 +206,10 @@ class GraphRebuilder:
                 config = bn_folding.folded_config(layer)
             if layer.name in self._split:
                 config = {**config, "activation": "linear"}
-            copy = type(layer).from_config(config)
+            if layer.name in self.file_activations:
+                copy = FileActivation(config["activation"], name=layer.name)
+            else:
+                copy = type(layer).from_config(config)
         except Exception as e:  # any failure here means the layer cannot be copied
             raise UnsupportedModelError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
@@ -223,7 +232,10 @@ class GraphRebuilder:
         name = self._split[layer.name]
         if name not in self._activations:
             activation = layer.get_config()["activation"]
-            self._activations[name] = keras.layers.Activation(activation, name=name)
+            if name in self.file_activations:
+                self._activations[name] = FileActivation(activation, name=name)
+            else:
+                self._activations[name] = keras.layers.Activation(activation, name=name)
         return self._activations[name]
 
     def _input_quantizer(self, names):

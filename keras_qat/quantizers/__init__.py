@@ -3,6 +3,7 @@
 from keras_qat._keras import tfmot
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
+from keras_qat.quantizers.file_activation import FileActivation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -16,6 +17,7 @@ CUSTOM_OBJECTS = {
     for cls in (
         ArqQuantizer,
         BiasQuantizer,
+        FileActivation,
         InputQuantizeLayer,
         OutputQuantizeLayer,
         QatWrapper,
@@ -44,6 +46,7 @@ def quantize_scope():
 __all__ = [
     "ArqQuantizer",
     "BiasQuantizer",
+    "FileActivation",
     "InputQuantizeLayer",
     "OutputQuantizeLayer",
     "QatWrapper",

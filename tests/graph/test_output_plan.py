@@ -17,14 +17,14 @@ def test_logits_and_the_input_of_a_global_pooling_are_planned():
     x = L.GlobalAveragePooling2D(name="gap")(x)
     outputs = L.Dense(3, name="logits")(x)
     got = plan(outputs, inputs, ["c1", "c2", "logits"])
-    assert got == OutputPlan({"c2": (0.0, 6.0), "logits": (None, None)}, {})
+    assert got == OutputPlan({"c2": (0.0, 6.0), "logits": (None, None)}, {}, {})
 
 
 def test_a_fused_relu_layer_is_rounded_after_it():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="d")(inputs)
     outputs = L.ReLU(name="r")(x)
-    assert plan(outputs, inputs, ["d"]) == OutputPlan({}, {"r": (0.0, None)})
+    assert plan(outputs, inputs, ["d"]) == OutputPlan({}, {"r": (0.0, None)}, {})
 
 
 def test_unfused_activation_and_shared_tensors_are_not_planned():
@@ -39,7 +39,9 @@ def test_unfused_activation_and_shared_tensors_are_not_planned():
     # Add and the Multiply (an output), whose int8 outputs nothing rounds.
     # "soft" has an unfused activation: the Multiply reads a float softmax.
     got = plan(outputs, inputs, ["soft", "shared", "reader"])
-    assert got == OutputPlan({"reader": (None, None)}, {"add": (None, None), "mul": (None, None)})
+    assert got == OutputPlan(
+        {"reader": (None, None)}, {"add": (None, None), "mul": (None, None)}, {}
+    )
 
 
 def test_an_add_read_by_a_quantizer_or_before_the_first_one_is_not_planned():
@@ -50,18 +52,30 @@ def test_an_add_read_by_a_quantizer_or_before_the_first_one_is_not_planned():
     read = L.Add(name="read")([added, added])
     outputs = L.Dense(2, name="out")(read)
     got = plan(outputs, inputs, ["a", "b", "out"])
-    assert got == OutputPlan({"b": (None, None), "out": (None, None)}, {"relu": (0.0, None)})
+    assert got == OutputPlan({"b": (None, None), "out": (None, None)}, {"relu": (0.0, None)}, {})
 
 
 def test_inputs_of_a_concatenation_are_not_planned():
     inputs = keras.Input((4,))
     joined = L.Concatenate()([L.Dense(4, name="a")(inputs), L.Dense(4, name="b")(inputs)])
     outputs = L.Dense(2, name="out")(joined)
-    assert plan(outputs, inputs, ["a", "b", "out"]) == OutputPlan({"out": (None, None)}, {})
+    assert plan(outputs, inputs, ["a", "b", "out"]) == OutputPlan({"out": (None, None)}, {}, {})
 
 
 def test_disabled_readers_do_not_count_as_quantizers():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="a")(inputs)
     outputs = L.Dense(4, name="b")(x)
-    assert plan(outputs, inputs, ["a"]) == OutputPlan({"a": (None, None)}, {})
+    assert plan(outputs, inputs, ["a"]) == OutputPlan({"a": (None, None)}, {}, {})
+
+
+def test_fixed_grid_activations_after_the_first_quantizer_are_planned():
+    inputs = keras.Input((4,))
+    front = L.Activation("sigmoid", name="front")(inputs)  # float in the file
+    x = L.Dense(4, name="a")(front)
+    x = L.Activation("swish", name="sw")(x)
+    x = L.Activation("gelu", name="g")(x)  # the file's GELU has a range of its own
+    outputs = L.Dense(2, name="out")(x)
+    got = plan(outputs, inputs, ["a", "out"])
+    assert got.activations == {"sw": "swish"}
+    assert got.tensors == {"sw": (None, None)}  # the MUL of swish has a range of its own

@@ -1,0 +1,60 @@
+"""Activations as an int8 .tflite computes them: on the fixed output grid of their op."""
+
+import tensorflow as tf
+
+from keras_qat._keras import keras
+
+# TFLite's int8 LOGISTIC and SOFTMAX write on the grid 1/256 (zero point -128),
+# TANH on 1/128 (zero point 0), whatever the data: the ranges of those grids.
+_SIGMOID_GRID = (0.0, 255.0 / 256.0)
+_TANH_GRID = (-1.0, 127.0 / 128.0)
+
+
+def _on_grid(values, grid):
+    return tf.quantization.fake_quant_with_min_max_args(values, *grid, num_bits=8)
+
+
+def _sigmoid(x):
+    return _on_grid(tf.math.sigmoid(x), _SIGMOID_GRID)
+
+
+# Activation name -> what the file computes. Swish runs as LOGISTIC then MUL.
+FILE_ACTIVATIONS = {
+    "sigmoid": _sigmoid,
+    "swish": lambda x: x * _sigmoid(x),
+    "silu": lambda x: x * _sigmoid(x),
+    "tanh": lambda x: _on_grid(tf.math.tanh(x), _TANH_GRID),
+    "softmax": lambda x: _on_grid(tf.nn.softmax(x), _SIGMOID_GRID),
+}
+
+
+class FileActivation(keras.layers.Layer):
+    """An `Activation` whose output is rounded to the grid TFLite's int8 op writes it on.
+
+    It stands for an `Activation` layer (or an activation split out of a
+    quantized layer) inside the int8 part of the model. The rounding is a
+    fake-quant op (straight-through gradient), and the converter reads its
+    fixed range, which is the op's own.
+
+    Args:
+        activation: A name in `FILE_ACTIVATIONS`.
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in FILE_ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(FILE_ACTIVATIONS)}. "
+                f"Received: activation={activation!r}"
+            )
+        self.activation = activation
+
+    def call(self, inputs):
+        return FILE_ACTIVATIONS[self.activation](inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
