@@ -111,30 +111,31 @@ def _hint(message):
     return did_you_mean(match.group(2), list(fields))
 
 
+def _present(message, names):
+    """The fields of `names` that `message` sets, with DataType values by name."""
+    fields = {}
+    for name in names:
+        if message.HasField(name):
+            value = getattr(message, name)
+            fields[name] = _DATA_TYPE_NAMES[value] if name == "dst_type" else value
+    return fields
+
+
 def _data_block(config):
     ulq = config.ulq_quantize
     block = {"algo": "ulq_quantize"}
     if ulq.HasField("clip_max_min"):
         block["clip_max"] = ulq.clip_max_min.clip_max
         block["clip_min"] = ulq.clip_max_min.clip_min
-    if ulq.HasField("fixed_min"):
-        block["fixed_min"] = ulq.fixed_min
-    if ulq.HasField("dst_type"):
-        block["dst_type"] = _DATA_TYPE_NAMES[ulq.dst_type]
-    return block
+    return {**block, **_present(ulq, ("fixed_min", "dst_type"))}
 
 
 def _weight_block(config):
     algo = config.WhichOneof("weights_retrain_algo")
     if algo is None:
         return {}
-    settings = getattr(config, algo)
-    block = {"algo": _WEIGHT_ALGOS[algo]}
-    if settings.HasField("channel_wise"):
-        block["channel_wise"] = settings.channel_wise
-    if settings.HasField("dst_type"):
-        block["dst_type"] = _DATA_TYPE_NAMES[settings.dst_type]
-    return block
+    settings = _present(getattr(config, algo), ("channel_wise", "dst_type"))
+    return {"algo": _WEIGHT_ALGOS[algo], **settings}
 
 
 def _quant_blocks(message):
