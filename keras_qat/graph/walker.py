@@ -9,7 +9,12 @@ shared copy. For each enabled layer the walker inserts an
 `InputQuantizeLayer` before it and wraps it in a `QatWrapper` (TFMOT's
 `QuantizeWrapperV2`) with a `WeightQuantizeConfig`, which also quantizes
 its output where `output_bounds` says; a BatchNormalization right after it
-is folded into its weights.
+is folded into its weights, and an activation the converter does not fuse
+becomes an Activation layer after it. The plans that make the QAT model
+round where the .tflite rounds are carried out here too: an input quantizer
+moved up to a tensor all readers share (`shared_inputs`), an
+`OutputQuantizeLayer` after an Add or a fused ReLU (`operation_bounds`), a
+`FileActivation` for an activation on a fixed int8 grid (`file_activations`).
 """
 
 import tensorflow as tf
