@@ -1,5 +1,7 @@
 """Keras callbacks for QAT training."""
 
+import tensorflow as tf
+
 from keras_qat._keras import keras
 from keras_qat.quantizers.introspection import non_finite_layers
 
@@ -8,8 +10,9 @@ class StopOnNonFiniteClips(keras.callbacks.Callback):
     """Stops `fit` at the first batch after which a clip bound or weight scale is NaN or infinite.
 
     A learning rate far too high can send learned clips to NaN; every later
-    step then trains a model that cannot be exported. The check reads the
-    quantizers' scalars once per batch.
+    step then trains a model that cannot be exported. After each batch one
+    compiled reduction tells whether every float variable of the model is
+    finite; only when one is not are the quantizers read one by one.
 
     Args:
         raise_error: Raise `FloatingPointError` naming the layers instead of
@@ -23,8 +26,18 @@ class StopOnNonFiniteClips(keras.callbacks.Callback):
         super().__init__()
         self.raise_error = raise_error
         self.layers = []
+        self._all_finite = None
+
+    def on_train_begin(self, logs=None):
+        variables = [v for v in self.model.variables if v.dtype.is_floating]
+        self._all_finite = tf.function(
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+        )
+        self._all_finite()  # traced here, not in the first batches Keras times
 
     def on_train_batch_end(self, batch, logs=None):
+        if bool(self._all_finite()):
+            return
         self.layers = non_finite_layers(self.model)
         if not self.layers:
             return
