@@ -25,6 +25,7 @@ _EXPORTS = {
     "quant_report": "keras_qat.report",
     "quantize_scope": "keras_qat.quantizers",
     "read_retrain_config": "keras_qat.config",
+    "search_mixed_precision": "keras_qat.search",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""The `keras-qat` console command: create-config, validate, report, export, demo.
+"""The `keras-qat` console command: create-config, validate, search, report, export, demo.
 
 TensorFlow is imported only once the arguments are parsed (`--help` stays
 fast), and unless `--verbose` its C++ log lines (the converter's progress
@@ -98,6 +98,32 @@ def _validate(args):
     print(f"{args.config}: valid, {len(config.enabled_layers)} layer(s) enabled")
 
 
+def _search(args):
+    from keras_qat.search import format_table, search_mixed_precision
+
+    model = _load_model(args, args.model_file)
+    evaluation = (_load_array(args.eval[0]), _load_array(args.eval[1]))
+    fine_tune = None
+    if args.fine_tune:
+        from keras_qat._keras import keras
+
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=args.from_logits)
+        x, y = (_load_array(path) for path in args.fine_tune)
+        fine_tune = (x, y, args.epochs, loss)
+    _, rows = search_mixed_precision(
+        model,
+        args.config,
+        _load_array(args.calibration),
+        evaluation,
+        args.max_drop,
+        fine_tune,
+        args.output,
+        args.force,
+    )
+    print(format_table(rows))
+    print(f"config written: {args.output}")
+
+
 def _report(args):
     from keras_qat.report import quant_report
 
@@ -186,7 +212,9 @@ def _parser():
     )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-config", help="write a default retrain config")
-    create.add_argument("model_file", help="a tf_keras model (.keras, .h5 or SavedModel dir)")
+    create.add_argument(
+        "model_file", help="a tf_keras or Keras 3 model (.keras, .h5 or SavedModel dir)"
+    )
     create.add_argument("-o", "--output", required=True, help="config file to write")
     create.add_argument(
         "--definition", help="simple config definition (JSON, or AMCT's .cfg text format)"
@@ -197,6 +225,31 @@ def _parser():
     validate.add_argument("model_file")
     validate.add_argument("config")
     validate.set_defaults(run=_validate)
+    search = commands.add_parser(
+        "search", help="choose INT4 layers by measured sensitivity within an accuracy budget"
+    )
+    search.add_argument("model_file")
+    search.add_argument("config", help="the starting config (its INT8 layers are candidates)")
+    search.add_argument("--calibration", required=True, help=".npy calibration inputs")
+    search.add_argument(
+        "--eval", nargs=2, required=True, metavar=("X", "Y"), help=".npy inputs and labels"
+    )
+    search.add_argument(
+        "--fine-tune",
+        nargs=2,
+        metavar=("X", "Y"),
+        help=".npy inputs and labels of the short QAT fine-tune that checks the budget",
+    )
+    search.add_argument("--epochs", type=int, default=1, help="fine-tune epochs (default 1)")
+    search.add_argument(
+        "--from-logits", action="store_true", help="the model outputs logits, not probabilities"
+    )
+    search.add_argument(
+        "--max-drop", type=float, default=0.5, help="accuracy budget in points (default 0.5)"
+    )
+    search.add_argument("-o", "--output", required=True, help="config file to write")
+    search.add_argument("--force", action="store_true", help="replace an existing output file")
+    search.set_defaults(run=_search)
     report = commands.add_parser("report", help="print a QAT model's quantization settings")
     report.add_argument("qat_model_file", help="a model saved after apply_retrain_config")
     report.set_defaults(run=_report)
