@@ -31,9 +31,7 @@ _DROPPED_KEYS = {"kernel_initializer", "bias_initializer", "depthwise_initialize
                  "embeddings_initializer"}  # fmt: skip
 # Keras 3 arguments that tf_keras lacks, with the value under which they change nothing.
 _NEUTRAL = {"lora_rank": None, "lora_alpha": None, "quantization_config": None,
-            "synchronized": False, "rms_scaling": False, "optional": False,
-            "input_axes": None, "output_axes": None, "sparse": False, "ragged": False,
-            "groups": 1}  # fmt: skip
+            "synchronized": False, "rms_scaling": False, "optional": False}  # fmt: skip
 
 
 # Keras 3 application layers with a tf_keras twin of the same arguments and weights.
