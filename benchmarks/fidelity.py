@@ -3,8 +3,8 @@
 Each network (weights=None, 10 classes, logits, 64x64x3 input; InceptionV3
 75x75) is trained as float for one epoch on Fashion-MNIST images (resized,
 grey to three channels), then taken through keras_qat with the default INT8
-config and with W4A4 (INT4 everywhere but the first and last quantized
-layers, AMCT's recipe): apply (calibrated on 64 images), one QAT epoch at
+config and with W4A4 (INT4 for every layer with weights but the first and
+the last, AMCT's recipe): apply (calibrated on 64 images), one QAT epoch at
 1e-4, export with 256 representative images, and both run on the test images.
 
 Columns: top-1 agreement between Keras and LiteRT; the share of logits the
@@ -52,11 +52,16 @@ def output_step(path):
 
 
 def w4a4(config):
-    """INT4 data and weights for every layer but the first and the last."""
-    names = [name for name in config if isinstance(config[name], dict)]
+    """INT4 data and weights for every layer with weights but the first and the last.
+
+    Layers without weights (average poolings) keep INT8 inputs, as in
+    `configs/int4_definition.json`.
+    """
+    names = [name for name, entry in config.items() if isinstance(entry, dict)]
     for name in names[1:-1]:
-        config[name]["retrain_data_config"]["dst_type"] = "INT4"
-        config[name]["retrain_weight_config"]["dst_type"] = "INT4"
+        if "retrain_weight_config" in config[name]:
+            config[name]["retrain_data_config"]["dst_type"] = "INT4"
+            config[name]["retrain_weight_config"]["dst_type"] = "INT4"
     return config
 
 
