@@ -59,29 +59,33 @@ def apply_retrain_config(model, config, calibration_data=None):
     float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
     float_model = float_copy.build()
     plan = plan_output_quantizers(float_model, set(fixed_min))
-    clip_ranges, output_ranges = {}, {}
-    tracked = [*plan.wrappers, *plan.tensors]  # names of the layers whose output is tracked
-    if calibration_data is not None and (to_calibrate or tracked):
-        settings = {
-            name: (bits_of(retrain.layers[name].retrain_data_config.dst_type), fixed_min[name])
-            for name in to_calibrate
-        }
-        inputs = {name: float_copy.layer_inputs[name] for name in to_calibrate}
-        outputs = {name: float_model.get_layer(name).output for name in tracked}
-        clip_ranges, output_ranges = calibrate(
-            float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
-        )
     # Layers reading one tensor share its input quantizer when these are equal.
     data_settings = {
         name: (retrain.layers[name].retrain_data_config, fixed_min[name]) for name in fixed_min
     }
+    shared_inputs = shared_input_readers(float_model, data_settings)
+    # A shared quantizer is calibrated once, as its first reader's.
+    later_readers = {name for names in shared_inputs.values() for name in names[1:]}
+    clip_ranges, output_ranges = {}, {}
+    tracked = [*plan.wrappers, *plan.tensors]  # names of the layers whose output is tracked
+    if calibration_data is not None and (to_calibrate or tracked):
+        calibrated = [name for name in to_calibrate if name not in later_readers]
+        settings = {
+            name: (bits_of(retrain.layers[name].retrain_data_config.dst_type), fixed_min[name])
+            for name in calibrated
+        }
+        inputs = {name: float_copy.layer_inputs[name] for name in calibrated}
+        outputs = {name: float_model.get_layer(name).output for name in tracked}
+        clip_ranges, output_ranges = calibrate(
+            float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
+        )
     builder = GraphRebuilder(
         model,
         retrain,
         fixed_min,
         quantize=True,
         output_bounds=plan.wrappers,
-        shared_inputs=shared_input_readers(float_model, data_settings),
+        shared_inputs=shared_inputs,
         operation_bounds=plan.tensors,
         file_activations=plan.activations,
     )
