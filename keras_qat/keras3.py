@@ -45,12 +45,12 @@ def _hard_sigmoid(x):
     return tf.nn.relu6(x + 3.0) / 6.0
 
 
+def _hard_silu(x):
+    return x * _hard_sigmoid(x)
+
+
 # Activations tf_keras does not have (or computes differently), as TensorFlow functions.
-_ACTIVATIONS = {
-    "hard_sigmoid": _hard_sigmoid,
-    "hard_silu": lambda x: x * _hard_sigmoid(x),
-    "hard_swish": lambda x: x * _hard_sigmoid(x),
-}
+_ACTIVATIONS = {"hard_sigmoid": _hard_sigmoid, "hard_silu": _hard_silu, "hard_swish": _hard_silu}
 
 # Operations a Keras 3 graph calls directly -> the TensorFlow function for them.
 _OPERATIONS = {
@@ -68,7 +68,7 @@ _OPERATIONS = {
     "Silu": tf.nn.silu,
     "Tanh": tf.math.tanh,
     "HardSigmoid": _hard_sigmoid,
-    "HardSilu": _ACTIVATIONS["hard_silu"],
+    "HardSilu": _hard_silu,
     "Gelu": tf.nn.gelu,
     "Softmax": tf.nn.softmax,
 }

@@ -10,11 +10,10 @@ rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
 own activation; or, where a ReLU/ReLU6 layer follows that the converter
 fuses into the op (its range then comes from the ReLU's output, not from a
 fake-quant before it), in an `OutputQuantizeLayer` after the ReLU, as after
-an Add. A tensor read by an input
-quantizer and by other layers gets that quantizer in front of all its
-readers (`shared_inputs`); those joined by a Concatenate (whose inputs the
-file requantizes to one common scale) are left to the export (see
-`tflite.output_ranges`).
+an Add. A tensor read by an input quantizer and by other layers gets that
+quantizer in front of all its readers (`shared_inputs`); those joined by a
+Concatenate (whose inputs the file requantizes to one common scale) are left
+to the export (see `tflite.output_ranges`).
 """
 
 from typing import NamedTuple
@@ -111,8 +110,11 @@ def _after_a_quantizer(name, sources, enabled, memo):
     return memo[name]
 
 
-def _writes_int8(layer, enabled, sources, memo):
-    """Whether the file computes `layer` as an int8 op with an output scale of its own."""
+def _writes_int8(layer, activation, enabled, sources, memo):
+    """Whether the file computes `layer` as an int8 op with an output scale of its own.
+
+    `activation` is the layer's `activation` argument (None for layers without one).
+    """
     if not functional.called_once(layer):
         return False
     if layer.name in enabled:
@@ -120,7 +122,7 @@ def _writes_int8(layer, enabled, sources, memo):
         # An unfused activation is an op of its own in the file, on another tensor.
         return spec is not None and spec.has_weights and own_activation_fuses(layer)
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
-    swish = layer.get_config().get("activation") in _MULTIPLYING_ACTIVATIONS
+    swish = activation in _MULTIPLYING_ACTIVATIONS
     return (isinstance(layer, _REQUANTIZING) or swish) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
     )
@@ -153,7 +155,7 @@ def plan_output_quantizers(float_model, enabled):
             and _after_a_quantizer(layer.name, sources, enabled, memo)
         ):
             plan.activations[layer.name] = activation
-        if not _writes_int8(layer, enabled, sources, memo):
+        if not _writes_int8(layer, activation, enabled, sources, memo):
             continue
         end = _fused_end(layer, consumers)
         if not _rounded_by_no_quantizer(end, consumers, enabled):

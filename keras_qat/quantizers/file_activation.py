@@ -18,11 +18,15 @@ def _sigmoid(x):
     return _on_grid(tf.math.sigmoid(x), _SIGMOID_GRID)
 
 
-# Activation name -> what the file computes. Swish runs as LOGISTIC then MUL.
+def _swish(x):
+    return x * _sigmoid(x)  # LOGISTIC then MUL in the file
+
+
+# Activation name -> what the file computes.
 FILE_ACTIVATIONS = {
     "sigmoid": _sigmoid,
-    "swish": lambda x: x * _sigmoid(x),
-    "silu": lambda x: x * _sigmoid(x),
+    "swish": _swish,
+    "silu": _swish,
     "tanh": lambda x: _on_grid(tf.math.tanh(x), _TANH_GRID),
     "softmax": lambda x: _on_grid(tf.nn.softmax(x), _SIGMOID_GRID),
 }

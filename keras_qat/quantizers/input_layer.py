@@ -2,14 +2,12 @@
 
 from keras_qat._keras import keras
 from keras_qat.quantizers import ranges
+from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.ulq import UlqQuantizer
 
 
-class InputQuantizeLayer(keras.layers.Layer):
+class InputQuantizeLayer(QuantizerLayer):
     """Applies an activation quantizer (`UlqQuantizer`) and owns its variables.
-
-    TFMOT's own `QuantizeLayer` is not used: its `build` leaves the layer
-    unbuilt, so loading a `.keras` file builds it twice and fails.
 
     Args:
         quantizer: The activation quantizer.
@@ -20,10 +18,8 @@ class InputQuantizeLayer(keras.layers.Layer):
     """
 
     def __init__(self, quantizer, target=None, **kwargs):
-        super().__init__(**kwargs)
-        self.quantizer = quantizer
+        super().__init__(quantizer, **kwargs)
         self.target = target
-        self.quantizer_vars = {}
 
     @property
     def targets(self):
@@ -32,20 +28,10 @@ class InputQuantizeLayer(keras.layers.Layer):
             return ()
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
-    def build(self, input_shape):
-        self.quantizer_vars = self.quantizer.build(input_shape, self.name, self)
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        return self.quantizer(inputs, training, self.quantizer_vars)
-
     def input_step(self):
         """The step of the quantizer's grid (the quantized layer's input step), a scalar tensor."""
         clip_min, clip_max = self.quantizer.bounds(self.quantizer_vars)
         return (clip_max - clip_min) / (2 ** ranges.bits_of(self.quantizer.dst_type) - 1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {

@@ -1,10 +1,10 @@
 """The Keras layer that rounds the output of an operation with no quantizer of its own."""
 
-from keras_qat._keras import keras
+from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
 
-class OutputQuantizeLayer(keras.layers.Layer):
+class OutputQuantizeLayer(QuantizerLayer):
     """Rounds its input to 8 bits over a tracked range (`TrackedRangeQuantizer`).
 
     It follows an operation the .tflite computes in int8 on an output range
@@ -19,19 +19,7 @@ class OutputQuantizeLayer(keras.layers.Layer):
     """
 
     def __init__(self, floor=None, ceiling=None, **kwargs):
-        super().__init__(**kwargs)
-        self.quantizer = TrackedRangeQuantizer(floor, ceiling)
-        self.quantizer_vars = {}
-
-    def build(self, input_shape):
-        self.quantizer_vars = self.quantizer.build(input_shape, self.name, self)
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        return self.quantizer(inputs, training, self.quantizer_vars)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        super().__init__(TrackedRangeQuantizer(floor, ceiling), **kwargs)
 
     def get_config(self):
         return {**super().get_config(), **self.quantizer.get_config()}
