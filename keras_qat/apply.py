@@ -47,9 +47,13 @@ def apply_retrain_config(model, config, calibration_data=None):
     """
     model = checked_model(model)
     retrain = read_retrain_config(config, model)
-    fixed_min = {name: retrain.resolved_fixed_min[name] for name in retrain.enabled_layers}
+    # Keyed by quantized input: a layer name, or `name/rhs` for a product's second input.
+    owners = retrain.enabled_inputs()
+    fixed_min = {key: retrain.resolved_fixed_min[key] for key in owners}
     to_calibrate = [
-        name for name in fixed_min if retrain.layers[name].retrain_data_config.clip_max is None
+        key
+        for key, name in owners.items()
+        if retrain.layers[name].retrain_data_config.clip_max is None
     ]
     if to_calibrate and calibration_data is None:
         raise ConfigError(
@@ -58,10 +62,11 @@ def apply_retrain_config(model, config, calibration_data=None):
         )
     float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
     float_model = float_copy.build()
-    plan = plan_output_quantizers(float_model, set(fixed_min))
+    plan = plan_output_quantizers(float_model, set(retrain.enabled_layers))
     # Layers reading one tensor share its input quantizer when these are equal.
     data_settings = {
-        name: (retrain.layers[name].retrain_data_config, fixed_min[name]) for name in fixed_min
+        key: (retrain.layers[name].retrain_data_config, fixed_min[key])
+        for key, name in owners.items()
     }
     shared_inputs = shared_input_readers(float_model, data_settings)
     # A shared quantizer is calibrated once, as its first reader's.
@@ -71,8 +76,8 @@ def apply_retrain_config(model, config, calibration_data=None):
     if calibration_data is not None and (to_calibrate or tracked):
         calibrated = [name for name in to_calibrate if name not in later_readers]
         settings = {
-            name: (bits_of(retrain.layers[name].retrain_data_config.dst_type), fixed_min[name])
-            for name in calibrated
+            key: (bits_of(retrain.layers[owners[key]].retrain_data_config.dst_type), fixed_min[key])
+            for key in calibrated
         }
         inputs = {name: float_copy.layer_inputs[name] for name in calibrated}
         outputs = {name: float_model.get_layer(name).output for name in tracked}
@@ -90,9 +95,10 @@ def apply_retrain_config(model, config, calibration_data=None):
         file_activations=plan.activations,
     )
     qat_model = builder.build()
-    for name, (clip_max, clip_min) in clip_ranges.items():
-        layer = builder.input_quantizers[name]
-        UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
+    for key, (clip_max, clip_min) in clip_ranges.items():
+        layer = builder.input_quantizers.get(key)  # none on a fixed grid (see the walker)
+        if layer is not None:
+            UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
     for name, (low, high) in output_ranges.items():
         if name in builder.output_quantizers:
             variables = builder.output_quantizers[name].quantizer_vars

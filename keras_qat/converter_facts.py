@@ -12,6 +12,12 @@ SCALE_KEEPING = (
     keras.layers.MaxPooling2D,
 )
 
+# Layers the .tflite computes in float, with DEQUANTIZE and QUANTIZE at their
+# borders, and the QAT model in float too. TFLite has no int8 kernel for a
+# LayerNormalization: int8, its decomposition would round the mean, the
+# variance and its inverse square root on grids the QAT model does not have.
+FLOAT_IN_FILE = (keras.layers.LayerNormalization,)
+
 # Activations the converter fuses into the convolution or FULLY_CONNECTED
 # before them: the op's int8 output is the activation's output.
 _FUSED_ACTIVATIONS = {None, "linear", "relu", "relu6"}

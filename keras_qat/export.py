@@ -16,8 +16,9 @@ from keras_qat.litert import check_tflite, deciding_measure, describe_check, ref
 from keras_qat.quantizers.introspection import checked_quantized_layers
 from keras_qat.record import quant_record
 from keras_qat.tflite.bias_scales import repair_bias_scales
-from keras_qat.tflite.float_front import convert_with_float_front
+from keras_qat.tflite.float_front import convert_with_float_front, float_kinds
 from keras_qat.tflite.float_layers import float_layers, run_in_float
+from keras_qat.tflite.float_ops import run_weightless_in_float
 from keras_qat.tflite.ready_copy import tflite_ready_copy
 from keras_qat.tflite.weights import pin_weights
 
@@ -157,6 +158,7 @@ def export_tflite(
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
+    run_weightless_in_float(tflite, copy.name, float_kinds(copy))
     missed = run_in_float(tflite, float_file, copy.name, disabled) if disabled else []
     if missed:
         warnings.warn(

@@ -261,13 +261,13 @@ def _variable_name(variable):
     return variable.name.split("/")[-1].split(":")[0]
 
 
-def _samples(model, seed=0):
+def sample_inputs(model, seed=0):
     """Sample inputs for each of `model`'s inputs: 4 rows of unit normals (non-batch None -> 8)."""
     rng = np.random.default_rng(seed)
     samples = []
     for tensor in model.inputs:
         shape = [4, *(8 if d is None else d for d in tensor.shape[1:])]
-        dtype = np.dtype(str(tensor.dtype))
+        dtype = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
         values = rng.normal(size=shape)
         samples.append(values.astype(dtype) if dtype.kind == "f" else np.abs(values).astype(dtype))
     return samples
@@ -275,7 +275,7 @@ def _samples(model, seed=0):
 
 def _check_same(original, rebuilt, rebuilder):
     """Raises unless `rebuilt` computes what `original` computes on sample inputs."""
-    samples = _samples(original)
+    samples = sample_inputs(original)
     if len(samples) == 1:
         samples = samples[0]
     want = tf.nest.flatten(original(samples, training=False))

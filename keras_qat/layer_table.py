@@ -11,6 +11,7 @@ is never silently treated as a plain convolution.
 import dataclasses
 
 from keras_qat._keras import keras
+from keras_qat.attention_layers import AttentionContext, AttentionScores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +23,13 @@ class LayerSpec:
             the layout one of `kernel_layout.KERNEL_LAYOUTS`. Empty for
             layers quantized at their input only.
         channel_wise_default: Default of `retrain_weight_config.channel_wise`.
+        operands: Inputs quantized, each on its own grid: 2 for the
+            attention products (activation by activation), else 1.
     """
 
     kernels: tuple[tuple[str, str], ...]
     channel_wise_default: bool = True
+    operands: int = 1
 
     @property
     def has_weights(self):
@@ -47,9 +51,51 @@ QUANTIZABLE_LAYERS = {
     # AMCT forbids per-channel MatMul; its default stays per-tensor.
     _L.Dense: LayerSpec(_KERNEL, channel_wise_default=False),
     _L.AveragePooling2D: LayerSpec(()),
+    AttentionScores: LayerSpec((), operands=2),
+    AttentionContext: LayerSpec((), operands=2),
 }
 
-QUANTIZABLE_TYPE_NAMES = {cls.__name__: cls for cls in QUANTIZABLE_LAYERS}
+QUANTIZABLE_TYPE_NAMES = [cls.__name__ for cls in QUANTIZABLE_LAYERS]
+
+# The type names a config definition may use: the quantizable classes, and the
+# layers `attention` opens up into them (all parts of a MultiHeadAttention go
+# by its name; an EinsumDense is a Dense by its own).
+DEFINITION_TYPE_NAMES = [*QUANTIZABLE_TYPE_NAMES, "EinsumDense", "MultiHeadAttention"]
+
+# The attribute `attention` sets on the layers it opens a layer up into.
+SOURCE_KIND = "_keras_qat_source_kind"
+
+
+def source_kind(layer):
+    """The type name a config definition knows `layer` by: its source's, or its own class's.
+
+    Args:
+        layer: A layer of a (checked) model.
+
+    Returns:
+        `"MultiHeadAttention"` for the parts of one, `"EinsumDense"` for the
+        Dense standing for one, else the layer's class name.
+    """
+    return getattr(layer, SOURCE_KIND, type(layer).__name__)
+
+
+# The key of a layer's second quantized input (the right-hand side of a
+# product), where keras_qat names input quantizers and their clip ranges.
+_RIGHT_OPERAND = "/rhs"
+
+
+def operand_keys(name, spec):
+    """The keys of the quantized inputs of layer `name`: the name, then `name/rhs` for a product.
+
+    Args:
+        name: The layer's name.
+        spec: Its `LayerSpec`.
+
+    Returns:
+        A tuple of strings, one per quantized input, in input order.
+    """
+    return (name, f"{name}{_RIGHT_OPERAND}")[: spec.operands]
+
 
 # AMCT's TensorFlow op types, accepted wherever a definition names a layer type
 # (AMCT's TensorFlow `Conv2D` is Keras's `Conv2D` already).
@@ -71,3 +117,17 @@ def layer_spec(layer):
         The table entry for the layer's exact class, or None.
     """
     return QUANTIZABLE_LAYERS.get(type(layer))
+
+
+def owner_of(key, names):
+    """The layer an `operand_keys` key belongs to.
+
+    Args:
+        key: A layer name, or `name/rhs`.
+        names: The names of the model's quantizable layers (a layer whose own
+            name ends in `/rhs` is itself).
+
+    Returns:
+        A layer name.
+    """
+    return key if key in names else key.removesuffix(_RIGHT_OPERAND)

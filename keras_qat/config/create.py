@@ -33,7 +33,7 @@ from keras_qat.config.schema_errors import did_you_mean, schema_errors
 from keras_qat.config.validate import load_config_document, parse_retrain_config
 from keras_qat.errors import ConfigError
 from keras_qat.graph.model_check import checked_model, model_layers
-from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, TYPE_ALIASES, layer_spec
+from keras_qat.layer_table import DEFINITION_TYPE_NAMES, TYPE_ALIASES, layer_spec, source_kind
 
 _BLOCKS = {
     "retrain_data_quant_config": "retrain_data_config",
@@ -73,9 +73,9 @@ def _unknown_names(definition, layers):
                 errors.append(f"{key}: layer '{name}' ({kind}) cannot be quantized.")
     for key in ("skip_layer_types", "override_layer_types"):
         for kind in definition.get(key, ()):
-            if kind not in QUANTIZABLE_TYPE_NAMES:
-                hint = did_you_mean(kind, list(QUANTIZABLE_TYPE_NAMES))
-                listed = ", ".join(QUANTIZABLE_TYPE_NAMES)
+            if kind not in DEFINITION_TYPE_NAMES:
+                hint = did_you_mean(kind, DEFINITION_TYPE_NAMES)
+                listed = ", ".join(DEFINITION_TYPE_NAMES)
                 errors.append(
                     f"{key}: '{kind}' is not a quantizable layer type.{hint} "
                     f"Quantizable types: {listed}"
@@ -121,7 +121,7 @@ def build_config_document(model, definition):
     for layer in model_layers(model):
         if layer_spec(layer) is None:
             continue
-        kind = type(layer).__name__
+        kind = source_kind(layer)
         entry = default_layer_entry(layer)
         _apply_overrides(entry, definition, only_present=True)
         _apply_overrides(entry, definition.get("override_layer_types", {}).get(kind, {}))

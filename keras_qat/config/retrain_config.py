@@ -3,6 +3,7 @@
 import dataclasses
 
 from keras_qat.config import schema
+from keras_qat.layer_table import owner_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +85,8 @@ class RetrainConfig:
         layers: Layer name -> `LayerRetrainConfig`, in model order.
         batch_num: Calibration batches for IFMR. Defaults to `1`.
         version: Config format version. Defaults to `1`.
-        resolved_fixed_min: Layer name -> the `fixed_min` used for it, as
+        resolved_fixed_min: Layer name (for a product, each of its
+            `layer_table.operand_keys`) -> the `fixed_min` used for it, as
             validation resolved it against the model: as given; false when
             the config gives `clip_min`; otherwise true exactly when the
             layer's input is provably non-negative (after a ReLU, say).
@@ -95,6 +97,15 @@ class RetrainConfig:
     batch_num: int = schema.DEFAULT_BATCH_NUM
     version: int = schema.VERSION
     resolved_fixed_min: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    def enabled_inputs(self):
+        """`{operand key: layer name}` of the quantized inputs of the enabled layers, in order."""
+        enabled = set(self.enabled_layers)
+        return {
+            key: owner_of(key, self.layers)
+            for key in self.resolved_fixed_min
+            if owner_of(key, self.layers) in enabled
+        }
 
     @property
     def enabled_layers(self):

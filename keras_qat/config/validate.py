@@ -18,7 +18,7 @@ from keras_qat.config.schema_errors import did_you_mean, schema_errors, show
 from keras_qat.errors import ConfigError
 from keras_qat.graph.fixed_min import FixedMinResolver
 from keras_qat.graph.model_check import checked_model, model_layers
-from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec
+from keras_qat.layer_table import QUANTIZABLE_TYPE_NAMES, layer_spec, operand_keys
 
 
 def load_config_document(config):
@@ -175,12 +175,16 @@ class _LayerReader:
                 f"quantized; remove retrain_weight_config. Received: retrain_weight_config="
                 f"{show(weights)}"
             )
-        fixed_min = data.get("fixed_min")
-        if fixed_min is None:
-            # An explicit lower bound is the user's choice, even after a ReLU.
-            fixed_min = "clip_min" not in data and self.fixed_min.input_is_non_negative(layer)
-        self.resolved_fixed_min[name] = fixed_min
-        self.errors += _clip_errors(name, data, fixed_min)
+        keys = operand_keys(name, spec)
+        for position, key in enumerate(keys):
+            fixed_min = data.get("fixed_min")
+            if fixed_min is None:
+                # An explicit lower bound is the user's choice, even after a ReLU.
+                fixed_min = "clip_min" not in data and self.fixed_min.input_is_non_negative(
+                    layer, position if len(keys) > 1 else None
+                )
+            self.resolved_fixed_min[key] = fixed_min
+        self.errors += _clip_errors(name, data, all(self.resolved_fixed_min[key] for key in keys))
         weight_config = None
         if spec.has_weights:
             weights = weights or {}
@@ -283,7 +287,11 @@ def parse_retrain_config(document, model, source=None):
         layers={name: layers[name] for name in ordered},
         batch_num=batch_num,
         version=document.get("version", schema.VERSION),
-        resolved_fixed_min={name: reader.resolved_fixed_min[name] for name in ordered},
+        resolved_fixed_min={
+            key: reader.resolved_fixed_min[key]
+            for name in ordered
+            for key in operand_keys(name, layer_spec(reader.layers[name]))
+        },
     )
 
 

@@ -69,16 +69,23 @@ class FixedMinResolver:
         self._members = {id(c): {id(layer) for layer in c.layers} for c in self._containers}
         self._memo = {}
 
-    def input_is_non_negative(self, layer):
-        """Tells whether every input `layer` receives is provably >= 0.
+    def input_is_non_negative(self, layer, position=None):
+        """Tells whether every input `layer` receives (or its input `position`) is provably >= 0.
 
         Args:
             layer: A layer of the model.
+            position: Index of the one input asked about (the operands of a
+                product are quantized apart). Defaults to all inputs.
 
         Returns:
             True when all call sites of the layer get non-negative inputs.
         """
-        return self._inputs_non_negative(layer, all)
+        if position is None:
+            return self._inputs_non_negative(layer, all)
+        sites = self._sites(layer)
+        return bool(sites) and all(
+            self._output_non_negative(*producers[position]) for producers in sites
+        )
 
     def _sites(self, layer):
         return [

@@ -4,6 +4,7 @@ import collections
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
+from keras_qat.attention import open_attention
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.keras3 import as_tf_keras
 from keras_qat.quantizers.file_activation import FileActivation
@@ -118,4 +119,4 @@ def checked_model(model):
     """
     model = as_tf_keras(model)
     check_model(model)
-    return model
+    return open_attention(model)

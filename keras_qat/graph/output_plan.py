@@ -24,7 +24,6 @@ from keras_qat.converter_facts import (
     SCALE_KEEPING,
     activation_bounds,
     fused_activation,
-    own_activation_fuses,
 )
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS
@@ -118,9 +117,10 @@ def _writes_int8(layer, activation, enabled, sources, memo):
     if not functional.called_once(layer):
         return False
     if layer.name in enabled:
+        # Weighted layers and the attention products are int8 ops (an unfused
+        # activation is split off by the walker, an op of its own after them).
         spec = layer_spec(layer)
-        # An unfused activation is an op of its own in the file, on another tensor.
-        return spec is not None and spec.has_weights and own_activation_fuses(layer)
+        return spec is not None and (spec.has_weights or spec.operands > 1)
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
     swish = activation in _MULTIPLYING_ACTIVATIONS
     return (isinstance(layer, _REQUANTIZING) or swish) and all(
@@ -160,7 +160,7 @@ def plan_output_quantizers(float_model, enabled):
         end = _fused_end(layer, consumers)
         if not _rounded_by_no_quantizer(end, consumers, enabled):
             continue
-        if end is layer and layer.name in enabled:
+        if end is layer and layer.name in enabled and layer_spec(layer).has_weights:
             plan.wrappers[layer.name] = activation_bounds(layer)
         else:
             plan.tensors[end.name] = activation_bounds(end)

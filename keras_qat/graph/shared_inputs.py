@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
+from keras_qat.layer_table import layer_spec
 
 
 def shared_input_readers(float_model, settings):
@@ -38,7 +39,14 @@ def shared_input_readers(float_model, settings):
     planned = {}
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
-        quantized = list(dict.fromkeys(r for r in readers if r is not None and r.name in settings))
+        # A product's inputs each have a quantizer of their own, never shared.
+        quantized = list(
+            dict.fromkeys(
+                r
+                for r in readers
+                if r is not None and r.name in settings and layer_spec(r).operands == 1
+            )
+        )
         if (
             isinstance(layer, keras.layers.InputLayer)  # never called: a model input
             or not quantized

@@ -25,6 +25,7 @@ from keras_qat.converter_facts import own_activation_fuses
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
+from keras_qat.layer_table import layer_spec, operand_keys, owner_of
 from keras_qat.quantizers import (
     FileActivation,
     InputQuantizeLayer,
@@ -160,8 +161,8 @@ class GraphRebuilder:
         }
         # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
-        self.input_quantizers = {}  # layer name -> InputQuantizeLayer
-        self.layer_inputs = {}  # layer name -> its input tensors, one per call site
+        self.input_quantizers = {}  # operand key -> InputQuantizeLayer
+        self.layer_inputs = {}  # operand key -> its input tensors, one per call site
 
     def build(self):
         """Returns the new Functional model, weights copied from the original."""
@@ -181,7 +182,14 @@ class GraphRebuilder:
             return args[0]  # folded into the layer before it
         copy = self._copy(layer)
         if layer.name in self.layers and layer.name not in self._sharing:
-            args = (self._quantized_input((layer.name,), args[0]), *args[1:])
+            keys = operand_keys(layer.name, layer_spec(layer))
+            if len(keys) == 1:
+                quantized = self._quantized_input(keys, args[0])
+            else:  # a product: each input on its own grid
+                quantized = [
+                    self._quantized_input((key,), t) for key, t in zip(keys, args[0], strict=True)
+                ]
+            args = (quantized, *args[1:])
         outputs = copy(*args, **kwargs)
         if layer.name in self._split:
             outputs = self._activation(layer)(outputs)
@@ -197,10 +205,18 @@ class GraphRebuilder:
         return outputs
 
     def _quantized_input(self, names, tensor):
-        """Records `tensor` as the input of layers `names`; returns it through their quantizer."""
+        """Records `tensor` as the input of layers `names`; returns it through their quantizer.
+
+        A tensor a `FileActivation` writes on its fixed grid (a softmax's,
+        read by an attention product) is read as it is: the file keeps that
+        grid and drops a quantizer after it.
+        """
         for name in names:
             self.layer_inputs.setdefault(name, []).append(tensor)
-        return self._input_quantizer(names)(tensor) if self.quantize else tensor
+        source = functional.producing_layer(tensor)
+        if not self.quantize or getattr(source, "writes_fixed_grid", False):
+            return tensor
+        return self._input_quantizer(names)(tensor)
 
     def _copy(self, layer):
         if id(layer) in self._copies:
@@ -244,10 +260,14 @@ class GraphRebuilder:
         return self._activations[name]
 
     def _input_quantizer(self, names):
-        """The one `InputQuantizeLayer` of layers `names` (equal settings), made on first use."""
+        """The one `InputQuantizeLayer` of inputs `names` (equal settings), made on first use.
+
+        `names` are `operand_keys`: layer names, or `name/rhs` for the second
+        input of a product.
+        """
         first = names[0]
         if first not in self.input_quantizers:
-            data = self.layers[first].retrain_data_config
+            data = self.layers[owner_of(first, self.layers)].retrain_data_config
             quantizer = UlqQuantizer(
                 data.dst_type, self.fixed_min[first], data.clip_max, data.clip_min
             )

@@ -1,6 +1,7 @@
 """ARQ and ULQ as TFMOT quantizers, and what is needed to load models that use them."""
 
 from keras_qat._keras import tfmot
+from keras_qat.attention_layers import ATTENTION_LAYERS
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.file_activation import FileActivation
@@ -26,7 +27,7 @@ CUSTOM_OBJECTS = {
         UlqWeightQuantizer,
         WeightQuantizeConfig,
     )
-}
+} | ATTENTION_LAYERS
 
 
 def quantize_scope():

@@ -54,6 +54,11 @@ class FileActivation(keras.layers.Layer):
             )
         self.activation = activation
 
+    @property
+    def writes_fixed_grid(self):
+        """Whether the output's grid is the op's own whatever the data (not swish's MUL)."""
+        return self.activation not in ("swish", "silu")
+
     def call(self, inputs):
         return FILE_ACTIVATIONS[self.activation](inputs)
 

@@ -21,7 +21,7 @@ class _DeployLayer(keras.layers.Layer):
 
     Args:
         filters: Output channels.
-        kernel_size: `(h, w)` of the 4-D kernel.
+        kernel_size: `(h, w)` of the 4-D kernel (`()`: a 2-D kernel).
         activation: Activation name or callable. Defaults to `None`.
         use_bias: Defaults to `True`.
         **kwargs: Base `Layer` arguments (`name`, ...).
@@ -90,6 +90,34 @@ class DenseAsConv(_DeployLayer):
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
+
+
+class DenseOnRows(_DeployLayer):
+    """Dense on an input of rank > 2 as one FULLY_CONNECTED over its rows (kernel `(in, units)`).
+
+    tf_keras computes such a Dense with `tensordot`, which the converter makes
+    a FULLY_CONNECTED without bias and an int8 ADD of the bias after it: a
+    second rounding, and the bias on the ADD's grid instead of the int32 one
+    the QAT model rounds it to. A matrix product of the rows takes the bias in.
+
+    Arguments: see `_DeployLayer` (`kernel_size` is `()`).
+    """
+
+    def __init__(self, filters, kernel_size=(), **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+
+    config_from = DenseAsConv.config_from
+
+    @staticmethod
+    def deploy_kernel(kernel):
+        """The Dense kernel as it is."""
+        return kernel
+
+    def call(self, inputs):
+        rows = tf.reshape(inputs, (-1, inputs.shape[-1]))
+        return self._finish(_reshape_last(tf.matmul(rows, self.kernel), inputs, self.filters))
+
+    compute_output_shape = DenseAsConv.compute_output_shape
 
 
 class Conv1DAsConv2D(_DeployLayer):

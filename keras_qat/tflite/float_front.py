@@ -7,7 +7,8 @@ quantize the model input with one int8 scale and run the front end in int8
 (features spanning 0.1 to 100 lose their small ones; an int8 DIV by a value
 that rounds to 0 fails to run). The ops of layers no quantizer precedes are
 therefore denylisted from quantization: they stay float in the file, and the
-file quantizes where the QAT model does.
+file quantizes where the QAT model does. So are the layers the file computes
+in float wherever they stand (`converter_facts.FLOAT_IN_FILE`).
 """
 
 from tensorflow.lite.python import convert as tflite_convert
@@ -15,7 +16,11 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat import functional
 from keras_qat._keras import keras
+from keras_qat.converter_facts import FLOAT_IN_FILE
+from keras_qat.quantizers import FileActivation, OutputQuantizeLayer
+from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.ops import computes_layers, op_name
+from keras_qat.tflite.output_ranges import RangedOutput
 
 
 def float_front(model):
@@ -40,6 +45,36 @@ def float_front(model):
         for layer in model.layers
         if layer.name not in quantized and not isinstance(layer, keras.layers.InputLayer)
     }
+
+
+# The quantizers of the export copy, which end a float region.
+_QUANTIZERS = (FixedInputQuantizer, OutputQuantizeLayer, RangedOutput, FileActivation)
+
+
+def float_kinds(model):
+    """Names of the layers of `model` the file computes in float wherever they stand.
+
+    Those are the `converter_facts.FLOAT_IN_FILE` layers, and the weightless
+    layers after them up to the next quantizer (a pooling of a normalised
+    tensor): the QAT model computes those in float on float inputs too.
+
+    Args:
+        model: The export copy.
+
+    Returns:
+        A set of layer names.
+    """
+    sources = functional.sources(model)
+    found = set()
+    for layer in model.layers:  # topological order
+        if isinstance(layer, FLOAT_IN_FILE) or (
+            layer.name in sources
+            and all(producer.name in found for producer in sources[layer.name])
+            and not layer.weights
+            and not isinstance(layer, _QUANTIZERS)
+        ):
+            found.add(layer.name)
+    return found
 
 
 def _denylisted_nodes(calibrated, model_name, layer_names):
@@ -67,5 +102,5 @@ def convert_with_float_front(converter, model):
     """
     converter._experimental_calibrate_only = True  # quantized below, with a denylist
     calibrated = converter.convert()
-    nodes = _denylisted_nodes(calibrated, model.name, float_front(model))
+    nodes = _denylisted_nodes(calibrated, model.name, float_front(model) | float_kinds(model))
     return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=nodes)

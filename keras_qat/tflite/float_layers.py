@@ -27,7 +27,7 @@ from keras_qat.tflite.ops import (
 _OPS = schema.BuiltinOperator
 
 
-def _opcode(tflite, code):
+def opcode(tflite, code):
     """Index of `code` in the model's operator codes, added if missing."""
     for index, entry in enumerate(tflite.operatorCodes):
         if code_of(entry) == code:
@@ -40,7 +40,7 @@ def _opcode(tflite, code):
     return len(tflite.operatorCodes) - 1
 
 
-def _float_tensor(tflite, subgraph, like, name, data=None):
+def float_tensor(tflite, subgraph, like, name, data=None):
     """Appends a float32 tensor shaped like `like` (a constant when `data` is given)."""
     tensor = schema.TensorT()
     tensor.shape = list(like.shape)
@@ -102,7 +102,7 @@ def run_in_float(tflite, float_file, model_name, layer_names):
         int8.
     """
     constants = _float_constants(float_file)
-    dequantize, quantize = _opcode(tflite, _OPS.DEQUANTIZE), _opcode(tflite, _OPS.QUANTIZE)
+    dequantize, quantize = opcode(tflite, _OPS.DEQUANTIZE), opcode(tflite, _OPS.QUANTIZE)
     missed = []
     for subgraph in tflite.subgraphs:
         operators = []
@@ -125,12 +125,12 @@ def run_in_float(tflite, float_file, model_name, layer_names):
             inputs = list(op.inputs)
             for index, values in constants[name].items():
                 like = subgraph.tensors[inputs[index]]
-                inputs[index] = _float_tensor(
+                inputs[index] = float_tensor(
                     tflite, subgraph, like, f"{name}/float_{index}", values
                 )
-            float_in = _float_tensor(tflite, subgraph, data, f"{name}/float_input")
+            float_in = float_tensor(tflite, subgraph, data, f"{name}/float_input")
             output = op.outputs[0]
-            float_out = _float_tensor(tflite, subgraph, subgraph.tensors[output], f"{name}/float")
+            float_out = float_tensor(tflite, subgraph, subgraph.tensors[output], f"{name}/float")
             inputs[position] = float_in
             before, after = schema.OperatorT(), schema.OperatorT()
             before.opcodeIndex, before.inputs = dequantize, [op.inputs[position]]

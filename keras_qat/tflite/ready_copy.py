@@ -19,7 +19,7 @@ QAT model.
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
-from keras_qat.tflite.deploy_layers import DEPLOY_FORMS
+from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
 
@@ -76,6 +76,8 @@ def tflite_ready_copy(qat_model, batches=None):
             form = DEPLOY_FORMS.get(type(layer.layer))
             if not layer.quantize_config.channel_wise:
                 form = None
+            if isinstance(layer.layer, keras.layers.Dense) and layer.input.shape.rank > 2:
+                form = form or DenseOnRows
             replaced[layer.name] = (layer, form)
             return _rebuilt_wrapper(layer, form)
         return layer

@@ -27,7 +27,7 @@ def test_a_fused_relu_layer_is_rounded_after_it():
     assert plan(outputs, inputs, ["d"]) == OutputPlan({}, {"r": (0.0, None)}, {})
 
 
-def test_unfused_activation_and_shared_tensors_are_not_planned():
+def test_unfused_activation_is_planned_and_shared_tensors_are_not():
     inputs = keras.Input((4,))
     soft = L.Dense(4, activation="softmax", name="soft")(inputs)
     shared = L.Dense(4, name="shared")(inputs)
@@ -37,10 +37,13 @@ def test_unfused_activation_and_shared_tensors_are_not_planned():
     # "shared" feeds a quantizer and an Add: the quantizer moves up to it
     # (`shared_inputs`). "reader" feeds only the Add: planned, and so are the
     # Add and the Multiply (an output), whose int8 outputs nothing rounds.
-    # "soft" has an unfused activation: the Multiply reads a float softmax.
+    # "soft" has an unfused activation, which the walker splits off: the op's
+    # own int8 output, before the softmax op, is rounded in its wrapper.
     got = plan(outputs, inputs, ["soft", "shared", "reader"])
     assert got == OutputPlan(
-        {"reader": (None, None)}, {"add": (None, None), "mul": (None, None)}, {}
+        {"soft": (None, None), "reader": (None, None)},
+        {"add": (None, None), "mul": (None, None)},
+        {},
     )
 
 

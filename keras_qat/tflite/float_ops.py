@@ -1,0 +1,104 @@
+"""Running in float, in the .tflite, weightless ops the converter keeps int8 against its denylist.
+
+The QAT model computes a LayerNormalization in float. Denylisting its ops
+keeps most of them float, but not one whose int8 form keeps its input's scale
+(the MEAN that reads the int8 residual sum): the converter quantizes it
+anyway, and the mean of the int8 tensor is rounded to that tensor's grid,
+which the QAT model never does. `run_weightless_in_float` rewrites such ops
+after conversion to read DEQUANTIZEd inputs and write float outputs; the
+DEQUANTIZE ops that read their int8 outputs go, and a QUANTIZE stays only for
+int8 readers.
+"""
+
+from tensorflow.lite.python import schema_py_generated as schema
+
+from keras_qat.tflite.float_layers import float_tensor, opcode
+from keras_qat.tflite.ops import builtin_code, computes_layers, op_name
+
+_OPS = schema.BuiltinOperator
+_INT8 = schema.TensorType.INT8
+
+
+def _is_int8_constant(tflite, tensor):
+    return tensor.type == _INT8 and tflite.buffers[tensor.buffer].data is not None
+
+
+def run_weightless_in_float(tflite, model_name, layer_names):
+    """Rewrites, in place, the int8 ops of `layer_names` without constant int8 inputs to float.
+
+    Args:
+        tflite: The `.tflite` as a flatbuffer object.
+        model_name: The converted Keras model's name (op names start with it).
+        layer_names: Names of the layers the file computes in float.
+
+    Returns:
+        The names of the ops rewritten.
+    """
+    dequantize, quantize = opcode(tflite, _OPS.DEQUANTIZE), opcode(tflite, _OPS.QUANTIZE)
+    rewritten = []
+    for subgraph in tflite.subgraphs:
+        tensors = subgraph.tensors
+        as_float = {}  # int8 tensor -> a float tensor of the same values, made so far
+        operators, made_float = [], {}  # made_float: int8 output -> its float twin
+        for op in subgraph.operators:
+            name = op_name(subgraph, op)
+            inputs = [tensors[i] if i >= 0 else None for i in op.inputs]
+            if builtin_code(tflite, op) == _OPS.DEQUANTIZE:
+                as_float.setdefault(op.inputs[0], op.outputs[0])
+            if (
+                builtin_code(tflite, op) in (_OPS.DEQUANTIZE, _OPS.QUANTIZE)
+                or not computes_layers(name, model_name, layer_names)
+                or not any(tensors[i].type == _INT8 for i in op.outputs)
+                or any(_is_int8_constant(tflite, t) for t in inputs if t is not None)
+            ):
+                operators.append(op)
+                continue
+            new_inputs = []
+            for index, tensor in zip(op.inputs, inputs, strict=True):
+                if tensor is None or tensor.type != _INT8:
+                    new_inputs.append(index)
+                    continue
+                if index not in as_float:
+                    as_float[index] = float_tensor(tflite, subgraph, tensor, f"{name}/float_in")
+                    before = schema.OperatorT()
+                    before.opcodeIndex, before.inputs = dequantize, [index]
+                    before.outputs = [as_float[index]]
+                    operators.append(before)
+                new_inputs.append(as_float[index])
+            new_outputs, after = [], []
+            for index in op.outputs:
+                if tensors[index].type != _INT8:
+                    new_outputs.append(index)
+                    continue
+                twin = float_tensor(tflite, subgraph, tensors[index], f"{name}/float")
+                made_float[index] = twin
+                new_outputs.append(twin)
+                requantize = schema.OperatorT()
+                requantize.opcodeIndex, requantize.inputs = quantize, [twin]
+                requantize.outputs = [index]
+                after.append(requantize)
+            op.inputs, op.outputs = new_inputs, new_outputs
+            operators.extend([op, *after])
+            rewritten.append(name)
+        subgraph.operators = _bypassed(tflite, subgraph, operators, made_float)
+    return rewritten
+
+
+def _bypassed(tflite, subgraph, operators, made_float):
+    """`operators` with the DEQUANTIZEs of `made_float` tensors gone, and QUANTIZEs left unread."""
+    alias = {}
+    kept = []
+    for op in operators:
+        if builtin_code(tflite, op) == _OPS.DEQUANTIZE and op.inputs[0] in made_float:
+            alias[op.outputs[0]] = made_float[op.inputs[0]]
+            continue
+        kept.append(op)
+    for op in kept:
+        op.inputs = [alias.get(i, i) for i in op.inputs]
+    subgraph.outputs = [alias.get(i, i) for i in subgraph.outputs]
+    read = {i for op in kept for i in op.inputs} | set(subgraph.outputs)
+    return [
+        op
+        for op in kept
+        if not (builtin_code(tflite, op) == _OPS.QUANTIZE and op.outputs[0] not in read)
+    ]
