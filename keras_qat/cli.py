@@ -39,13 +39,16 @@ def _config_table(model, config):
     rows = [header]
     for name, entry in config.layers.items():
         data, weights = entry.retrain_data_config, entry.retrain_weight_config
-        fixed_min = str(resolved[name]) + (" (graph)" if data.fixed_min is None else "")
+        if data is None:  # an Embedding
+            fixed_min = "-"
+        else:
+            fixed_min = str(resolved[name]) + (" (graph)" if data.fixed_min is None else "")
         rows.append((
             name,
             type(layers[name]).__name__,
             str(entry.retrain_enable),
-            data.dst_type,
-            str(fixed_min),
+            data.dst_type if data else "-",
+            fixed_min,
             f"{weights.algo} {weights.dst_type}" if weights else "-",
             str(weights.channel_wise) if weights else "-",
         ))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Image data that needs no download: scikit-learn's digits and Debian's Fashion-MNIST."""
+"""Data that needs no download: scikit-learn's digits, Debian's Fashion-MNIST, a sequence rule."""
 
 import gzip
 import os
@@ -66,6 +66,33 @@ def load_fashion_mnist(directory=FASHION_MNIST_DIR):
         x_test[..., None] * scale,
         y_test.astype(np.int64),
     )
+
+
+def load_pointer_sequences(train=20000, test=4000, length=16, vocabulary=16, seed=0):
+    """Token sequences whose label is the token a pointer at their start points at.
+
+    Each sequence's first token is a position p in 1..length-1, the others are
+    random tokens; the label is the token at position p. Solving it needs
+    attention to a position that depends on the input, the job of an
+    attention block with positional embeddings.
+
+    Args:
+        train: Training sequences. Defaults to `20000`.
+        test: Test sequences. Defaults to `4000`.
+        length: Tokens per sequence. Defaults to `16`.
+        vocabulary: Distinct tokens, and classes. Defaults to `16`.
+        seed: Random seed. Defaults to `0`.
+
+    Returns:
+        `(x_train, y_train, x_test, y_test)`, tokens `(n, length)` int32,
+        labels int64 in `[0, vocabulary)`.
+    """
+    rng = np.random.default_rng(seed)
+    count = train + test
+    x = rng.integers(0, vocabulary, size=(count, length), dtype=np.int32)
+    x[:, 0] = rng.integers(1, length, size=count)
+    y = x[np.arange(count), x[:, 0]].astype(np.int64)
+    return x[:train], y[:train], x[train:], y[train:]
 
 
 DATASETS = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}

@@ -4,13 +4,14 @@ The layouts, as tf_keras stores the kernels:
   "last":      (..., out) - Conv1D, Conv2D, Dense, SeparableConv2D's pointwise
   "depthwise": (h, w, in, multiplier) - one output channel per in x multiplier
   "transpose": (h, w, out, in) - Conv2DTranspose, channels on axis -2
+  "rows":      (rows, width) - Embedding, one channel per row
 Per-channel quantizers, BN folding and the export's weight pinning all see a
 kernel with its channels last through these functions.
 """
 
 import tensorflow as tf
 
-KERNEL_LAYOUTS = ("last", "depthwise", "transpose")
+KERNEL_LAYOUTS = ("last", "depthwise", "transpose", "rows")
 
 
 def to_channels_last(kernel, layout):
@@ -28,6 +29,8 @@ def to_channels_last(kernel, layout):
         return tf.reshape(kernel, tf.concat([shape[:-2], [shape[-2] * shape[-1]]], 0))
     if layout == "transpose":
         return tf.transpose(kernel, [0, 1, 3, 2])
+    if layout == "rows":
+        return tf.transpose(kernel)
     return kernel
 
 
@@ -37,6 +40,8 @@ def from_channels_last(tensor, layout, shape):
         return tf.reshape(tensor, shape)
     if layout == "transpose":
         return tf.transpose(tensor, [0, 1, 3, 2])
+    if layout == "rows":
+        return tf.transpose(tensor)
     return tensor
 
 
@@ -44,6 +49,6 @@ def channel_count(shape, layout):
     """The number of output channels of a kernel of `shape` laid out as `layout`."""
     if layout == "depthwise":
         return shape[-2] * shape[-1]
-    if layout == "transpose":
+    if layout in ("transpose", "rows"):
         return shape[-2]
     return shape[-1]

@@ -24,7 +24,8 @@ class LayerSpec:
             layers quantized at their input only.
         channel_wise_default: Default of `retrain_weight_config.channel_wise`.
         operands: Inputs quantized, each on its own grid: 2 for the
-            attention products (activation by activation), else 1.
+            attention products (activation by activation), 0 for an
+            Embedding (its input holds indices), else 1.
     """
 
     kernels: tuple[tuple[str, str], ...]
@@ -51,6 +52,9 @@ QUANTIZABLE_LAYERS = {
     # AMCT forbids per-channel MatMul; its default stays per-tensor.
     _L.Dense: LayerSpec(_KERNEL, channel_wise_default=False),
     _L.AveragePooling2D: LayerSpec(()),
+    # The gathered rows are the int8 tensor: per tensor by default, since
+    # TFLite's GATHER takes one scale.
+    _L.Embedding: LayerSpec((("embeddings", "rows"),), channel_wise_default=False, operands=0),
     AttentionScores: LayerSpec((), operands=2),
     AttentionContext: LayerSpec((), operands=2),
 }

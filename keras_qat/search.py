@@ -53,7 +53,8 @@ def _with_int4(document, names):
     document = {k: dict(v) if isinstance(v, dict) else v for k, v in document.items()}
     for name in names:
         entry = document[name]
-        entry["retrain_data_config"] = {**entry["retrain_data_config"], "dst_type": "INT4"}
+        if "retrain_data_config" in entry:  # an Embedding has none
+            entry["retrain_data_config"] = {**entry["retrain_data_config"], "dst_type": "INT4"}
         entry["retrain_weight_config"] = {**entry["retrain_weight_config"], "dst_type": "INT4"}
     return document
 
@@ -112,7 +113,7 @@ def search_mixed_precision(
         if isinstance(entry, dict)
         and entry["retrain_enable"]
         and "retrain_weight_config" in entry
-        and entry["retrain_data_config"]["dst_type"] == "INT8"
+        and entry.get("retrain_data_config", {}).get("dst_type", "INT8") == "INT8"
         and entry["retrain_weight_config"]["dst_type"] == "INT8"
     ]
     if not candidates:

@@ -52,7 +52,8 @@ def default_layer_entry(layer):
     """
     spec = layer_spec(layer)
     weights = WeightQuantConfig(spec.channel_wise_default) if spec.has_weights else None
-    return LayerRetrainConfig(DataQuantConfig(), weights).to_dict()
+    data = DataQuantConfig() if spec.operands else None
+    return LayerRetrainConfig(data, weights).to_dict()
 
 
 def _describe_definition(path):

@@ -56,22 +56,22 @@ class LayerRetrainConfig:
     """One layer's entry.
 
     Args:
-        retrain_data_config: The input quantization.
+        retrain_data_config: The input quantization; None for an Embedding
+            (its input holds indices).
         retrain_weight_config: The weight quantization; None for layers
             without weights (AveragePooling2D).
         retrain_enable: False leaves the layer float. Defaults to `True`.
     """
 
-    retrain_data_config: DataQuantConfig
+    retrain_data_config: DataQuantConfig | None
     retrain_weight_config: WeightQuantConfig | None
     retrain_enable: bool = True
 
     def to_dict(self):
         """Returns the canonical JSON object."""
-        entry = {
-            "retrain_enable": self.retrain_enable,
-            "retrain_data_config": self.retrain_data_config.to_dict(),
-        }
+        entry = {"retrain_enable": self.retrain_enable}
+        if self.retrain_data_config is not None:
+            entry["retrain_data_config"] = self.retrain_data_config.to_dict()
         if self.retrain_weight_config is not None:
             entry["retrain_weight_config"] = self.retrain_weight_config.to_dict()
         return entry

@@ -175,6 +175,12 @@ class _LayerReader:
                 f"quantized; remove retrain_weight_config. Received: retrain_weight_config="
                 f"{show(weights)}"
             )
+        if not spec.operands and "retrain_data_config" in entry:
+            self.errors.append(
+                f"Layer '{name}': {type(layer).__name__} reads indices, only its weights are "
+                f"quantized; remove retrain_data_config. Received: retrain_data_config="
+                f"{show(data)}"
+            )
         keys = operand_keys(name, spec)
         for position, key in enumerate(keys):
             fixed_min = data.get("fixed_min")
@@ -184,7 +190,9 @@ class _LayerReader:
                     layer, position if len(keys) > 1 else None
                 )
             self.resolved_fixed_min[key] = fixed_min
-        self.errors += _clip_errors(name, data, all(self.resolved_fixed_min[key] for key in keys))
+        if keys:
+            fixed = all(self.resolved_fixed_min[key] for key in keys)
+            self.errors += _clip_errors(name, data, fixed)
         weight_config = None
         if spec.has_weights:
             weights = weights or {}
@@ -193,11 +201,14 @@ class _LayerReader:
                 algo=_weight_algo(name, weights, self.errors),
                 **_present(weights, ("dst_type",)),
             )
-        config = LayerRetrainConfig(
-            retrain_data_config=DataQuantConfig(
+        data_config = None
+        if spec.operands:
+            data_config = DataQuantConfig(
                 **_present(data, ("algo", "dst_type", "fixed_min")),
                 **{k: _as_float(v) for k, v in _present(data, ("clip_max", "clip_min")).items()},
-            ),
+            )
+        config = LayerRetrainConfig(
+            retrain_data_config=data_config,
             retrain_weight_config=weight_config,
             **_present(entry, ("retrain_enable",)),
         )

@@ -118,9 +118,10 @@ def _writes_int8(layer, activation, enabled, sources, memo):
         return False
     if layer.name in enabled:
         # Weighted layers and the attention products are int8 ops (an unfused
-        # activation is split off by the walker, an op of its own after them).
+        # activation is split off by the walker, an op of its own after them);
+        # an Embedding's output is its rows, already on the weights' grid.
         spec = layer_spec(layer)
-        return spec is not None and (spec.has_weights or spec.operands > 1)
+        return spec is not None and spec.operands > 0 and (spec.has_weights or spec.operands > 1)
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
     swish = activation in _MULTIPLYING_ACTIVATIONS
     return (isinstance(layer, _REQUANTIZING) or swish) and all(

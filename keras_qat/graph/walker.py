@@ -184,12 +184,10 @@ class GraphRebuilder:
         if layer.name in self.layers and layer.name not in self._sharing:
             keys = operand_keys(layer.name, layer_spec(layer))
             if len(keys) == 1:
-                quantized = self._quantized_input(keys, args[0])
-            else:  # a product: each input on its own grid
-                quantized = [
-                    self._quantized_input((key,), t) for key, t in zip(keys, args[0], strict=True)
-                ]
-            args = (quantized, *args[1:])
+                args = (self._quantized_input(keys, args[0]), *args[1:])
+            elif keys:  # a product: each input on its own grid
+                operands = zip(keys, args[0], strict=True)
+                args = ([self._quantized_input((key,), t) for key, t in operands], *args[1:])
         outputs = copy(*args, **kwargs)
         if layer.name in self._split:
             outputs = self._activation(layer)(outputs)
