@@ -17,6 +17,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import FLOAT_IN_FILE
+from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import FileActivation, OutputQuantizeLayer
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.ops import computes_layers, op_name
@@ -54,9 +55,10 @@ _QUANTIZERS = (FixedInputQuantizer, OutputQuantizeLayer, RangedOutput, FileActiv
 def float_kinds(model):
     """Names of the layers of `model` the file computes in float wherever they stand.
 
-    Those are the `converter_facts.FLOAT_IN_FILE` layers, and the weightless
-    layers after them up to the next quantizer (a pooling of a normalised
-    tensor): the QAT model computes those in float on float inputs too.
+    Those are the `converter_facts.FLOAT_IN_FILE` layers, the attention
+    products with `retrain_enable: false`, and the weightless layers after
+    them up to the next quantizer (a pooling of a normalised tensor): the QAT
+    model computes those in float on float inputs too.
 
     Args:
         model: The export copy.
@@ -67,11 +69,23 @@ def float_kinds(model):
     sources = functional.sources(model)
     found = set()
     for layer in model.layers:  # topological order
-        if isinstance(layer, FLOAT_IN_FILE) or (
-            layer.name in sources
-            and all(producer.name in found for producer in sources[layer.name])
-            and not layer.weights
-            and not isinstance(layer, _QUANTIZERS)
+        spec = layer_spec(layer)
+        disabled_product = (
+            spec is not None
+            and spec.operands > 1
+            and not any(
+                isinstance(producer, FixedInputQuantizer) for producer in sources[layer.name]
+            )
+        )
+        if (
+            isinstance(layer, FLOAT_IN_FILE)
+            or disabled_product
+            or (
+                layer.name in sources
+                and all(producer.name in found for producer in sources[layer.name])
+                and not layer.weights
+                and not isinstance(layer, _QUANTIZERS)
+            )
         ):
             found.add(layer.name)
     return found

@@ -2,7 +2,8 @@
 
 The QAT model's numbers, in forms the converter keeps: input quantizers
 become fixed-range ones (`FixedInputQuantizer`: INT4 ones their int8
-carriers, those reading a model input capped by a MINIMUM), per-channel
+carriers, those reading a model input capped by a MINIMUM), Embeddings
+their int8 tables (`embedding_table`), per-channel
 Dense, Conv1D and Conv2DTranspose layers become their `deploy_layers`
 forms, and producers of tensors shared by
 an input quantizer and another layer or fanned out to several, and
@@ -20,6 +21,7 @@ from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
+from keras_qat.tflite.embedding_table import int8_table
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
 
@@ -73,6 +75,8 @@ def tflite_ready_copy(qat_model, batches=None):
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+            if isinstance(layer.layer, keras.layers.Embedding):
+                return int8_table(layer)
             form = DEPLOY_FORMS.get(type(layer.layer))
             if not layer.quantize_config.channel_wise:
                 form = None
