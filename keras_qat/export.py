@@ -8,6 +8,7 @@ import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat import functional
+from keras_qat._keras import keras
 from keras_qat.atomic import check_writable, write_dir_atomic, write_files_atomic
 from keras_qat.data import sample_batches
 from keras_qat.errors import DataError, ExportError
@@ -150,9 +151,17 @@ def export_tflite(
     except Exception as e:  # the converter raises several types; all mean "rejected"
         message = str(e)
         start = message.find("error:")
+        recurrent = [layer.name for layer in copy.layers if isinstance(layer, keras.layers.RNN)]
+        hint = (
+            f" The model's recurrent layers {recurrent} stay float (keras_qat does not quantize "
+            "them), and the converter's TensorFlow Lite builtins take them only with a fixed "
+            "batch size; export such a model with tf.lite and SELECT_TF_OPS instead."
+            if recurrent
+            else ""
+        )
         raise ExportError(
             f"TFLite conversion of model '{qat_model.name}' failed: "
-            f"{message[start : start + 500] if start >= 0 else message[:500]}"
+            f"{message[start : start + 500] if start >= 0 else message[:500]}{hint}"
         ) from e
     # The converter's weights and biases are corrected on one parsed copy of the file.
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
