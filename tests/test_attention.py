@@ -117,14 +117,15 @@ def test_config_entries_of_an_attention_model(tmp_path):
     definition.write_text(json.dumps({"skip_layer_types": ["MultiHeadAttention"]}))
     keras_qat.create_quant_retrain_config(path, model, definition, overwrite=True)
     config = json.loads(path.read_text())
-    disabled = [name for name, e in config.items() if isinstance(e, dict) and not e["retrain_enable"]]
+    entries = {name: e for name, e in config.items() if isinstance(e, dict)}
+    disabled = [name for name, entry in entries.items() if not entry["retrain_enable"]]
     assert disabled == parts
     assert config["mlp0a"]["retrain_enable"] is True
 
 
 def test_an_embedding_entry_with_data_settings_is_refused():
     model = sequence_model()
-    with pytest.raises(ConfigError, match="'token_embed'.*remove retrain_data_config"):
+    with pytest.raises(ConfigError, match=r"'token_embed'.*remove retrain_data_config"):
         read_retrain_config({"token_embed": {"retrain_data_config": {"dst_type": "INT8"}}}, model)
 
 
@@ -218,7 +219,7 @@ def test_the_file_runs_the_products_in_int8_and_agrees(
 def test_a_per_row_embedding_is_refused_at_export(trained_sequence, pointer_data, tmp_path):
     config = {"token_embed": {"retrain_weight_config": {"channel_wise": True}}}
     qat = keras_qat.apply_retrain_config(trained_sequence, config)
-    with pytest.raises(ExportError, match="'token_embed'.*channel_wise"):
+    with pytest.raises(ExportError, match=r"'token_embed'.*channel_wise"):
         keras_qat.export_tflite(qat, tmp_path / "m.tflite", pointer_data[0][:64])
     assert not list(tmp_path.iterdir())
 
