@@ -1,4 +1,4 @@
-"""Attention models: keras_qat vs float, TFLite post-training int8 and TFMOT; writes docs/attention.md.
+"""Attention models: keras_qat vs float, TFLite PTQ int8 and TFMOT; writes docs/attention.md.
 
 Two models from `keras_qat.example_models`, each trained once as float:
 - a ViT on Fashion-MNIST (4x4 patches embedded by a strided Conv2D, 2
