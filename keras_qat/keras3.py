@@ -31,7 +31,8 @@ _DROPPED_KEYS = {"kernel_initializer", "bias_initializer", "depthwise_initialize
                  "embeddings_initializer"}  # fmt: skip
 # Keras 3 arguments that tf_keras lacks, with the value under which they change nothing.
 _NEUTRAL = {"lora_rank": None, "lora_alpha": None, "quantization_config": None,
-            "synchronized": False, "rms_scaling": False, "optional": False}  # fmt: skip
+            "synchronized": False, "rms_scaling": False, "optional": False,
+            "use_gate": False, "sliding_window": None, "seed": None}  # fmt: skip
 
 
 # Keras 3 application layers with a tf_keras twin of the same arguments and weights.
@@ -232,15 +233,17 @@ class _Rebuilder:
         if isinstance(name, str) and name in _ACTIVATIONS:
             config["activation"] = "linear"
             activation = _ACTIVATIONS[name]
-        new = cls.from_config(config)
+        # tf_keras's MultiHeadAttention.from_config wants the input shapes it
+        # serializes, which Keras 3 does not; built on its first call, it needs none.
+        new = cls(**config) if cls is keras.layers.MultiHeadAttention else cls.from_config(config)
         self.layers[id(layer)] = (layer, new, activation)
         return new, activation
 
     def copy_weights(self):
         """Copies every weight by variable name (by position where the names differ)."""
         for layer, new, _ in self.layers.values():
-            source = {_variable_name(w): w for w in layer.weights}
-            pairs = [(source.get(_variable_name(target)), target) for target in new.weights]
+            source = {_variable_name(w, layer.name): w for w in layer.weights}
+            pairs = [(source.get(_variable_name(t, new.name)), t) for t in new.weights]
             if any(original is None for original, _ in pairs):
                 # DepthwiseConv2D's `kernel` is tf_keras's `depthwise_kernel`.
                 pairs = list(zip(layer.weights, new.weights, strict=False))
@@ -256,9 +259,10 @@ class _Rebuilder:
                 target.assign(np.asarray(original))
 
 
-def _variable_name(variable):
-    """`kernel` of Keras 3's `conv/kernel` and of tf_keras's `conv/kernel:0`."""
-    return variable.name.split("/")[-1].split(":")[0]
+def _variable_name(variable, layer_name):
+    """A weight's name below its layer: `kernel`, or `query/kernel` inside `mha`."""
+    path = getattr(variable, "path", None) or variable.name
+    return path.split(":")[0].removeprefix(f"{layer_name}/")
 
 
 def sample_inputs(model, seed=0):

@@ -244,3 +244,19 @@ def test_recurrent_layers_stay_float_and_export_says_why(pointer_data, tmp_path)
     qat = keras_qat.apply_retrain_config(model, path, pointer_data[0][:64])
     with pytest.raises(ExportError, match=r"recurrent layers \['gru'\] stay float"):
         keras_qat.export_tflite(qat, tmp_path / "m.tflite", pointer_data[0][:64])
+
+
+def test_a_keras3_attention_model_is_rebuilt_and_opened(tmp_path):
+    import keras as keras3
+
+    inputs = keras3.Input((6, 8))
+    x = keras3.layers.LayerNormalization(name="ln")(inputs)
+    x = keras3.layers.Add(name="res")(
+        [inputs, keras3.layers.MultiHeadAttention(2, 4, name="mha")(x, x)]
+    )
+    x = keras3.layers.EinsumDense("abc,cd->abd", (6, 5), bias_axes="d", name="ed")(x)
+    model = keras3.Model(inputs, x)
+    path = tmp_path / "config.json"
+    keras_qat.create_quant_retrain_config(path, model)
+    entries = [k for k in json.loads(path.read_text()) if k not in ("version", "batch_num")]
+    assert entries == [*(f"mha/{part}" for part in MHA_PARTS), "ed"]
