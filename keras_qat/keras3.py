@@ -262,7 +262,7 @@ class _Rebuilder:
 def _variable_name(variable, layer_name):
     """A weight's name below its layer: `kernel`, or `query/kernel` inside `mha`."""
     path = getattr(variable, "path", None) or variable.name
-    return path.split(":")[0].removeprefix(f"{layer_name}/")
+    return path.split(":")[0].split(f"{layer_name}/")[-1]
 
 
 def sample_inputs(model, seed=0):
