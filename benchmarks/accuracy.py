@@ -147,10 +147,18 @@ def row(name, keras_logits, flatbuffer, x_test, y_test, epoch=None, ratio=None):
     return result
 
 
-def table(rows, args, samples, tests):
-    def cell(value, fmt):
-        return f"{value:{fmt}}" if value is not None else "-"
+def markdown_rows(rows, formats):
+    """Table lines `| name | value | ... |`, each value in its format ("-" for None)."""
+    lines = []
+    for name, *values in rows:
+        cells = " | ".join(
+            f"{v:{f}}" if v is not None else "-" for v, f in zip(values, formats, strict=True)
+        )
+        lines.append(f"| {name} | {cells} |")
+    return lines
 
+
+def table(rows, args, samples, tests):
     lines = [
         f"Fashion-MNIST, {samples} training / {tests} test images, QAT {args.qat_epochs} epochs "
         "(`python benchmarks/accuracy.py`).",
@@ -159,10 +167,7 @@ def table(rows, args, samples, tests):
         "| / float |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    formats = ("6.4f", "6.4f", "6.4f", "6.3f", "6.2f", "6.2f")
-    for name, *values in rows:
-        cells = " | ".join(cell(v, f) for v, f in zip(values, formats, strict=True))
-        lines.append(f"| {name} | {cells} |")
+    lines += markdown_rows(rows, ("6.4f", "6.4f", "6.4f", "6.3f", "6.2f", "6.2f"))
     return "\n".join(lines) + "\n"
 
 

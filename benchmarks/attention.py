@@ -32,6 +32,7 @@ from accuracy import (
     float_epoch_time,
     keras_qat_export,
     keras_qat_model,
+    markdown_rows,
     tflite_logits,
     tfmot_model,
 )
@@ -116,9 +117,6 @@ def qat_rows(model, data, epochs, note):
 
 
 def table(title, command, rows, note):
-    def cell(value, fmt):
-        return f"{value:{fmt}}" if value is not None else "-"
-
     lines = [
         f"## {title}",
         "",
@@ -128,10 +126,7 @@ def table(title, command, rows, note):
         "| int8 FC/BATCH_MATMUL | QAT epoch / float |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    formats = ("6.4f", "6.4f", "6.4f", "6.3f", "6.2f", "6.2f")
-    for name, *values in rows:
-        cells = " | ".join(cell(v, f) for v, f in zip(values, formats, strict=True))
-        lines.append(f"| {name} | {cells} |")
+    lines += markdown_rows(rows, ("6.4f", "6.4f", "6.4f", "6.3f", "6.2f", "6.2f"))
     return "\n".join([*lines, "", *note]) + "\n"
 
 
@@ -144,37 +139,31 @@ def main():
     args = parser.parse_args()
     sections = []
 
-    keras.utils.set_random_seed(0)
-    images = load_fashion_mnist()
-    vit = vision_transformer((28, 28, 1), 10)
-    fit(vit, images[0], images[1], args.vit_epochs, 1e-3)
-    note = []
-    rows = qat_rows(vit, images, args.qat_epochs, note)
-    sections.append(
-        table(
+    cases = (
+        (
             "ViT on Fashion-MNIST",
-            f"60000 training / 10000 test images; float {args.vit_epochs} epochs at 1e-3, "
-            f"QAT {args.qat_epochs} epochs.",
-            rows,
-            note,
-        )
-    )
-
-    keras.utils.set_random_seed(0)
-    sequences = load_pointer_sequences()
-    model = sequence_transformer(16, 16, 16)
-    fit(model, sequences[0], sequences[1], args.sequence_epochs, 1e-3)
-    note = []
-    rows = qat_rows(model, sequences, args.qat_epochs, note)
-    sections.append(
-        table(
+            load_fashion_mnist,
+            lambda: vision_transformer((28, 28, 1), 10),
+            args.vit_epochs,
+            "60000 training / 10000 test images",
+        ),
+        (
             "Sequence transformer on the pointer task",
-            f"20000 training / 4000 test sequences; float {args.sequence_epochs} epochs at "
-            f"1e-3, QAT {args.qat_epochs} epochs.",
-            rows,
-            note,
-        )
+            load_pointer_sequences,
+            lambda: sequence_transformer(16, 16, 16),
+            args.sequence_epochs,
+            "20000 training / 4000 test sequences",
+        ),
     )
+    for title, load, build, epochs, data_note in cases:
+        keras.utils.set_random_seed(0)
+        data = load()
+        model = build()
+        fit(model, data[0], data[1], epochs, 1e-3)
+        note = []
+        rows = qat_rows(model, data, args.qat_epochs, note)
+        setup = f"{data_note}; float {epochs} epochs at 1e-3, QAT {args.qat_epochs} epochs."
+        sections.append(table(title, setup, rows, note))
 
     out = pathlib.Path(args.out, "attention.md")
     header = (

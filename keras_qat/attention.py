@@ -31,8 +31,8 @@ from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.attention_layers import AttentionContext, AttentionScores
 from keras_qat.errors import UnsupportedModelError
-from keras_qat.keras3 import sample_inputs
 from keras_qat.layer_table import SOURCE_KIND
+from keras_qat.rebuild_check import differing_samples
 
 _L = keras.layers
 
@@ -200,16 +200,9 @@ def open_attention(model):
     outputs = functional.replay(model, inputs, opener.call)
     opened = keras.Model(inputs, outputs, name=model.name)
     opener.assign()
-    samples = sample_inputs(model)
-    want = tf.nest.flatten(model(samples, training=False))
-    got = tf.nest.flatten(opened(samples, training=False))
-    for expected, actual in zip(want, got, strict=True):
-        expected, actual = np.asarray(expected), np.asarray(actual)
-        tolerance = 1e-4 * (1.0 + float(np.max(np.abs(expected), initial=0.0)))
-        if expected.shape != actual.shape or np.max(np.abs(expected - actual)) > tolerance:
-            raise UnsupportedModelError(
-                f"Model '{model.name}' with its attention layers opened up computes something "
-                f"else (largest difference {np.max(np.abs(expected - actual)):.3g}); keras_qat "
-                "cannot quantize it faithfully."
-            )
+    if differing_samples(model, opened) is not None:
+        raise UnsupportedModelError(
+            f"Model '{model.name}' with its attention layers opened up computes something else "
+            "on sample inputs; keras_qat cannot quantize it faithfully."
+        )
     return opened

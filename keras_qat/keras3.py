@@ -21,6 +21,7 @@ from tf_keras.src.applications import convnext as tf_convnext
 
 from keras_qat._keras import is_keras3_object, keras
 from keras_qat.errors import UnsupportedModelError
+from keras_qat.rebuild_check import differing_samples
 
 # Config keys tf_keras's base Layer takes besides the class's own arguments.
 _BASE_KEYS = {"name", "trainable", "dtype", "dynamic", "batch_input_shape", "input_shape"}
@@ -265,34 +266,15 @@ def _variable_name(variable, layer_name):
     return path.split(":")[0].split(f"{layer_name}/")[-1]
 
 
-def sample_inputs(model, seed=0):
-    """Sample inputs for each of `model`'s inputs: 4 rows of unit normals (non-batch None -> 8)."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for tensor in model.inputs:
-        shape = [4, *(8 if d is None else d for d in tensor.shape[1:])]
-        dtype = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
-        values = rng.normal(size=shape)
-        samples.append(values.astype(dtype) if dtype.kind == "f" else np.abs(values).astype(dtype))
-    return samples
-
-
 def _check_same(original, rebuilt, rebuilder):
     """Raises unless `rebuilt` computes what `original` computes on sample inputs."""
-    samples = sample_inputs(original)
-    if len(samples) == 1:
-        samples = samples[0]
-    want = tf.nest.flatten(original(samples, training=False))
-    got = tf.nest.flatten(rebuilt(samples, training=False))
-    for expected, actual in zip(want, got, strict=True):
-        expected, actual = np.asarray(expected), np.asarray(actual)
-        tolerance = 1e-4 * (1.0 + float(np.max(np.abs(expected), initial=0.0)))
-        if expected.shape != actual.shape or np.max(np.abs(expected - actual)) > tolerance:
-            raise UnsupportedModelError(
-                f"Keras 3 model '{original.name}' rebuilt as tf_keras computes something else "
-                f"({_first_difference(original, rebuilt, rebuilder, samples)}); keras_qat "
-                "cannot quantize it faithfully."
-            )
+    samples = differing_samples(original, rebuilt)
+    if samples is not None:
+        raise UnsupportedModelError(
+            f"Keras 3 model '{original.name}' rebuilt as tf_keras computes something else "
+            f"({_first_difference(original, rebuilt, rebuilder, samples)}); keras_qat "
+            "cannot quantize it faithfully."
+        )
 
 
 def _first_difference(original, rebuilt, rebuilder, samples):

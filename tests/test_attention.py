@@ -14,22 +14,11 @@ from keras_qat.datasets import load_pointer_sequences
 from keras_qat.errors import ConfigError, ExportError, UnsupportedModelError
 from keras_qat.example_models import sequence_transformer, vision_transformer
 from keras_qat.layer_table import source_kind
+from tests.litert_ops import op_types
 
 L = keras.layers
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 MHA_PARTS = ["query", "key", "scores", "value", "context", "output"]
-
-
-def op_types(path):
-    """`(op name, dtype of its first input)` of each op of a .tflite."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    tensors = interpreter.get_tensor_details()
-    return [
-        (op["op_name"], tensors[op["inputs"][0]]["dtype"]) for op in interpreter._get_ops_details()
-    ]
 
 
 def test_products_compute_the_einsums_of_multi_head_attention():

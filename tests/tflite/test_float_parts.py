@@ -5,21 +5,10 @@ import tensorflow as tf
 
 import keras_qat
 from keras_qat._keras import keras
+from tests.litert_ops import op_types
 
 L = keras.layers
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def op_types(path):
-    """`(op name, dtype of its first input)` of each op of a .tflite."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    tensors = interpreter.get_tensor_details()
-    return [
-        (op["op_name"], tensors[op["inputs"][0]]["dtype"]) for op in interpreter._get_ops_details()
-    ]
 
 
 def tabular(rng, count):
