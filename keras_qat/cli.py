@@ -31,9 +31,11 @@ def _load_model(args, path):
 
 def _config_table(model, config):
     """Formats one row per config entry, with fixed_min as the graph resolves it."""
-    from keras_qat.graph.model_check import model_layers
+    from keras_qat.graph.model_check import checked_model, model_layers
+    from keras_qat.layer_table import layer_spec, operand_keys
 
-    layers = {layer.name: layer for layer in model_layers(model)}
+    # The model as keras_qat quantizes it: attention layers opened up.
+    layers = {layer.name: layer for layer in model_layers(checked_model(model))}
     resolved = config.resolved_fixed_min
     header = ("layer", "type", "enabled", "data", "fixed_min", "weights", "channel_wise")
     rows = [header]
@@ -41,8 +43,10 @@ def _config_table(model, config):
         data, weights = entry.retrain_data_config, entry.retrain_weight_config
         if data is None:  # an Embedding
             fixed_min = "-"
-        else:
-            fixed_min = str(resolved[name]) + (" (graph)" if data.fixed_min is None else "")
+        else:  # a product's two inputs as "True/False"
+            keys = operand_keys(name, layer_spec(layers[name]))
+            fixed_min = "/".join(str(resolved[key]) for key in keys)
+            fixed_min += " (graph)" if data.fixed_min is None else ""
         rows.append((
             name,
             type(layers[name]).__name__,

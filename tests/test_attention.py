@@ -249,3 +249,15 @@ def test_a_keras3_attention_model_is_rebuilt_and_opened(tmp_path):
     keras_qat.create_quant_retrain_config(path, model)
     entries = [k for k in json.loads(path.read_text()) if k not in ("version", "batch_num")]
     assert entries == [*(f"mha/{part}" for part in MHA_PARTS), "ed"]
+
+
+def test_the_cli_validates_an_attention_model_file(tmp_path, capsys):
+    from keras_qat.cli import main
+
+    model_file, config = tmp_path / "model.keras", tmp_path / "config.json"
+    sequence_model().save(model_file)
+    assert main(["create-config", str(model_file), "-o", str(config)]) == 0
+    assert main(["validate", str(model_file), str(config)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert rows["mha0/context"][1:5] == ["AttentionContext", "True", "INT8", "True/False"]
+    assert rows["token_embed"][3:5] == ["-", "-"]
