@@ -1,11 +1,13 @@
 """Where the QAT model rounds the int8 tensors no input quantizer reads (`TrackedRangeQuantizer`).
 
 A quantized convolution or dense layer writes an int8 tensor in the .tflite
-(after the activation the converter fuses into it), and so does an Add of
-int8 tensors. When an input quantizer reads that tensor (directly or behind
-layers that keep the scale, such as max pooling), the file uses the
-quantizer's grid, which the QAT model already rounds on. When none does (the
-logits; the input of a global average pooling or of an Add), the QAT model
+(after the activation the converter fuses into it; before one it does not
+fuse, such as GELU, which is an op of its own), and so do an attention
+product and an Add of int8 tensors. When an input quantizer reads that
+tensor (directly or behind layers that keep the scale, such as max pooling),
+the file uses the quantizer's grid, which the QAT model already rounds on.
+When none does (the logits; the input of a global average pooling, of an
+Add or of an unfused activation), the QAT model
 rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
 own activation; or, where a ReLU/ReLU6 layer follows that the converter
 fuses into the op (its range then comes from the ReLU's output, not from a
