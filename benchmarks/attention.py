@@ -95,7 +95,8 @@ def qat_rows(model, data, epochs, note):
         tfmot_model(model)
         note.append("TFMOT `quantize_model` returned a model (not trained here).")
     except Exception as e:  # TFMOT raises several types for layers it does not support
-        note.append(f"TFMOT `quantize_model` fails: `{str(e).splitlines()[0][:160]}`")
+        message = " ".join(str(e).replace("`", "'").split())[:300]
+        note.append(f"TFMOT `quantize_model` fails ({type(e).__name__}): {message}")
     with tempfile.TemporaryDirectory() as tmp:
         w4a8 = pathlib.Path(tmp, "w4a8.json")
         w4a8.write_text(json.dumps({"retrain_weight_quant_config": {"dst_type": "INT4"}}))
