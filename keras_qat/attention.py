@@ -22,6 +22,7 @@ rebuilt model is run beside the original on sample inputs; if they differ,
 an `UnsupportedModelError` says so.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -88,10 +89,23 @@ def _reshape(leading, trailing, name):
 
 
 class _Opener:
-    """Rebuilds a model with its attention layers opened up; copies of all other layers."""
+    """Rebuilds a model with its attention layers opened up; copies of all other layers.
+
+    A layer called at several places is made once and called at each (its
+    parts too: they are named after it), as in the original.
+    """
 
     def __init__(self):
-        self.weights = []  # (new layer, its weights), assigned once all are built
+        self.made = {}  # name -> (new layer, the weights it takes)
+
+    def _made(self, name, make, weights=lambda: None, kind=None):
+        """The new layer `name`, made (`make()`, with `weights()` to assign) on first use."""
+        if name not in self.made:
+            layer = make()
+            if kind is not None:
+                setattr(layer, SOURCE_KIND, kind)
+            self.made[name] = (layer, weights())
+        return self.made[name][0]
 
     def call(self, layer, args, kwargs):
         if isinstance(layer, keras.Model):
@@ -100,34 +114,35 @@ class _Opener:
             return self._attention(layer, *args, **kwargs)
         if isinstance(layer, _L.EinsumDense):
             return self._as_dense(layer, layer.name, args[0], "EinsumDense")
-        try:
-            copy = type(layer).from_config(layer.get_config())
-        except Exception as e:  # any failure here means the layer cannot be copied
-            raise UnsupportedModelError(
-                f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
-                f"config: {e}. Custom layers need get_config()/from_config()."
-            ) from e
-        outputs = copy(*args, **kwargs)
-        self.weights.append((copy, layer.get_weights()))
-        return outputs
+        copy = self._made(layer.name, lambda: _copy(layer), layer.get_weights)
+        return copy(*args, **kwargs)
 
     def _as_dense(self, einsum, name, tensor, kind, scale=1.0):
         """EinsumDense `einsum` on `tensor` as a Dense `name` between reshapes."""
         contracted, produced = _dense_form(einsum)
-        dense = _L.Dense(
-            math.prod(produced),
-            activation=einsum.get_config().get("activation"),
-            use_bias=einsum.bias is not None,
-            name=name,
+        dense = self._made(
+            name,
+            lambda: _L.Dense(
+                math.prod(produced),
+                activation=einsum.get_config().get("activation"),
+                use_bias=einsum.bias is not None,
+                name=name,
+            ),
+            lambda: _dense_weights(einsum, scale),
+            kind,
         )
-        setattr(dense, SOURCE_KIND, kind)
         if len(contracted) > 1:
-            leading = tensor.shape[1 : -len(contracted)]
-            tensor = _reshape(leading, (math.prod(contracted),), f"{name}/flatten")(tensor)
+            leading, flat = tensor.shape[1 : -len(contracted)], (math.prod(contracted),)
+            tensor = self._made(
+                f"{name}/flatten", lambda: _reshape(leading, flat, f"{name}/flatten")
+            )(tensor)
         outputs = dense(tensor)
-        self.weights.append((dense, _dense_weights(einsum, scale)))
         if len(produced) > 1:
-            outputs = _reshape(outputs.shape[1:-1], produced, f"{name}/unflatten")(outputs)
+            leading = outputs.shape[1:-1]
+            unflatten = self._made(
+                f"{name}/unflatten", lambda: _reshape(leading, produced, f"{name}/unflatten")
+            )
+            outputs = unflatten(outputs)
         return outputs
 
     def _attention(self, mha, query, value, key=None, **kwargs):
@@ -148,22 +163,33 @@ class _Opener:
         query = self._as_dense(mha._query_dense, f"{name}/query", query, kind, scale)
         key = self._as_dense(mha._key_dense, f"{name}/key", value if key is None else key, kind)
         value = self._as_dense(mha._value_dense, f"{name}/value", value, kind)
-        scores = self._part(AttentionScores(name=f"{name}/scores"), [query, key])
-        probabilities = self._part(_L.Activation("softmax", name=f"{name}/softmax"), scores)
+
+        def part(suffix, cls, inputs, *args):
+            make = functools.partial(cls, *args, name=f"{name}/{suffix}")
+            return self._made(f"{name}/{suffix}", make, kind=kind)(inputs)
+
+        scores = part("scores", AttentionScores, [query, key])
+        probabilities = part("softmax", _L.Activation, scores, "softmax")
         if config["dropout"]:
-            dropout = _L.Dropout(config["dropout"], name=f"{name}/dropout")
-            probabilities = self._part(dropout, probabilities)
-        context = self._part(AttentionContext(name=f"{name}/context"), [probabilities, value])
+            probabilities = part("dropout", _L.Dropout, probabilities, config["dropout"])
+        context = part("context", AttentionContext, [probabilities, value])
         return self._as_dense(mha._output_dense, f"{name}/output", context, kind)
 
-    @staticmethod
-    def _part(layer, inputs):
-        setattr(layer, SOURCE_KIND, "MultiHeadAttention")
-        return layer(inputs)
-
     def assign(self):
-        for layer, weights in self.weights:
-            layer.set_weights(weights)
+        for layer, weights in self.made.values():
+            if weights is not None:
+                layer.set_weights(weights)
+
+
+def _copy(layer):
+    """A new layer from `layer`'s config."""
+    try:
+        return type(layer).from_config(layer.get_config())
+    except Exception as e:  # any failure here means the layer cannot be copied
+        raise UnsupportedModelError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
+            f"config: {e}. Custom layers need get_config()/from_config()."
+        ) from e
 
 
 def _opened_layers(model):

@@ -50,7 +50,15 @@ def einsum_dense_layers():
     return keras.Model(inputs, L.EinsumDense("abc,cd->abd", (5, 2), name="plain")(x))
 
 
-@pytest.mark.parametrize("build", [cross_attention, einsum_dense_layers])
+def shared_layers():
+    """One attention layer and one Dense, each called at two places."""
+    first, second = keras.Input((5, 8)), keras.Input((5, 8))
+    attention, dense = L.MultiHeadAttention(2, 4, name="shared"), L.Dense(8, name="dense")
+    outputs = [dense(attention(x, x)) for x in (first, second)]
+    return keras.Model([first, second], L.Add(name="add")(outputs))
+
+
+@pytest.mark.parametrize("build", [cross_attention, einsum_dense_layers, shared_layers])
 def test_the_opened_model_computes_what_the_original_computes(build):
     keras.utils.set_random_seed(1)
     model = build()
@@ -66,6 +74,9 @@ def test_the_opened_model_computes_what_the_original_computes(build):
     if build is cross_attention:
         assert all(kinds[f"cross/{part}"] == "MultiHeadAttention" for part in MHA_PARTS)
         assert kinds["cross/dropout"] == "MultiHeadAttention"
+    elif build is shared_layers:  # made once, called twice
+        assert len(opened.get_layer("shared/scores").inbound_nodes) == 2
+        assert len(opened.get_layer("dense").inbound_nodes) == 2
     else:
         assert [kinds[name] for name in ("split", "merge", "plain")] == ["EinsumDense"] * 3
         assert all(isinstance(opened.get_layer(n), L.Dense) for n in ("split", "merge", "plain"))
