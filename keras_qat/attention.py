@@ -192,12 +192,13 @@ def _copy(layer):
         ) from e
 
 
-def _opened_layers(model):
-    return [
-        layer
-        for layer in model.submodules
-        if isinstance(layer, (_L.MultiHeadAttention, _L.EinsumDense))
-    ]
+def _has_attention(model):
+    """Whether `model`'s graph (nested models' too, not other layers' insides) has one to open."""
+    return any(
+        isinstance(layer, (_L.MultiHeadAttention, _L.EinsumDense))
+        or (functional.is_graph_network(layer) and _has_attention(layer))
+        for layer in model.layers
+    )
 
 
 def open_attention(model):
@@ -216,7 +217,7 @@ def open_attention(model):
             dense layer), or a rebuild that does not compute what the
             original computes.
     """
-    if not _opened_layers(model):
+    if not _has_attention(model):
         return model
     opener = _Opener()
     inputs = [

@@ -18,6 +18,26 @@ SCALE_KEEPING = (
 # variance and its inverse square root on grids the QAT model does not have.
 FLOAT_IN_FILE = (keras.layers.LayerNormalization,)
 
+# The packages whose layers keras_qat knows; any other layer is the user's own.
+_KNOWN_PACKAGES = ("tf_keras.", "keras_qat.", "tensorflow_model_optimization.")
+
+
+def is_opaque(layer):
+    """Whether `layer` is a layer class of the user's own that holds weights.
+
+    keras_qat cannot see inside such a layer's `call`: the QAT model runs it in
+    float as it is, whatever it holds, and so must the file.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True for a layer with weights whose class is not tf_keras's, TFMOT's
+        or keras_qat's.
+    """
+    return bool(layer.weights) and not type(layer).__module__.startswith(_KNOWN_PACKAGES)
+
+
 # Activations the converter fuses into the convolution or FULLY_CONNECTED
 # before them: the op's int8 output is the activation's output.
 _FUSED_ACTIVATIONS = {None, "linear", "relu", "relu6"}

@@ -272,3 +272,29 @@ def test_the_cli_validates_an_attention_model_file(tmp_path, capsys):
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
     assert rows["mha0/context"][1:5] == ["AttentionContext", "True", "INT8", "True/False"]
     assert rows["token_embed"][3:5] == ["-", "-"]
+
+
+class Block(L.Layer):
+    """A transformer block of the user's own class: keras_qat cannot see inside its call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = L.MultiHeadAttention(2, 4)
+        self.norm = L.LayerNormalization()
+
+    def call(self, x):
+        return self.norm(x + self.attention(x, x))
+
+
+def test_a_custom_block_holding_attention_is_named_and_left_float(tmp_path):
+    inputs = keras.Input((6, 8))
+    x = Block(name="block")(L.Dense(8, name="embed")(inputs))
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(x)))
+    path = tmp_path / "config.json"
+    with pytest.warns(UserWarning, match=r"'block': \[.*'MultiHeadAttention'\].*stay float"):
+        keras_qat.create_quant_retrain_config(path, model)
+    samples = np.random.default_rng(0).normal(size=(64, 6, 8)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(model, path, samples)
+    ops = op_types(keras_qat.export_tflite(qat, tmp_path / "m.tflite", samples))
+    assert ("BATCH_MATMUL", np.float32) in ops and ("BATCH_MATMUL", np.int8) not in ops
+    assert ops.count(("FULLY_CONNECTED", np.int8)) == 2  # embed and logits

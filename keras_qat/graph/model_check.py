@@ -1,12 +1,15 @@
 """Checks that a model is one keras_qat can walk, and lists its layers."""
 
 import collections
+import warnings
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.attention import open_attention
+from keras_qat.converter_facts import is_opaque
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.keras3 import as_tf_keras
+from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FileActivation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
@@ -119,4 +122,37 @@ def checked_model(model):
     """
     model = as_tf_keras(model)
     check_model(model)
-    return open_attention(model)
+    model = open_attention(model)
+    _warn_of_opaque_layers(model)
+    return model
+
+
+_WARNED = set()
+
+
+def _warn_of_opaque_layers(model):
+    """Warns of layers of the user's own classes that hold layers keras_qat would quantize."""
+    hidden = {
+        layer.name: sorted(
+            {type(inner).__name__ for inner in layer.submodules if _quantizable(inner)}
+        )
+        for layer in model_layers(model)
+        if is_opaque(layer)
+    }
+    hidden = {name: kinds for name, kinds in hidden.items() if kinds}
+    message = (
+        f"Layers {hidden} of model '{model.name}' are of your own classes and hold layers "
+        "keras_qat quantizes, which it cannot reach inside their call: they stay float, in "
+        "the QAT model and in the .tflite. To quantize them, build those blocks with the "
+        "Functional API (layers called on tensors, not inside a Layer's call)."
+    )
+    # Once per model and process: create, validate and apply each check the model.
+    if hidden and message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _quantizable(layer):
+    return layer_spec(layer) is not None or isinstance(
+        layer, (keras.layers.MultiHeadAttention, keras.layers.EinsumDense)
+    )

@@ -16,7 +16,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.converter_facts import FLOAT_IN_FILE
+from keras_qat.converter_facts import FLOAT_IN_FILE, is_opaque
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import FileActivation, OutputQuantizeLayer
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
@@ -55,8 +55,9 @@ _QUANTIZERS = (FixedInputQuantizer, OutputQuantizeLayer, RangedOutput, FileActiv
 def float_kinds(model):
     """Names of the layers of `model` the file computes in float wherever they stand.
 
-    Those are the `converter_facts.FLOAT_IN_FILE` layers, the attention
-    products with `retrain_enable: false`, and the weightless layers after
+    Those are the `converter_facts.FLOAT_IN_FILE` layers, layers of the
+    user's own classes with weights (`converter_facts.is_opaque`), the
+    attention products with `retrain_enable: false`, and the weightless layers after
     them up to the next quantizer (a pooling of a normalised tensor): the QAT
     model computes those in float on float inputs too.
 
@@ -79,6 +80,7 @@ def float_kinds(model):
         )
         if (
             isinstance(layer, FLOAT_IN_FILE)
+            or is_opaque(layer)
             or disabled_product
             or (
                 layer.name in sources
