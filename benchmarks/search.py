@@ -1,4 +1,4 @@
-"""The mixed-precision search against all-INT8 and the hand-written W4A4 recipe; writes docs/search.md.
+"""The mixed-precision search against all-INT8 and AMCT's W4A4 recipe; writes docs/search.md.
 
 Per network, a float model is trained once on Fashion-MNIST; then
 `search_mixed_precision` runs from the default config for each budget
