@@ -106,7 +106,7 @@ def _validate(args):
 
 
 def _search(args):
-    from keras_qat.search import format_table, search_mixed_precision
+    from keras_qat.search import format_table, plot_choices, search_mixed_precision
 
     model = _load_model(args, args.model_file)
     evaluation = (_load_array(args.eval[0]), _load_array(args.eval[1]))
@@ -129,6 +129,8 @@ def _search(args):
     )
     print(format_table(rows))
     print(f"config written: {args.output}")
+    if args.plot:
+        print(f"plot written: {plot_choices(rows, args.plot)}")
 
 
 def _report(args):
@@ -255,6 +257,7 @@ def _parser():
         "--max-drop", type=float, default=0.5, help="accuracy budget in points (default 0.5)"
     )
     search.add_argument("-o", "--output", required=True, help="config file to write")
+    search.add_argument("--plot", help="image file for the sensitivities (needs matplotlib)")
     search.add_argument("--force", action="store_true", help="replace an existing output file")
     search.set_defaults(run=_search)
     report = commands.add_parser("report", help="print a QAT model's quantization settings")

@@ -165,3 +165,35 @@ def format_table(rows):
             f"{r.bytes_saved:>9.0f} {r.bits:>5}"
         )
     return "\n".join(lines)
+
+
+def plot_choices(rows, path):
+    """Draws the search's result: each layer's sensitivity, coloured by the bits chosen.
+
+    Args:
+        rows: The `LayerChoice` rows `search_mixed_precision` returned.
+        path: The image file to write (PNG, SVG, ... by its extension).
+
+    Returns:
+        The path.
+
+    Raises:
+        ImportError: when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("The search's plot needs matplotlib: pip install matplotlib") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    colours = ["tab:orange" if r.bits == 4 else "tab:blue" for r in rows]
+    ax.barh([r.layer for r in rows], [r.sensitivity for r in rows], color=colours)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy drop with the layer alone at INT4 (points)")
+    ax.set_title("orange: INT4 chosen, blue: INT8 kept", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

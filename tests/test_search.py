@@ -69,8 +69,9 @@ def test_cli_search_writes_a_config_with_a_fine_tuned_budget(float_model, digits
     argv = ["search", str(model_file), str(config), "--calibration", str(tmp_path / "cal.npy"),
             "--eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"),
             "--fine-tune", str(tmp_path / "tx.npy"), str(tmp_path / "ty.npy"), "--from-logits",
-            "--max-drop", "2", "-o", str(out)]  # fmt: skip
+            "--max-drop", "2", "-o", str(out), "--plot", str(tmp_path / "s.png")]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "sensitivity" in printed and "conv1" in printed
+    assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG")
     assert main(["validate", str(model_file), str(out)]) == 0
