@@ -5,7 +5,8 @@ Per network, a float model is trained once on Fashion-MNIST; then
 (`--budgets`, points of top-1 accuracy against the default config, both
 fine-tuned `--check-epochs` epochs), on a held-out part of the training set.
 Each resulting config, the default (all INT8) and AMCT's INT4 recipe
-(`configs/int4_definition.json`: W4A4 but the first and last layers) is then
+(W4A4 but the first and last layers, `fidelity.w4a4`, as
+`configs/int4_definition.json` writes it for the CNN) is then
 QAT fine-tuned `--qat-epochs` epochs and exported; the table gives the
 accuracy in Keras and in the .tflite (LiteRT, test set), the .tflite size,
 and the bytes of the quantized weights at their bit widths (INT4 kernels
@@ -23,7 +24,8 @@ import pathlib
 import tempfile
 
 import numpy as np
-from accuracy import INT4_DEFINITION, build_cnn, fit, keras_qat_export, markdown_rows
+from accuracy import build_cnn, fit, keras_qat_export, markdown_rows
+from fidelity import w4a4
 
 import keras_qat
 from keras_qat._keras import keras
@@ -46,11 +48,11 @@ def as_rgb32(images):
 NETWORKS = {"cnn": (build_cnn, lambda x: x, 4), "mobilenetv2": (mobilenet_v2, as_rgb32, 6)}
 
 
-def config_document(model, definition=None):
-    """The config `create_quant_retrain_config` writes for `model` (shaped by `definition`)."""
+def config_document(model):
+    """The default config `create_quant_retrain_config` writes for `model`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp, "config.json")
-        keras_qat.create_quant_retrain_config(path, model, config_definition=definition)
+        keras_qat.create_quant_retrain_config(path, model)
         return json.loads(path.read_text())
 
 
@@ -118,7 +120,7 @@ def main():
         model = build()
         fit(model, data[0], data[1], float_epochs, 2e-3)
         default = config_document(model)
-        recipe = config_document(model, str(INT4_DEFINITION))
+        recipe = w4a4(config_document(model))
         rows = [
             measured("all INT8", model, default, data, args.qat_epochs),
             measured("AMCT INT4 recipe (hand-written)", model, recipe, data, args.qat_epochs),
