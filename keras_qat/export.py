@@ -141,8 +141,9 @@ def export_tflite(
             warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
             # Float ops need float input and output and calibrated ranges.
             keep_float = not int8_io and batches is not None
+            in_float = float_kinds(copy) if keep_float else set()
             if keep_float:
-                flatbuffer = convert_with_float_front(converter, copy)
+                flatbuffer = convert_with_float_front(converter, copy, in_float)
             else:
                 flatbuffer = converter.convert()
             disabled = float_layers(copy) if keep_float else []
@@ -167,7 +168,7 @@ def export_tflite(
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
-    run_weightless_in_float(tflite, copy.name, float_kinds(copy))
+    run_weightless_in_float(tflite, copy.name, in_float)
     missed = run_in_float(tflite, float_file, copy.name, disabled) if disabled else []
     if missed:
         warnings.warn(

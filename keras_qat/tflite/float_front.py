@@ -104,19 +104,20 @@ def _denylisted_nodes(calibrated, model_name, layer_names):
     ]
 
 
-def convert_with_float_front(converter, model):
-    """Converts with `converter`, leaving float the ops of `model`'s `float_front`.
+def convert_with_float_front(converter, model, in_float):
+    """Converts with `converter`, leaving float the ops of `model`'s `float_front` and `in_float`.
 
     Args:
         converter: A `TFLiteConverter` of `model`, with its optimizations and
             representative dataset set (float input and output: with integer
             ones use `converter.convert()`).
         model: The export copy.
+        in_float: Names of further layers to keep float (`float_kinds`).
 
     Returns:
         The .tflite flatbuffer (bytes).
     """
     converter._experimental_calibrate_only = True  # quantized below, with a denylist
     calibrated = converter.convert()
-    nodes = _denylisted_nodes(calibrated, model.name, float_front(model) | float_kinds(model))
+    nodes = _denylisted_nodes(calibrated, model.name, float_front(model) | in_float)
     return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=nodes)
