@@ -30,12 +30,14 @@ def _load_model(args, path):
 
 
 def _config_table(model, config):
-    """Formats one row per config entry, with fixed_min as the graph resolves it."""
-    from keras_qat.graph.model_check import checked_model, model_layers
+    """Formats one row per config entry, with fixed_min as the graph resolves it.
+
+    `model` is the checked model (`checked_model`: attention layers opened up).
+    """
+    from keras_qat.graph.model_check import model_layers
     from keras_qat.layer_table import layer_spec, operand_keys
 
-    # The model as keras_qat quantizes it: attention layers opened up.
-    layers = {layer.name: layer for layer in model_layers(checked_model(model))}
+    layers = {layer.name: layer for layer in model_layers(model)}
     resolved = config.resolved_fixed_min
     header = ("layer", "type", "enabled", "data", "fixed_min", "weights", "channel_wise")
     rows = [header]
@@ -98,8 +100,10 @@ def _create_config(args):
 
 def _validate(args):
     from keras_qat.config import read_retrain_config
+    from keras_qat.graph.model_check import checked_model
 
-    model = _load_model(args, args.model_file)
+    # Checked (and its attention opened) once, for the config and for the table.
+    model = checked_model(_load_model(args, args.model_file))
     config = read_retrain_config(args.config, model)
     print(_config_table(model, config))
     print(f"{args.config}: valid, {len(config.enabled_layers)} layer(s) enabled")
