@@ -109,14 +109,20 @@ def keras_qat_export(qat, x_rep):
         return pathlib.Path(path).read_bytes()
 
 
-def keras_qat_model(model, x_train, definition=None, edit=None):
-    """Creates the default config (shaped by `definition`), edits it as a user would, applies it."""
+def config_document(model, definition=None):
+    """The config `create_quant_retrain_config` writes for `model` (shaped by `definition`)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp, "config.json")
         keras_qat.create_quant_retrain_config(str(path), model, config_definition=definition)
-        if edit is not None:
-            path.write_text(json.dumps(edit(model, json.loads(path.read_text()))))
-        return keras_qat.apply_retrain_config(model, str(path), x_train[:256])
+        return json.loads(path.read_text())
+
+
+def keras_qat_model(model, x_train, definition=None, edit=None):
+    """Creates the default config (shaped by `definition`), edits it as a user would, applies it."""
+    document = config_document(model, definition)
+    if edit is not None:
+        document = edit(model, document)
+    return keras_qat.apply_retrain_config(model, document, x_train[:256])
 
 
 def tfmot_model(model, scheme=None):

@@ -19,12 +19,11 @@ padded and repeated to 3 channels). Needs `apt-get install dataset-fashion-mnist
 """
 
 import argparse
-import json
 import pathlib
 import tempfile
 
 import numpy as np
-from accuracy import build_cnn, fit, keras_qat_export, markdown_rows
+from accuracy import build_cnn, config_document, fit, keras_qat_export, markdown_rows
 from fidelity import w4a4
 
 import keras_qat
@@ -46,14 +45,6 @@ def as_rgb32(images):
 
 
 NETWORKS = {"cnn": (build_cnn, lambda x: x, 4), "mobilenetv2": (mobilenet_v2, as_rgb32, 6)}
-
-
-def config_document(model):
-    """The default config `create_quant_retrain_config` writes for `model`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp, "config.json")
-        keras_qat.create_quant_retrain_config(path, model)
-        return json.loads(path.read_text())
 
 
 def weight_bytes(model, document):
