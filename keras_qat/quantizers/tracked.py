@@ -59,7 +59,11 @@ class TrackedRangeQuantizer(QuantizerBase):
     def __call__(self, inputs, training, weights, **kwargs):
         low, high = weights["range_min"], weights["range_max"]
         if training:
-            batch_low, batch_high = self._bounded(tf.reduce_min(inputs), tf.reduce_max(inputs))
+            # With a floor at or above 0 the held minimum is 0 whatever the
+            # batch holds: the pass over the tensor for its minimum is skipped.
+            floored = self.floor is not None and self.floor >= 0
+            batch_min = tf.zeros((), inputs.dtype) if floored else tf.reduce_min(inputs)
+            batch_low, batch_high = self._bounded(batch_min, tf.reduce_max(inputs))
             # TFMOT's update, which averages the batch values over replicas
             # under a distribution strategy.
             average = tf.__internal__.train.assign_moving_average
