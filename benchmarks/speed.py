@@ -8,10 +8,15 @@ TFMOT's `quantize_model` 8-bit QAT; of keras_qat with the image's clip fixed at
 float training never computes, is then not needed either); and ("bare") of
 keras_qat with the fake-quant ops' own gradient instead of ULQ's learned-clip
 one (the clips learn from clipped values only): what ULQ's in-range term
-costs is QAT minus bare. Each model first trains one
-warm-up epoch (tracing); then `--rounds` rounds alternate the models so all see
-the same machine load. Each ratio is the median of the per-round ratios, with
-its range over the rounds. Then calibration (`apply_retrain_config` with
+costs is QAT minus bare; and a copy of the float model ("float copy"), whose
+ratio to the float model shows the measurement's own noise. Each model first
+trains one warm-up epoch (tracing); then each round runs one train step of
+every model (Keras's own train function on the same batches), in an order
+that rotates from round to round, so that all see the same machine load at
+the same moment: on these shared machines the load swings by tens of percent
+within seconds, which longer rounds average into their ratios. Each ratio is
+the median of the per-round ratios, with their interquartile range; rounds
+run for about `--seconds` per network. Then calibration (`apply_retrain_config` with
 `--calibration-batches` batches of calibration data, minus the same call with
 every clip fixed at the calibrated values and no data) against the float
 model's forward passes over the same batches. Targets:
@@ -19,7 +24,7 @@ QAT step <= 1.3 x float and <= 1.0 x TFMOT; calibration <= 3 x forward.
 Batches of 128 by default, the batch the project's reference figures were
 measured with; smaller ones weigh the per-op costs more.
 
-    python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--rounds 5]
+    python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--seconds 150]
                                [--calibration-batches 8] [--out docs]
 """
 
@@ -28,6 +33,7 @@ import pathlib
 import time
 
 import numpy as np
+import tensorflow as tf
 from image_clip import with_image_clip_fixed
 from ulq_gradient import use_gradient
 
@@ -52,10 +58,37 @@ def warm_up(model, x, y, batch):
     model.fit(x[: 4 * batch], y[: 4 * batch], epochs=1, batch_size=batch, verbose=0)
 
 
-def step_time(model, x, y, batch):
+def interleaved_step_times(models, x, y, batch, seconds):
+    """Per-model train-step seconds, one step of every model per round.
+
+    Args:
+        models: Name -> compiled, warmed-up model.
+        x: Training inputs.
+        y: Labels.
+        batch: Batch size.
+        seconds: About how long to measure (at least 30 rounds).
+
+    Returns:
+        Name -> list of step times, one per round.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
+    steps = {key: model.make_train_function() for key, model in models.items()}
+    batches = {key: iter(dataset) for key in models}
+    times = {key: [] for key in models}
+    keys = list(models)
+    rounds, index = 30, 0
     start = time.perf_counter()
-    model.fit(x, y, epochs=1, batch_size=batch, verbose=0)
-    return (time.perf_counter() - start) / int(np.ceil(len(x) / batch))
+    while index < rounds:
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            begin = time.perf_counter()
+            float(steps[key](batches[key])["loss"])  # waits for the step to finish
+            times[key].append(time.perf_counter() - begin)
+        index += 1
+        if index == rounds:
+            per_round = (time.perf_counter() - start) / rounds
+            rounds = max(rounds, int(seconds / per_round))
+    return times
 
 
 def with_clips_fixed(config, report):
@@ -92,16 +125,18 @@ def calibration_ratio(model, config, x, batches, batch):
 
 
 def ratio(times, key, reference):
-    """`(median, low, high)` of the per-round ratios `times[key] / times[reference]`."""
+    """`(median, 25th, 75th percentile)` of the per-round ratios `times[key] / times[reference]`."""
     ratios = np.array(times[key]) / np.array(times[reference])
-    return float(np.median(ratios)), float(ratios.min()), float(ratios.max())
+    return tuple(float(np.percentile(ratios, q)) for q in (50, 25, 75))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--seconds", type=float, default=150, help="step measurement time per network"
+    )
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--out", default="docs", help="directory for speed.md")
     args = parser.parse_args()
@@ -118,22 +153,20 @@ def main():
         config = build_config_document(model, {})
         models = {
             "float": model,
+            "float copy": keras.models.clone_model(model),
             "keras_qat": keras_qat.apply_retrain_config(model, config, x[:batch]),
             "TFMOT": tfmot.quantization.keras.quantize_model(model),
             "image clip fixed": keras_qat.apply_retrain_config(
                 model, with_image_clip_fixed(model, config), x[:batch]
             ),
+            # The floor: the same fake-quant ops with their own gradient (no learned-clip term).
+            "bare": use_gradient(
+                keras_qat.apply_retrain_config(model, config, x[:batch]), "fake_quant"
+            ),
         }
         for candidate in models.values():
             warm_up(candidate, x, y, batch)
-        # The floor: the same fake-quant ops with their own gradient (no learned-clip term).
-        bare = keras_qat.apply_retrain_config(model, config, x[:batch])
-        models["bare"] = use_gradient(bare, "fake_quant")
-        warm_up(models["bare"], x, y, batch)
-        times = {key: [] for key in models}
-        for _ in range(args.rounds):
-            for key, candidate in models.items():
-                times[key].append(step_time(candidate, x, y, batch))
+        times = interleaved_step_times(models, x, y, batch, args.seconds)
         calibration = calibration_ratio(model, config, x, args.calibration_batches, batch)
         rows.append((name, times, calibration))
 
@@ -142,7 +175,9 @@ def main():
         return f"{median:.2f} ({low:.2f}-{high:.2f})"
 
     columns = {
+        "rounds": lambda t: str(len(t["float"])),
         "float ms": lambda t: f"{1000 * np.median(t['float']):.1f}",
+        "float copy/float": lambda t: cell(ratio(t, "float copy", "float")),
         "QAT/float": lambda t: cell(ratio(t, "keras_qat", "float")),
         "QAT/TFMOT": lambda t: cell(ratio(t, "keras_qat", "TFMOT")),
         "TFMOT/float": lambda t: cell(ratio(t, "TFMOT", "float")),
@@ -150,8 +185,8 @@ def main():
         "bare/float": lambda t: cell(ratio(t, "bare", "float")),
     }
     lines = [
-        f"Train-step time ratios, batch {batch}, {args.samples} samples per round, "
-        f"{args.rounds} rounds: median of the per-round ratios (range over the rounds). "
+        f"Train-step time ratios, batch {batch}; each round one step of every model, "
+        "interleaved: median of the per-round ratios (interquartile range). "
         "Calibration: IFMR over "
         f"{args.calibration_batches} batches against the float forward passes over them "
         "(`python benchmarks/speed.py`).",
