@@ -189,7 +189,15 @@ def main():
         "interleaved: median of the per-round ratios (interquartile range). "
         "Calibration: IFMR over "
         f"{args.calibration_batches} batches against the float forward passes over them "
-        "(`python benchmarks/speed.py`).",
+        "(`python benchmarks/speed.py`). Targets: QAT/float <= 1.3, QAT/TFMOT <= 1.0, "
+        "calibration/forward <= 3.",
+        "",
+        "How to read it: float copy/float is the noise of the measurement itself (two identical "
+        "models). bare/float is the cost of the fake-quant ops with their own gradient; "
+        "QAT/float minus bare/float is what ULQ's in-range clip term adds, and QAT/float minus "
+        "image fixed/float what learning the image's clip adds (the first convolution's input "
+        "gradient). QAT can be cheaper than float: the QAT model trains with its "
+        "BatchNormalization layers folded, the float one computes batch statistics.",
         "",
         "| network | " + " | ".join(columns) + " | calibration/forward |",
         "|---|" + "---:|" * (len(columns) + 1),
