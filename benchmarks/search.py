@@ -116,14 +116,16 @@ def main():
             measured("all INT8", model, default, data, args.qat_epochs),
             measured("AMCT INT4 recipe (hand-written)", model, recipe, data, args.qat_epochs),
         ]
+        sensitivities = None  # measured by the first budget's search, reused by the others
         for budget in args.budgets:
-            chosen, _ = keras_qat.search_mixed_precision(
+            chosen, sensitivities = keras_qat.search_mixed_precision(
                 model,
                 default,
                 data[0][:512],
                 evaluation,
                 max_drop=budget,
                 fine_tune=(data[0], data[1], args.check_epochs, LOSS),
+                sensitivities=sensitivities,
             )
             rows.append(
                 measured(f"search, budget {budget} pt", model, chosen, data, args.qat_epochs)

@@ -72,6 +72,7 @@ def search_mixed_precision(
     fine_tune=None,
     output=None,
     overwrite=False,
+    sensitivities=None,
 ):
     """Chooses the layers to quantize at INT4 within an accuracy budget.
 
@@ -91,13 +92,18 @@ def search_mixed_precision(
         output: Where to write the chosen config (JSON), or `None`.
             Defaults to `None`.
         overwrite: Replace an existing `output`. Defaults to `False`.
+        sensitivities: The rows an earlier call returned for the same model,
+            config and evaluation: their sensitivities are used instead of
+            measured again, so that one measurement serves several budgets.
+            Defaults to `None` (measured).
 
     Returns:
         `(config dict, rows)`: the chosen config and one `LayerChoice` per
         candidate, in the order they were considered.
 
     Raises:
-        ConfigError: if no layer is a candidate or `max_drop` is negative.
+        ConfigError: if no layer is a candidate, `max_drop` is negative, or
+            `sensitivities` does not hold one row per candidate.
     """
     if max_drop < 0:
         raise ConfigError(f"max_drop must be >= 0. Received: max_drop={max_drop}")
@@ -127,13 +133,22 @@ def search_mixed_precision(
             qat.fit(x, y, epochs=epochs, verbose=0)
         return metric(qat)
 
-    base = score([], tuned=False)
-    rows = []
-    for index, name in enumerate(candidates, 1):
-        _progress(index, len(candidates), "sensitivity")
-        spec = layer_spec(layers[name])
-        parameters = sum(int(np.prod(getattr(layers[name], a).shape)) for a, _ in spec.kernels)
-        rows.append(LayerChoice(name, parameters, base - score([name], False), parameters / 2))
+    if sensitivities is None:
+        base = score([], tuned=False)
+        rows = []
+        for index, name in enumerate(candidates, 1):
+            _progress(index, len(candidates), "sensitivity")
+            spec = layer_spec(layers[name])
+            parameters = sum(int(np.prod(getattr(layers[name], a).shape)) for a, _ in spec.kernels)
+            rows.append(LayerChoice(name, parameters, base - score([name], False), parameters / 2))
+    else:
+        given = [row.layer for row in sensitivities]
+        if sorted(given) != sorted(candidates):
+            raise ConfigError(
+                f"sensitivities: rows for {sorted(given)} do not match the config's candidate "
+                f"layers {sorted(candidates)}."
+            )
+        rows = [dataclasses.replace(row, bits=8) for row in sensitivities]
     order = sorted(
         rows, key=lambda r: r.bytes_saved / (max(r.sensitivity, 0.0) + 1e-3), reverse=True
     )

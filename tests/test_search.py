@@ -9,7 +9,7 @@ import keras_qat
 from keras_qat._keras import keras
 from keras_qat.cli import main
 from keras_qat.demo import LOSS, build_demo_model
-from keras_qat.search import search_mixed_precision
+from keras_qat.search import LayerChoice, search_mixed_precision
 
 CONFIG = {n: {} for n in ("conv1", "dwconv2", "pwconv2", "pool2", "logits")}
 
@@ -40,8 +40,20 @@ def test_a_sensitive_layer_stays_int8_and_a_wide_budget_takes_all(float_model, d
     assert by_layer["logits"].parameters == 5120 and by_layer["logits"].bytes_saved == 2560
     assert json.loads((tmp_path / "s.json").read_text()) == chosen
     keras_qat.read_retrain_config(chosen, float_model)  # the result validates
-    _, wide = search_mixed_precision(float_model, CONFIG, x[:256], metric, max_drop=100.0)
-    assert all(r.bits == 4 for r in wide)
+    calls = []
+
+    def counted(qat):
+        calls.append(qat)
+        return metric(qat)
+
+    # A second budget on the rows measured above: only the prefix checks run
+    # (the reference and log2 of 4 candidates + 1, rounded up).
+    _, wide = search_mixed_precision(
+        float_model, CONFIG, x[:256], counted, max_drop=100.0, sensitivities=rows
+    )
+    assert all(r.bits == 4 for r in wide) and len(calls) == 1 + 3
+    assert [r.sensitivity for r in wide] == [r.sensitivity for r in rows]
+    assert by_layer["conv1"].bits == 8  # the rows given are not changed
 
 
 def test_refusals_come_before_the_search(float_model, digits, tmp_path):
@@ -52,6 +64,14 @@ def test_refusals_come_before_the_search(float_model, digits, tmp_path):
         search_mixed_precision(float_model, CONFIG, x[:256], (x_test, y_test), output=existing)
     with pytest.raises(keras_qat.ConfigError, match="max_drop"):
         search_mixed_precision(float_model, CONFIG, x[:256], (x_test, y_test), max_drop=-1)
+    with pytest.raises(keras_qat.ConfigError, match="sensitivities: rows for"):
+        search_mixed_precision(
+            float_model,
+            CONFIG,
+            x[:256],
+            (x_test, y_test),
+            sensitivities=[LayerChoice("x", 1, 0, 1)],
+        )
     int4 = {n: {"retrain_data_config": {"dst_type": "INT4"}} for n in CONFIG}
     with pytest.raises(keras_qat.ConfigError, match="no enabled INT8 layer"):
         search_mixed_precision(float_model, int4, x[:256], (x_test, y_test))
