@@ -68,7 +68,11 @@ def apply_retrain_config(model, config, calibration_data=None):
         key: (retrain.layers[name].retrain_data_config, fixed_min[key])
         for key, name in owners.items()
     }
-    shared_inputs = shared_input_readers(float_model, data_settings)
+    data_bits = {
+        key: bits_of(retrain.layers[name].retrain_data_config.dst_type)
+        for key, name in owners.items()
+    }
+    shared_inputs = shared_input_readers(float_model, data_settings, data_bits)
     # A shared quantizer is calibrated once, as its first reader's.
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}
     clip_ranges, output_ranges = {}, {}

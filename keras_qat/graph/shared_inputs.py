@@ -8,9 +8,14 @@ file computes, every reader must read the tensor rounded on that grid: one
 input quantizer is applied where the tensor is produced, and every reader
 takes its output. Several quantized readers share it when their
 `retrain_data_config` and `fixed_min` are the same (the default config's
-case); with different settings, and for tensors read by a Concatenate (whose
-inputs the file requantizes to one common scale) or as a model output, the
-tensor is left to the export (see `tflite.output_ranges`).
+case). When they differ in bit width (AMCT's INT4 recipe keeps an average
+pooling INT8 beside INT4 convolutions reading the same tensor, as in
+Inception's cells), the file holds the tensor on the widest readers' grid
+and requantizes it for the others: the widest readers' quantizer is applied
+where the tensor is produced and the narrower readers' quantizers round its
+output again, as the file does. Other differences, and tensors read by a
+Concatenate (whose inputs the file requantizes to one common scale) or as a
+model output, are left to the export (see `tflite.output_ranges`).
 """
 
 import tensorflow as tf
@@ -20,7 +25,18 @@ from keras_qat._keras import keras
 from keras_qat.layer_table import layer_spec
 
 
-def shared_input_readers(float_model, settings):
+def _first_readers(quantized, settings, bits):
+    """The readers whose one quantizer goes first, or `None`: all alike, or the widest alike."""
+    if len({settings[r.name] for r in quantized}) == 1:
+        return quantized
+    widest = max(bits[r.name] for r in quantized)
+    first = [r for r in quantized if bits[r.name] == widest]
+    if len({settings[r.name] for r in first}) == 1:
+        return first
+    return None
+
+
+def shared_input_readers(float_model, settings, bits):
     """Producer name -> the quantized layers among several readers of its output.
 
     Args:
@@ -29,11 +45,13 @@ def shared_input_readers(float_model, settings):
         settings: Name of each quantized layer -> what decides its input
             quantizer (its `retrain_data_config` and `fixed_min`); layers
             with equal settings can share one.
+        bits: Name of each quantized layer -> the bit width of its input.
 
     Returns:
         A dict from producer layer name to the names of the quantized layers
         reading its output (a tuple, in model order) whose one input quantizer
-        is to be applied right after the producer.
+        is to be applied right after the producer; the producer's other
+        quantized readers read that quantizer's output.
     """
     consumers = functional.consumers(float_model)
     planned = {}
@@ -47,10 +65,10 @@ def shared_input_readers(float_model, settings):
                 if r is not None and r.name in settings and layer_spec(r).operands == 1
             )
         )
+        first = _first_readers(quantized, settings, bits) if quantized else None
         if (
             isinstance(layer, keras.layers.InputLayer)  # never called: a model input
-            or not quantized
-            or len({settings[r.name] for r in quantized}) != 1
+            or first is None
             or len(readers) < 2
             or None in readers
             or any(isinstance(r, keras.layers.Concatenate) for r in readers)
@@ -59,5 +77,5 @@ def shared_input_readers(float_model, settings):
             or len(tf.nest.flatten(layer.output)) != 1
         ):
             continue
-        planned[layer.name] = tuple(r.name for r in quantized)
+        planned[layer.name] = tuple(r.name for r in first)
     return planned

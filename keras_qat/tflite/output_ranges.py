@@ -85,6 +85,15 @@ def _consumers(model):
     return consumers
 
 
+def _input_quantizer_names(model):
+    """Names of the input quantizers: their output is on their grid already.
+
+    An input quantizer that narrower ones read (`graph.shared_inputs`) is
+    the tensor's one grid; the converter requantizes it for them.
+    """
+    return {layer.name for layer in model.layers if isinstance(layer, InputQuantizeLayer)}
+
+
 def shared_quantized_inputs(model):
     """Layers whose output feeds an `InputQuantizeLayer` and a layer that is not one.
 
@@ -94,10 +103,12 @@ def shared_quantized_inputs(model):
     Returns:
         Names of the producer layers, in model order.
     """
+    quantizers = _input_quantizer_names(model)
     return [
         name
         for name, users in _consumers(model).items()
-        if any(isinstance(user, InputQuantizeLayer) for user in users)
+        if name not in quantizers
+        and any(isinstance(user, InputQuantizeLayer) for user in users)
         and not all(isinstance(user, InputQuantizeLayer) for user in users)
     ]
 
@@ -124,10 +135,11 @@ def fanned_out_ranges(model):
     Returns:
         Producer name -> `(clip_min, clip_max)`.
     """
+    quantizers = _input_quantizer_names(model)
     unions = {}
     for name, users in _consumers(model).items():
         union = _quantizer_union(users)
-        if len(users) > 1 and union is not None:
+        if name not in quantizers and len(users) > 1 and union is not None:
             unions[name] = union
     return unions
 

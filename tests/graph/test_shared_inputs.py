@@ -4,6 +4,7 @@ import keras_qat
 from keras_qat._keras import keras
 from keras_qat.graph.shared_inputs import shared_input_readers
 from keras_qat.quantizers import InputQuantizeLayer
+from tests import reference
 
 L = keras.layers
 
@@ -19,14 +20,50 @@ def test_the_one_quantized_reader_among_several_is_planned():
     g = L.Dense(4, name="g")(f)
     h = L.Concatenate(name="cat")([g, L.Dense(4, name="h")(g)])  # "g" joins a Concatenate
     i = L.Dense(4, name="i")(h)
-    j = L.Dense(4, name="j")(i)  # "i" feeds "j" and "k", whose settings differ
+    j = L.Dense(4, name="j")(i)  # "i" feeds "j" and "k", whose widths differ
     k = L.Dense(4, name="k")(i)
-    model = keras.Model(inputs, [f, j, k])
-    settings = dict.fromkeys("abdefghij", "INT8")
+    m = L.Dense(4, name="m")(j)  # "j" feeds "l" and "m", whose settings differ at one width
+    l_ = L.Dense(4, name="l")(j)
+    model = keras.Model(inputs, [f, k, l_, m])
+    settings = dict.fromkeys("abdefghijl", "INT8")
     settings["k"] = "INT4"
+    settings["m"] = "INT8, fixed"
+    bits = {name: 4 if value == "INT4" else 8 for name, value in settings.items()}
     # The model input feeds only "a"; were it shared, it is never called to
-    # put a quantizer after.
-    assert shared_input_readers(model, settings) == {"a": ("b",), "add": ("d", "e")}
+    # put a quantizer after. "i" is held on its INT8 reader's grid.
+    assert shared_input_readers(model, settings, bits) == {
+        "a": ("b",),
+        "add": ("d", "e"),
+        "i": ("j",),
+    }
+
+
+def test_a_narrower_reader_rounds_the_wider_readers_grid_again():
+    # AMCT's INT4 recipe keeps average poolings INT8: beside an INT4
+    # convolution on the same tensor, the file holds the tensor on the
+    # pooling's grid and requantizes it for the convolution.
+    inputs = keras.Input((6, 6, 2), name="x")
+    a = L.Conv2D(4, 1, activation="relu", name="a")(inputs)
+    pooled = L.AveragePooling2D(name="pool")(a)
+    conv = L.GlobalAveragePooling2D(name="gap")(L.Conv2D(4, 1, name="b")(a))
+    model = keras.Model(inputs, [L.Flatten(name="flat")(pooled), conv])
+    config = {
+        "a": {},
+        "pool": {},
+        "b": {
+            "retrain_data_config": {"dst_type": "INT4"},
+            "retrain_weight_config": {"dst_type": "INT4"},
+        },
+    }
+    x = np.random.default_rng(0).random((16, 6, 6, 2)).astype("f4")
+    qat = keras_qat.apply_retrain_config(model, config, x)
+    wide, narrow = qat.get_layer("pool_input_quant"), qat.get_layer("b_input_quant")
+    assert functional_source(narrow) == "pool_input_quant"
+    assert functional_source(qat.get_layer("pool")) == "pool_input_quant"
+    probe = keras.Model(qat.inputs, [wide.output, narrow.output])
+    rounded, again = probe.predict(x, verbose=0)
+    low, high = (float(v) for v in narrow.quantizer.bounds(narrow.quantizer_vars))
+    np.testing.assert_allclose(again, reference.ulq(rounded, low, high, 4), atol=1e-6)
 
 
 def test_every_reader_of_a_shared_tensor_reads_the_quantizer_output():
@@ -61,3 +98,8 @@ def test_quantized_readers_of_one_tensor_share_its_quantizer():
     ]
     report = keras_qat.quant_report(qat)
     assert report["b"]["clip_max"] == report["c"]["clip_max"]
+
+
+def functional_source(layer):
+    """The name of the layer whose output `layer` reads."""
+    return layer.input.node.layer.name
