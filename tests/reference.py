@@ -96,3 +96,29 @@ def ifmr(x, bits, fixed_min):
             best = (error, s)
     step = best[1]
     return qmax * step, 0.0 if fixed_min else -(qmax + 1) * step
+
+
+def zero_point(clip_min, clip_max, bits):
+    low, _, scale = nudged(clip_min, clip_max, bits)
+    return int(np.rint(-low / scale))
+
+
+def file_requantize(levels, in_scale, clip_min, clip_max, bits):
+    """XNNPACK's int8 QUANTIZE in integers: ((level * m + 128) >> 8), m = lrintf(256 * ratio)."""
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    multiplier = int(np.rint(np.float32(256) * (np.float32(in_scale) / np.float32(scale))))
+    shifted = (np.asarray(levels, np.int64) * multiplier + 128) >> 8
+    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
+def int8_average_pool(raw, window):
+    """LiteRT's int8 AVERAGE_POOL_2D on raw int8 values, `window` x `window`, stride 1, valid.
+
+    The sum over the window, divided by its size in C integers: half away from zero.
+    """
+    raw = np.asarray(raw, np.int64)
+    count = window * window
+    rows, cols = raw.shape[0] - window + 1, raw.shape[1] - window + 1
+    total = sum(raw[i : i + rows, j : j + cols] for i in range(window) for j in range(window))
+    return np.where(total > 0, (total + count // 2) // count, -((-total + count // 2) // count))

@@ -60,10 +60,30 @@ def build_squeeze_excite():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
+def build_inception_cell():
+    """Inception's pattern: branches reading one tensor, one through an average pooling.
+
+    In the W4A4 recipe the pooling stays INT8 beside INT4 convolutions: the
+    file holds the tensor on the pooling's grid and requantizes it for them,
+    and requantizes the pooling's output for the convolution after it.
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.ReLU(name="relu1")(L.BatchNormalization(name="bn1")(x))
+    a = L.Conv2D(8, 1, activation="relu", name="branch1x1")(x)
+    b = L.Conv2D(8, 3, padding="same", activation="relu", name="branch3x3")(x)
+    c = L.AveragePooling2D(3, strides=1, padding="same", name="branch_pool")(x)
+    c = L.Conv2D(4, 1, activation="relu", name="branch_pool_conv")(c)
+    x = L.Concatenate(name="mixed")([a, b, c])
+    x = L.Conv2D(16, 3, activation="relu", name="conv3")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
 @pytest.fixture(
     scope="module",
-    params=[build_plain, build_residual, build_squeeze_excite],
-    ids=["plain", "residual", "squeeze_excite"],
+    params=[build_plain, build_residual, build_squeeze_excite, build_inception_cell],
+    ids=["plain", "residual", "squeeze_excite", "inception_cell"],
 )
 def float_model(request, digits):
     keras.utils.set_random_seed(0)
@@ -88,15 +108,18 @@ def quantizable(model):
     return [
         layer.name
         for layer in model.layers
-        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense))
+        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense, L.AveragePooling2D))
     ]
 
 
 def int4_except_ends(model):
-    """W4A4 everywhere but the first and last layers (AMCT's INT4 recipe)."""
+    """W4A4 on layers with weights but the first and last (AMCT's INT4 recipe); poolings INT8."""
     int4 = {"retrain_data_config": {"dst_type": "INT4"},
             "retrain_weight_config": {"dst_type": "INT4"}}  # fmt: skip
-    return {name: {} if name in ("conv1", "logits") else int4 for name in quantizable(model)}
+    return {
+        name: {} if name in ("conv1", "logits") or not model.get_layer(name).weights else int4
+        for name in quantizable(model)
+    }
 
 
 @pytest.mark.parametrize("recipe", ["INT8", "W4A4"])

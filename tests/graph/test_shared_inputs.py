@@ -60,10 +60,16 @@ def test_a_narrower_reader_rounds_the_wider_readers_grid_again():
     wide, narrow = qat.get_layer("pool_input_quant"), qat.get_layer("b_input_quant")
     assert functional_source(narrow) == "pool_input_quant"
     assert functional_source(qat.get_layer("pool")) == "pool_input_quant"
+    assert narrow.grid_source is wide
     probe = keras.Model(qat.inputs, [wide.output, narrow.output])
     rounded, again = probe.predict(x, verbose=0)
+    # ... as the file's int8-to-int8 QUANTIZE computes it.
+    low, high = (float(v) for v in wide.quantizer.bounds(wide.quantizer_vars))
+    in_scale = (np.float32(high) - np.float32(low)) / np.float32(255)
+    levels = np.round(rounded / in_scale).astype(int)
     low, high = (float(v) for v in narrow.quantizer.bounds(narrow.quantizer_vars))
-    np.testing.assert_allclose(again, reference.ulq(rounded, low, high, 4), atol=1e-6)
+    want = reference.file_requantize(levels, in_scale, low, high, 4)
+    np.testing.assert_allclose(again, want, atol=1e-6)
 
 
 def test_every_reader_of_a_shared_tensor_reads_the_quantizer_output():

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer
+from keras_qat.quantizers.requantize import file_requantize, op_grid, pooled_levels
+from tests import reference
+
+# (source clip, source bits, reader clip, reader bits): INT8 onto INT4 (the
+# recipe's case), onto a narrower INT8 range, and onto a grid whose zero
+# point is not 0, so that values fall below its bottom and above its top.
+CASES = [
+    ((0.0, 1.4864759), 8, (0.0, 1.1559517), 4),
+    ((-1.0, 1.4), 8, (-0.3, 0.95), 8),
+    ((-1.0, 1.4), 8, (-0.45, 0.6), 4),
+    ((-0.6, 0.8), 4, (-0.5, 0.55), 4),
+]
+
+
+@pytest.mark.parametrize(("source", "source_bits", "reader", "bits"), CASES)
+def test_requantize_matches_xnnpacks_integer_convert(source, source_bits, reader, bits):
+    zero = reference.zero_point(*source, source_bits)
+    levels = np.arange(-zero, 2**source_bits - zero)  # every level of the source grid
+    in_scale = op_grid(*source, source_bits)[0]
+    got = file_requantize(tf.constant(levels, tf.float32), in_scale, op_grid(*reader, bits), bits)
+    want = reference.file_requantize(levels, in_scale.numpy(), *reader, bits)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    # Not the fake-quant op's rounding of the same values: the 8-bit
+    # multiplier moves some levels (in the first case, ratio 0.0756 becomes
+    # 19/256).
+    values = levels * in_scale.numpy()
+    if source_bits == 8:
+        assert np.any(np.abs(reference.ulq(values, *reader, bits) - want) > 1e-6)
+
+
+def test_requantize_rounds_a_half_up():
+    # Ratio 0.25 exactly (m = 64): levels 2, 6, 10 land on 0.5, 1.5, 2.5.
+    grid = op_grid(0.0, 1.5, 4)  # step 0.1
+    levels = tf.constant([2.0, 6.0, 10.0, -2.0], tf.float32)
+    got = file_requantize(levels, grid[0] / 4, grid, 4)
+    np.testing.assert_allclose(got.numpy(), [0.1, 0.2, 0.3, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("zero_point", [0, 37, 255])
+def test_pooled_levels_round_the_int8_sum_half_away_from_zero(zero_point):
+    # 2x2 windows: a sum of raw values that is 2 mod 4 is a tie, rounded
+    # away from zero in raw int8, which is not toward +inf on the levels.
+    rng = np.random.default_rng(zero_point)
+    scale = np.float32(0.0123)
+    raw = rng.integers(-128, 128, size=(9, 9))
+    values = ((raw - (zero_point - 128)) * scale).astype("f4")
+    pooled = keras.layers.AveragePooling2D(2, strides=1)(values[None, :, :, None])
+    got = pooled_levels(pooled, scale, float(zero_point)).numpy()[0, :, :, 0]
+    want = reference.int8_average_pool(raw, 2) - (zero_point - 128)
+    np.testing.assert_array_equal(got, want)
+    total = sum(raw[i : i + 8, j : j + 8] for i in range(2) for j in range(2))
+    assert np.any(total % 4 == 2) and np.any((total < 0) & (total % 4 == 2))
+
+
+def quantizer_pair(source_clip, reader_clip, pool):
+    inputs = keras.Input((6, 6, 1))
+    source = InputQuantizeLayer(UlqQuantizer("INT8", clip_min=source_clip[0],
+                                             clip_max=source_clip[1]), name="source")  # fmt: skip
+    tensor = source(inputs)
+    if pool:
+        tensor = keras.layers.AveragePooling2D(2, strides=1)(tensor)
+    reader = InputQuantizeLayer(UlqQuantizer("INT4"), name="reader")
+    model = keras.Model(inputs, reader(tensor))
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, *reader_clip)
+    return model, source, reader
+
+
+def test_a_reader_of_another_quantizers_grid_writes_the_files_values():
+    model, source, reader = quantizer_pair((-1.0, 1.4), (-0.45, 0.6), pool=False)
+    assert reader.grid_source is source
+    x = np.linspace(-1.2, 1.6, 36, dtype="f4").reshape(1, 6, 6, 1)
+    in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
+    levels = np.round(reference.ulq(x, -1.0, 1.4, 8) / in_scale).astype(int)
+    want = reference.file_requantize(levels, in_scale, -0.45, 0.6, 4)
+    np.testing.assert_allclose(model(x).numpy(), want, atol=1e-6)
+
+
+def test_a_reader_of_a_pooled_grid_and_its_gradients():
+    model, source, reader = quantizer_pair((-1.0, 1.4), (-0.45, 0.6), pool=True)
+    assert reader.grid_source is source
+    x = np.random.default_rng(1).uniform(-1.2, 1.6, (1, 6, 6, 1)).astype("f4")
+    in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
+    raw = np.round(reference.ulq(x[0, :, :, 0], -1.0, 1.4, 8) / in_scale).astype(int)
+    raw += reference.zero_point(-1.0, 1.4, 8) - 128
+    levels = reference.int8_average_pool(raw, 2) - (reference.zero_point(-1.0, 1.4, 8) - 128)
+    want = reference.file_requantize(levels, in_scale, -0.45, 0.6, 4)
+    np.testing.assert_allclose(model(x).numpy()[0, :, :, 0], want, atol=1e-6)
+    # Backward, the reader's quantizer is ULQ on its own input.
+    pooled = keras.Model(model.inputs, model.get_layer("reader").input)(x).numpy()
+    dy = np.random.default_rng(2).normal(size=pooled.shape).astype("f4")
+    with tf.GradientTape() as tape:
+        y = model(x)
+    clip_min, clip_max = reader.quantizer_vars["clip_min"], reader.quantizer_vars["clip_max"]
+    grads = tape.gradient(y, [clip_min, clip_max], output_gradients=tf.constant(dy))
+    _, want_min, want_max = reference.ulq_gradients(pooled, dy, -0.45, 0.6, 4)
+    np.testing.assert_allclose([g.numpy() for g in grads], [want_min, want_max], rtol=1e-4)
+
+
+def test_a_quantizer_called_on_a_float_tensor_reads_no_grid():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4)(InputQuantizeLayer(UlqQuantizer())(inputs))
+    reader = InputQuantizeLayer(UlqQuantizer())
+    reader(hidden)
+    assert reader.grid_source is None
+
+
+def test_a_loaded_model_reads_the_same_grid(tmp_path):
+    model, _, _ = quantizer_pair((-1.0, 1.4), (-0.45, 0.6), pool=True)
+    model.save(tmp_path / "m.keras")
+    loaded = keras_qat.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("reader").grid_source is loaded.get_layer("source")
+    x = np.random.default_rng(3).uniform(-1.2, 1.6, (2, 6, 6, 1)).astype("f4")
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
