@@ -10,13 +10,13 @@ fake-quant op's:
 
 - XNNPACK, which runs the `QUANTIZE`, multiplies the level by
   `m / 256`, `m = lrintf(256 * s_in / s_out)`: an 8-bit multiplier, off the
-  scale ratio by up to 1/512 of `m`, and adds half before an arithmetic
-  shift (half up);
-- LiteRT's built-in int8 `AVERAGE_POOL_2D` (XNNPACK declines int8 pooling)
-  rounds the sum of the raw int8 values (zero point included) over the
+  scale ratio by up to 1/512, and adds half before an arithmetic shift
+  (half up);
+- LiteRT's built-in int8 `AVERAGE_POOL_2D` (the XNNPACK of ai-edge-litert
+  2.3 declines int8 pooling) rounds the sum of the raw int8 values (zero point included) over the
   window's valid positions half away from zero.
 
-`file_requantize` computes both in float32, exactly while the levels and
+`pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
 `m * level` stay below 2^24 (int8 levels do).
 """
 
