@@ -45,13 +45,18 @@ def build_residual():
 
 
 def build_squeeze_excite():
-    """EfficientNet's pattern: swish, and a sigmoid gate (LOGISTIC then MUL in the file)."""
+    """EfficientNet's pattern: swish, and a sigmoid gate (LOGISTIC then MUL in the file).
+
+    As in `keras.applications.EfficientNetB0`, the squeeze is a global
+    pooling reshaped for the convolution after it (MEAN then RESHAPE).
+    """
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = L.Activation("swish", name="swish1")(L.BatchNormalization(name="bn1")(x))
     x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
     x = L.Activation("swish", name="swish2")(L.BatchNormalization(name="bn2")(x))
-    gate = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    gate = L.GlobalAveragePooling2D(name="squeeze")(x)
+    gate = L.Reshape((1, 1, 16), name="squeeze_reshape")(gate)
     gate = L.Conv2D(4, 1, activation="swish", name="reduce")(gate)
     gate = L.Conv2D(16, 1, activation="sigmoid", name="expand")(gate)
     x = L.Multiply(name="excite")([x, gate])

@@ -147,3 +147,41 @@ class FixedInputQuantizer(keras.layers.Layer):
             "dst_type": self.dst_type,
             "cap": self.cap,
         }
+
+
+class QuantizedBefore(keras.layers.Layer):
+    """A reshaping layer of the export copy, its one reader's fixed quantizer applied before it too.
+
+    An int8 `MEAN` (a global average pooling) reshaped for the convolution
+    after it, as in EfficientNet's squeeze-and-excite blocks, got a range of
+    its own from the converter, which does not carry the quantizer's range
+    back through the `RESHAPE`: the file averaged onto that range and then
+    requantized the result (`QUANTIZE`, XNNPACK's 8-bit multiplier), two
+    roundings where the QAT model has one. Rounded before the reshape as
+    well, which changes no number of the copy (a fake-quant commutes with a
+    reshape), the `MEAN` writes on the reader's grid.
+
+    Args:
+        layer: The reshaping layer (shared, not copied).
+        quantizer: The reader's `FixedInputQuantizer` config.
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, layer, quantizer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.quantizer = FixedInputQuantizer.from_config(quantizer)
+
+    def call(self, inputs):
+        return self.layer(self.quantizer(inputs))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "layer": keras.layers.deserialize(config["layer"])})
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "layer": keras.layers.serialize(self.layer),
+            "quantizer": self.quantizer.get_config(),
+        }

@@ -2,19 +2,19 @@
 
 The QAT model's numbers, in forms the converter keeps: input quantizers
 become fixed-range ones (`FixedInputQuantizer`: INT4 ones their int8
-carriers, those reading a model input capped by a MINIMUM), Embeddings
-their int8 tables (`embedding_table`), per-channel
-Dense, Conv1D and Conv2DTranspose layers become their `deploy_layers`
-forms, and producers of tensors shared by
-an input quantizer and another layer or fanned out to several, and
-concatenations joining such a tensor, get an explicit output range
-(`output_ranges`). One change of numbers is deliberate: an INT8
-input quantizer reading a tensor that already has a range becomes an identity,
-since a tensor has one range in a .tflite (the converter drops a second one
-anyway). The weight-quantized layers are rebuilt, with the QAT model's
-weights, so that their bias rounding reads the fixed input quantizers of the
-copy, not the QAT model's variables; every other layer is shared with the
-QAT model.
+carriers, those reading a model input capped by a MINIMUM), Embeddings their
+int8 tables (`embedding_table`), per-channel Dense, Conv1D and
+Conv2DTranspose layers become their `deploy_layers` forms, and producers of
+tensors shared by an input quantizer and another layer or fanned out to
+several, and concatenations joining such a tensor, get an explicit output
+range (`output_ranges`), and a global pooling's output reshaped for a
+quantized layer is rounded before the reshape too (`QuantizedBefore`). One
+change of numbers is deliberate: an INT8 input quantizer reading a tensor
+that already has a range becomes an identity, since a tensor has one range
+in a .tflite (the converter drops a second one anyway). The weight-quantized
+layers are rebuilt, with the QAT model's weights, so that their bias
+rounding reads the fixed input quantizers of the copy, not the QAT model's
+variables; every other layer is shared with the QAT model.
 """
 
 from keras_qat import functional
@@ -22,7 +22,7 @@ from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.embedding_table import int8_table
-from keras_qat.tflite.fixed_quant import FixedInputQuantizer
+from keras_qat.tflite.fixed_quant import FixedInputQuantizer, QuantizedBefore
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
 
 
@@ -47,6 +47,31 @@ def _copy_weights(source, target, form=None):
     target.set_weights(values)
 
 
+_RESHAPES = (keras.layers.Reshape, keras.layers.Flatten)
+_GLOBAL_POOLINGS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+
+
+def _pooled_reshape_reader(layer, sources, consumers):
+    """The input quantizer reading reshape `layer` of a global pooling's output, or `None`.
+
+    Only where the reshape is the pooling's one reader and the quantizer the
+    reshape's, so that rounding before the reshape too changes what no
+    other layer reads.
+    """
+    if not isinstance(layer, _RESHAPES):
+        return None
+    readers = {id(r): r for r in consumers.get(layer.name, [])}
+    (producer,) = sources[layer.name]
+    if (
+        len(readers) != 1
+        or not isinstance(producer, _GLOBAL_POOLINGS)
+        or len(consumers.get(producer.name, [])) != 1
+    ):
+        return None
+    (reader,) = readers.values()
+    return reader if isinstance(reader, InputQuantizeLayer) else None
+
+
 def tflite_ready_copy(qat_model, batches=None):
     """The QAT model rebuilt in the forms the TFLite converter keeps.
 
@@ -63,6 +88,7 @@ def tflite_ready_copy(qat_model, batches=None):
     """
     replaced = {}
     sources = functional.sources(qat_model)
+    consumers = functional.consumers(qat_model)
     ranges = export_ranges(qat_model, batches)
     merged = set(merged_quantizers(qat_model, ranges))
 
@@ -74,6 +100,10 @@ def tflite_ready_copy(qat_model, batches=None):
                 isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
+        reader = _pooled_reshape_reader(layer, sources, consumers)
+        if reader is not None:
+            quantizer = FixedInputQuantizer.freeze(reader).get_config()
+            return QuantizedBefore(layer, quantizer, name=layer.name)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             if isinstance(layer.layer, keras.layers.Embedding):
                 return int8_table(layer)
