@@ -58,10 +58,11 @@ def _pooled_reshape_reader(layer, sources, consumers):
     reshape's, so that rounding before the reshape too changes what no
     other layer reads.
     """
-    if not isinstance(layer, _RESHAPES):
-        return None
+    producers = sources.get(layer.name, [])
+    if not isinstance(layer, _RESHAPES) or len(producers) != 1:
+        return None  # a reshape called at several places reads several tensors
     readers = {id(r): r for r in consumers.get(layer.name, [])}
-    (producer,) = sources[layer.name]
+    (producer,) = producers
     if (
         len(readers) != 1
         or not isinstance(producer, _GLOBAL_POOLINGS)
@@ -101,7 +102,7 @@ def tflite_ready_copy(qat_model, batches=None):
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
         reader = _pooled_reshape_reader(layer, sources, consumers)
-        if reader is not None:
+        if reader is not None and reader.name not in merged:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()
             return QuantizedBefore(layer, quantizer, name=layer.name)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
