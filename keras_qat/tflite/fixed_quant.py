@@ -149,7 +149,27 @@ class FixedInputQuantizer(keras.layers.Layer):
         }
 
 
-class QuantizedBefore(keras.layers.Layer):
+class AroundLayer(keras.layers.Layer):
+    """A layer of the export copy that runs a shared layer with fixed quantization around it.
+
+    Args:
+        layer: The layer it runs (shared with the QAT model, not copied).
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "layer": keras.layers.deserialize(config["layer"])})
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.layers.serialize(self.layer)}
+
+
+class QuantizedBefore(AroundLayer):
     """A reshaping layer of the export copy, its one reader's fixed quantizer applied before it too.
 
     An int8 `MEAN` (a global average pooling) reshaped for the convolution
@@ -168,20 +188,11 @@ class QuantizedBefore(keras.layers.Layer):
     """
 
     def __init__(self, layer, quantizer, **kwargs):
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.quantizer = FixedInputQuantizer.from_config(quantizer)
 
     def call(self, inputs):
         return self.layer(self.quantizer(inputs))
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "layer": keras.layers.deserialize(config["layer"])})
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "layer": keras.layers.serialize(self.layer),
-            "quantizer": self.quantizer.get_config(),
-        }
+        return {**super().get_config(), "quantizer": self.quantizer.get_config()}

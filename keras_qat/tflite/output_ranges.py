@@ -22,10 +22,10 @@ from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.converter_facts import SCALE_KEEPING
 from keras_qat.quantizers import InputQuantizeLayer
 from keras_qat.quantizers.introspection import clip_range
-from keras_qat.tflite.fixed_quant import fixed_fake_quant
+from keras_qat.tflite.fixed_quant import AroundLayer, fixed_fake_quant
 
 
-class RangedOutput(keras.layers.Layer):
+class RangedOutput(AroundLayer):
     """Runs `layer`, then fake-quantizes its output to 8 bits over [clip_min, clip_max].
 
     Args:
@@ -36,25 +36,15 @@ class RangedOutput(keras.layers.Layer):
     """
 
     def __init__(self, layer, clip_min, clip_max, **kwargs):
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.clip_min = float(clip_min)
         self.clip_max = float(clip_max)
 
     def call(self, inputs, *args, **kwargs):
         return fixed_fake_quant(self.layer(inputs, *args, **kwargs), self.clip_min, self.clip_max)
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "layer": keras.layers.deserialize(config["layer"])})
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "layer": keras.layers.serialize(self.layer),
-            "clip_min": self.clip_min,
-            "clip_max": self.clip_max,
-        }
+        return {**super().get_config(), "clip_min": self.clip_min, "clip_max": self.clip_max}
 
 
 def _twins(model):
