@@ -241,7 +241,7 @@ def test_bad_representative_data_is_named(qat, tmp_path):
 
 
 # The Add of two pooled tensors and the shared Reshape are not simulated
-# (docs/export.md): the file's check warns (75-97 % agreement), which is not
+# (docs/export.md): the file's check warns (agreement 0.8-0.97 seen), which is not
 # what is tested here.
 @pytest.mark.filterwarnings("ignore:.*does not agree with the QAT model")
 def test_a_reshape_called_twice_exports(tmp_path):
