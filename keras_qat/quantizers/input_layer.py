@@ -96,8 +96,7 @@ class InputQuantizeLayer(QuantizerLayer):
 
     def input_step(self):
         """The step of the quantizer's grid (the quantized layer's input step), a scalar tensor."""
-        clip_min, clip_max = self.quantizer.bounds(self.quantizer_vars)
-        return (clip_max - clip_min) / (2 ** ranges.bits_of(self.quantizer.dst_type) - 1)
+        return self.grid()[0]
 
     def get_config(self):
         return {
