@@ -85,10 +85,32 @@ def build_inception_cell():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
+def build_dense_block():
+    """DenseNet's pattern: each layer's output is concatenated to its input.
+
+    A concatenation's input read by a convolution too is held on that
+    convolution's input grid and requantized to the concatenation's.
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    for name in ("grow1", "grow2"):
+        new = L.Conv2D(8, 3, padding="same", activation="relu", name=name)(x)
+        x = L.Concatenate(name=f"{name}_cat")([x, new])
+    x = L.Conv2D(16, 3, activation="relu", name="conv3")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
 @pytest.fixture(
     scope="module",
-    params=[build_plain, build_residual, build_squeeze_excite, build_inception_cell],
-    ids=["plain", "residual", "squeeze_excite", "inception_cell"],
+    params=[
+        build_plain,
+        build_residual,
+        build_squeeze_excite,
+        build_inception_cell,
+        build_dense_block,
+    ],
+    ids=["plain", "residual", "squeeze_excite", "inception_cell", "dense_block"],
 )
 def float_model(request, digits):
     keras.utils.set_random_seed(0)

@@ -13,9 +13,11 @@ pooling INT8 beside INT4 convolutions reading the same tensor, as in
 Inception's cells), the file holds the tensor on the widest readers' grid
 and requantizes it for the others: the widest readers' quantizer is applied
 where the tensor is produced and the narrower readers' quantizers round its
-output again, as the file does. Other differences, and tensors read by a
-Concatenate (whose inputs the file requantizes to one common scale) or as a
-model output, are left to the export (see `tflite.output_ranges`).
+output again, as the file does. A Concatenate reader reads the rounded
+tensor too: the file requantizes it to the concatenation's scale, and the
+quantizer after the concatenation computes that requantization (see
+`quantizers.input_layer`). Other differences, and tensors read as a model
+output, are left to the export (see `tflite.output_ranges`).
 """
 
 import tensorflow as tf
@@ -71,7 +73,6 @@ def shared_input_readers(float_model, settings, bits):
             or first is None
             or len(readers) < 2
             or None in readers
-            or any(isinstance(r, keras.layers.Concatenate) for r in readers)
             or not functional.called_once(layer)
             or not all(functional.called_once(r) for r in quantized)
             or len(tf.nest.flatten(layer.output)) != 1

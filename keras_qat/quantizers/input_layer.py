@@ -1,35 +1,91 @@
 """The Keras layer that quantizes a quantized layer's input."""
 
 import weakref
+from typing import NamedTuple
 
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.converter_facts import SCALE_KEEPING
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.ulq import UlqQuantizer
 
 
-def _grid_source(tensor):
-    """The `InputQuantizeLayer` whose int8 grid `tensor` is on in the file, and whether pooled.
+class _Piece(NamedTuple):
+    """A slice of a quantizer's input, and the grid the file holds it on.
 
-    `tensor` is on it when that layer produced it, or when an average
-    pooling did from that layer's output (an int8 average pooling keeps its
-    input's grid).
+    Attributes:
+        width: Its size along the concatenation axis (`None`: the whole input).
+        source: A weakref to the `InputQuantizeLayer` whose grid the slice is
+            on in the file (the source's variables are its own), or `None`
+            for a float slice.
+        pooled: Whether an int8 average pooling of that grid wrote it.
+    """
+
+    width: int | None
+    source: weakref.ref | None
+    pooled: bool
+
+
+def _producer(tensor):
+    """The layer that produced Keras tensor `tensor`, and that call's inputs (a list)."""
+    layer, node_index, _ = tensor._keras_history
+    return layer, tf.nest.flatten(layer.inbound_nodes[node_index].keras_inputs)
+
+
+def _grid_piece(tensor, width):
+    """The grid `tensor` is on in the file, as a `_Piece` of size `width`.
+
+    `tensor` is on an `InputQuantizeLayer`'s grid when that layer produced
+    it, behind layers that keep the scale (max pooling, padding, reshapes)
+    and at most one average pooling (an int8 average pooling keeps its
+    input's grid; after two, the Keras values no longer tell the first
+    one's rounded sums).
+    """
+    pooled = False
+    while getattr(tensor, "_keras_history", None) is not None:
+        layer, inputs = _producer(tensor)
+        if isinstance(layer, InputQuantizeLayer):
+            return _Piece(width, weakref.ref(layer), pooled)
+        pooling = isinstance(layer, keras.layers.AveragePooling2D)
+        if len(inputs) != 1 or (pooled and pooling):
+            break
+        if not (pooling or isinstance(layer, SCALE_KEEPING)):
+            break
+        pooled = pooled or pooling
+        tensor = inputs[0]
+    return _Piece(width, None, False)
+
+
+def on_a_grid(tensor):
+    """Whether Keras tensor `tensor` is on an input quantizer's grid in the file (`_grid_piece`).
+
+    Args:
+        tensor: A Keras tensor of a Functional model.
 
     Returns:
-        `(layer, pooled)`, or `(None, False)`.
+        A bool.
+    """
+    return _grid_piece(tensor, None).source is not None
+
+
+def _grid_pieces(tensor):
+    """How the file holds `tensor`: `(axis, pieces)`, slices along `axis` and their grids.
+
+    A Concatenate's inputs are slices of its output, each on its own grid
+    (the file requantizes each to the concatenation's one scale). Any other
+    tensor is one piece (`axis` None).
     """
     history = getattr(tensor, "_keras_history", None)
-    if history is None:
-        return None, False
-    layer, pooled = history.layer, False
-    if isinstance(layer, keras.layers.AveragePooling2D):
-        (read,) = tf.nest.flatten(layer.inbound_nodes[history.node_index].keras_inputs)
-        layer, pooled = read._keras_history.layer, True
-    if isinstance(layer, InputQuantizeLayer):
-        return layer, pooled
-    return None, False
+    if history is None or not isinstance(history.layer, keras.layers.Concatenate):
+        return None, [_grid_piece(tensor, None)]
+    _, inputs = _producer(tensor)
+    axis = history.layer.axis % len(tensor.shape)
+    pieces = [_grid_piece(joined, joined.shape[axis]) for joined in inputs]
+    if any(piece.width is None for piece in pieces):  # no static size to slice by
+        return None, [_Piece(None, None, False)]
+    return axis, pieces
 
 
 class InputQuantizeLayer(QuantizerLayer):
@@ -37,10 +93,11 @@ class InputQuantizeLayer(QuantizerLayer):
 
     Reading a tensor that the .tflite holds as int8 on another quantizer's
     grid (found when the layer is called on a Keras tensor: the output of
-    another `InputQuantizeLayer`, or of an average pooling of one), the
-    forward pass computes the file's int8-to-int8 requantization instead
-    (`requantize`): the values the file writes, with the quantizer's own
-    gradients.
+    another `InputQuantizeLayer`, behind max pooling, padding or reshapes,
+    or an average pooling of one; or such a tensor joined by a Concatenate,
+    slice by slice), the forward pass computes the file's int8-to-int8
+    requantization instead (`requantize`): the values the file writes, with
+    the quantizer's own gradients.
 
     Args:
         quantizer: The activation quantizer.
@@ -53,34 +110,55 @@ class InputQuantizeLayer(QuantizerLayer):
     def __init__(self, quantizer, target=None, **kwargs):
         super().__init__(quantizer, **kwargs)
         self.target = target
-        self._source = None  # a weakref: the source's variables are its own
-        self._pooled = False
+        self._axis, self._pieces = None, [_Piece(None, None, False)]
 
     def __call__(self, inputs, *args, **kwargs):
-        source, pooled = _grid_source(inputs)
-        if source is not None:
-            self._source, self._pooled = weakref.ref(source), pooled
+        if getattr(inputs, "_keras_history", None) is not None:
+            self._axis, self._pieces = _grid_pieces(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
     @property
-    def grid_source(self):
-        """The `InputQuantizeLayer` whose grid the input is on in the file, or `None`."""
-        return None if self._source is None else self._source()
+    def grid_sources(self):
+        """Per slice of the input, the `InputQuantizeLayer` whose grid it is on, or `None`.
+
+        One entry, unless the input is a Concatenate of tensors on grids.
+        """
+        return [None if piece.source is None else piece.source() for piece in self._pieces]
 
     def call(self, inputs, training=None):
         outputs = super().call(inputs, training)
-        source = self.grid_source
-        if source is None:
+        if all(piece.source is None for piece in self._pieces):
             return outputs
-        in_scale, zero_point, _ = source.grid()
-        if self._pooled:
+        if self._axis is None:
+            written = self._written(inputs, outputs, self._pieces[0])
+        else:
+            widths = [piece.width for piece in self._pieces]
+            written = tf.concat(
+                [
+                    self._written(*slices, piece)
+                    for *slices, piece in zip(
+                        tf.split(inputs, widths, self._axis),
+                        tf.split(outputs, widths, self._axis),
+                        self._pieces,
+                        strict=True,
+                    )
+                ],
+                self._axis,
+            )
+        # The file's values forward, the quantizer's gradients backward.
+        return outputs + tf.stop_gradient(written - outputs)
+
+    def _written(self, inputs, outputs, piece):
+        """What the file writes for one slice: `outputs` where it is a float, else requantized."""
+        if piece.source is None:
+            return outputs
+        in_scale, zero_point, _ = piece.source().grid()
+        if piece.pooled:
             levels = requantize.pooled_levels(inputs, in_scale, zero_point)
         else:
             levels = tf.round(inputs / in_scale)
         bits = ranges.bits_of(self.quantizer.dst_type)
-        written = requantize.file_requantize(levels, in_scale, self.grid(), bits)
-        # The file's values forward, the quantizer's gradients backward.
-        return outputs + tf.stop_gradient(written - outputs)
+        return requantize.file_requantize(levels, in_scale, self.grid(), bits)
 
     def grid(self):
         """The fake-quant op's grid of the current bounds: `requantize.op_grid`'s triple."""

@@ -170,29 +170,51 @@ class AroundLayer(keras.layers.Layer):
 
 
 class QuantizedBefore(AroundLayer):
-    """A reshaping layer of the export copy, its one reader's fixed quantizer applied before it too.
+    """A layer of the export copy, its one reader's fixed quantizer applied to its inputs too.
 
-    An int8 `MEAN` (a global average pooling) reshaped for the convolution
-    after it, as in EfficientNet's squeeze-and-excite blocks, got a range of
-    its own from the converter, which does not carry the quantizer's range
-    back through the `RESHAPE`: the file averaged onto that range and then
-    requantized the result (`QUANTIZE`, XNNPACK's 8-bit multiplier), two
-    roundings where the QAT model has one. Rounded before the reshape as
-    well, which changes no number of the copy (a fake-quant commutes with a
-    reshape), the `MEAN` writes on the reader's grid.
+    Rounding before the layer as well changes no number of the copy where a
+    fake-quant commutes with the layer, and it tells the converter the grid
+    of the layer's inputs:
+
+    - An int8 `MEAN` (a global average pooling) reshaped for the
+      convolution after it, as in EfficientNet's squeeze-and-excite blocks,
+      got a range of its own from the converter, which does not carry the
+      quantizer's range back through the `RESHAPE`: the file averaged onto
+      that range and then requantized the result (`QUANTIZE`, XNNPACK's
+      8-bit multiplier), two roundings where the QAT model has one. Rounded
+      before the reshape, the `MEAN` writes on the reader's grid.
+    - A Concatenate joining a tensor on another quantizer's INT4 carrier
+      (behind its MINIMUM) took that carrier's scale for all its inputs:
+      the file wrote the other inputs on it and requantized the result, two
+      roundings where the QAT model has one. With its float inputs rounded
+      before the concatenation, they are written on the reader's grid, and
+      the inputs already on a grid are requantized to it once. (Rounded
+      there too, a grid's tensor made the converter fail on the
+      concatenation's same-scale constraint.)
 
     Args:
-        layer: The reshaping layer (shared, not copied).
+        layer: The reshaping or concatenating layer (shared, not copied).
         quantizer: The reader's `FixedInputQuantizer` config.
+        on_grid: Positions of the inputs already on a grid, left as they
+            are. Defaults to `()`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
-    def __init__(self, layer, quantizer, **kwargs):
+    def __init__(self, layer, quantizer, on_grid=(), **kwargs):
         super().__init__(layer, **kwargs)
         self.quantizer = FixedInputQuantizer.from_config(quantizer)
+        self.on_grid = tuple(on_grid)
 
     def call(self, inputs):
-        return self.layer(self.quantizer(inputs))
+        if not isinstance(inputs, (list, tuple)):
+            return self.layer(self.quantizer(inputs))
+        return self.layer(
+            [x if i in self.on_grid else self.quantizer(x) for i, x in enumerate(inputs)]
+        )
 
     def get_config(self):
-        return {**super().get_config(), "quantizer": self.quantizer.get_config()}
+        return {
+            **super().get_config(),
+            "quantizer": self.quantizer.get_config(),
+            "on_grid": list(self.on_grid),
+        }

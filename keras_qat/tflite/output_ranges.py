@@ -190,8 +190,10 @@ def joining_concatenations(model, ranged):
     inputs, clipping them (NASNet concatenates its adjusted input, ranged
     as a shared tensor, with sums that reach twice its range). Such a
     concatenation needs its own range; the converter then requantizes the
-    ranged input into it. Concatenations of those are found too (model
-    order is topological).
+    ranged input into it. An input quantizer's output is ranged too, unless
+    only input quantizers read the concatenation: their range is then its
+    range. Concatenations of those are found too (model order is
+    topological).
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -201,14 +203,18 @@ def joining_concatenations(model, ranged):
         Names of Concatenate layers, in model order.
     """
     sources = functional.sources(model)
+    consumers = _consumers(model)
+    quantizers = _input_quantizer_names(model)
     joins = []
     carrying = set(ranged)
     for layer in model.layers:
-        if (
-            isinstance(layer, keras.layers.Concatenate)
-            and layer.name not in carrying
-            and any(_carries_range(p, sources, carrying) for p in sources.get(layer.name, []))
-        ):
+        if not isinstance(layer, keras.layers.Concatenate) or layer.name in carrying:
+            continue
+        if _quantizer_union(consumers.get(layer.name)) is None:
+            joined = carrying | quantizers
+        else:
+            joined = carrying
+        if any(_carries_range(p, sources, joined) for p in sources.get(layer.name, [])):
             joins.append(layer.name)
             carrying.add(layer.name)
     return joins

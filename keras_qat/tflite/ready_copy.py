@@ -8,7 +8,9 @@ Conv2DTranspose layers become their `deploy_layers` forms, and producers of
 tensors shared by an input quantizer and another layer or fanned out to
 several, and concatenations joining such a tensor, get an explicit output
 range (`output_ranges`), and a global pooling's output reshaped for a
-quantized layer is rounded before the reshape too (`QuantizedBefore`). One
+quantized layer, and the inputs of a concatenation an input quantizer
+reads, are rounded before the reshape or concatenation too
+(`QuantizedBefore`). One
 change of numbers is deliberate: an INT8 input quantizer reading a tensor
 that already has a range becomes an identity, since a tensor has one range
 in a .tflite (the converter drops a second one anyway). The weight-quantized
@@ -17,9 +19,12 @@ rounding reads the fixed input quantizers of the copy, not the QAT model's
 variables; every other layer is shared with the QAT model.
 """
 
+import tensorflow as tf
+
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
+from keras_qat.quantizers.input_layer import on_a_grid
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.embedding_table import int8_table
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer, QuantizedBefore
@@ -51,26 +56,36 @@ _RESHAPES = (keras.layers.Reshape, keras.layers.Flatten)
 _GLOBAL_POOLINGS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
 
 
-def _pooled_reshape_reader(layer, sources, consumers):
-    """The input quantizer reading reshape `layer` of a global pooling's output, or `None`.
-
-    Only where the reshape is the pooling's one reader and the quantizer the
-    reshape's, so that rounding before the reshape too changes what no
-    other layer reads.
-    """
-    producers = sources.get(layer.name, [])
-    if not isinstance(layer, _RESHAPES) or len(producers) != 1:
-        return None  # a reshape called at several places reads several tensors
+def _one_quantizer_reading(layer, consumers):
+    """The `InputQuantizeLayer` that is `layer`'s one reader, or `None`."""
     readers = {id(r): r for r in consumers.get(layer.name, [])}
-    (producer,) = producers
-    if (
-        len(readers) != 1
-        or not isinstance(producer, _GLOBAL_POOLINGS)
-        or len(consumers.get(producer.name, [])) != 1
-    ):
+    if len(readers) != 1:
         return None
     (reader,) = readers.values()
     return reader if isinstance(reader, InputQuantizeLayer) else None
+
+
+def _quantized_before_reader(layer, sources, consumers):
+    """The input quantizer to apply before `layer` too (`QuantizedBefore`), or `None`.
+
+    That is the one reader of a Concatenate, or of a reshape of a global
+    pooling's output which nothing else reads, so that rounding before the
+    layer too changes what no other layer reads. A layer called at several
+    places reads several tensors and is left alone.
+    """
+    if not functional.called_once(layer):
+        return None
+    if isinstance(layer, keras.layers.Concatenate):
+        return _one_quantizer_reading(layer, consumers)
+    producers = sources.get(layer.name, [])
+    if (
+        not isinstance(layer, _RESHAPES)
+        or len(producers) != 1
+        or not isinstance(producers[0], _GLOBAL_POOLINGS)
+        or len(consumers.get(producers[0].name, [])) != 1
+    ):
+        return None
+    return _one_quantizer_reading(layer, consumers)
 
 
 def tflite_ready_copy(qat_model, batches=None):
@@ -101,10 +116,11 @@ def tflite_ready_copy(qat_model, batches=None):
                 isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
-        reader = _pooled_reshape_reader(layer, sources, consumers)
-        if reader is not None and reader.name not in merged:
+        reader = _quantized_before_reader(layer, sources, consumers)
+        if reader is not None and reader.name not in merged and layer.name not in ranges:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()
-            return QuantizedBefore(layer, quantizer, name=layer.name)
+            on_grid = [i for i, x in enumerate(tf.nest.flatten(layer.input)) if on_a_grid(x)]
+            return QuantizedBefore(layer, quantizer, on_grid, name=layer.name)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             if isinstance(layer.layer, keras.layers.Embedding):
                 return int8_table(layer)

@@ -18,7 +18,7 @@ def test_the_one_quantized_reader_among_several_is_planned():
     e = L.Dense(4, name="e")(c)
     f = L.Dense(4, name="f")(L.Add(name="add2")([d, e]))  # read by "g" and as a model output
     g = L.Dense(4, name="g")(f)
-    h = L.Concatenate(name="cat")([g, L.Dense(4, name="h")(g)])  # "g" joins a Concatenate
+    h = L.Concatenate(name="cat")([g, L.Dense(4, name="h")(g)])  # "g" joins a Concatenate too
     i = L.Dense(4, name="i")(h)
     j = L.Dense(4, name="j")(i)  # "i" feeds "j" and "k", whose widths differ
     k = L.Dense(4, name="k")(i)
@@ -30,10 +30,12 @@ def test_the_one_quantized_reader_among_several_is_planned():
     settings["m"] = "INT8, fixed"
     bits = {name: 4 if value == "INT4" else 8 for name, value in settings.items()}
     # The model input feeds only "a"; were it shared, it is never called to
-    # put a quantizer after. "i" is held on its INT8 reader's grid.
+    # put a quantizer after. "g" is held on "h"'s grid, which the file
+    # requantizes for the Concatenate; "i" is held on its INT8 reader's grid.
     assert shared_input_readers(model, settings, bits) == {
         "a": ("b",),
         "add": ("d", "e"),
+        "g": ("h",),
         "i": ("j",),
     }
 
@@ -60,7 +62,7 @@ def test_a_narrower_reader_rounds_the_wider_readers_grid_again():
     wide, narrow = qat.get_layer("pool_input_quant"), qat.get_layer("b_input_quant")
     assert functional_source(narrow) == "pool_input_quant"
     assert functional_source(qat.get_layer("pool")) == "pool_input_quant"
-    assert narrow.grid_source is wide
+    assert narrow.grid_sources == [wide]
     probe = keras.Model(qat.inputs, [wide.output, narrow.output])
     rounded, again = probe.predict(x, verbose=0)
     # ... as the file's int8-to-int8 QUANTIZE computes it.

@@ -74,7 +74,7 @@ def quantizer_pair(source_clip, reader_clip, pool):
 
 def test_a_reader_of_another_quantizers_grid_writes_the_files_values():
     model, source, reader = quantizer_pair((-1.0, 1.4), (-0.45, 0.6), pool=False)
-    assert reader.grid_source is source
+    assert reader.grid_sources == [source]
     x = np.linspace(-1.2, 1.6, 36, dtype="f4").reshape(1, 6, 6, 1)
     in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
     levels = np.round(reference.ulq(x, -1.0, 1.4, 8) / in_scale).astype(int)
@@ -84,7 +84,7 @@ def test_a_reader_of_another_quantizers_grid_writes_the_files_values():
 
 def test_a_reader_of_a_pooled_grid_and_its_gradients():
     model, source, reader = quantizer_pair((-1.0, 1.4), (-0.45, 0.6), pool=True)
-    assert reader.grid_source is source
+    assert reader.grid_sources == [source]
     x = np.random.default_rng(1).uniform(-1.2, 1.6, (1, 6, 6, 1)).astype("f4")
     in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
     raw = np.round(reference.ulq(x[0, :, :, 0], -1.0, 1.4, 8) / in_scale).astype(int)
@@ -103,18 +103,42 @@ def test_a_reader_of_a_pooled_grid_and_its_gradients():
     np.testing.assert_allclose([g.numpy() for g in grads], [want_min, want_max], rtol=1e-4)
 
 
+def test_a_reader_of_a_concatenation_requantizes_its_slices_on_grids():
+    # DenseNet's pattern: a block's input, held on its reader's grid, joins
+    # new features, which the file writes on the concatenation's grid
+    # directly; behind a max pooling a grid stays a grid.
+    inputs = keras.Input((6, 6, 1))
+    source = InputQuantizeLayer(UlqQuantizer("INT8", clip_min=-1.0, clip_max=1.4), name="source")
+    rounded = source(inputs)
+    pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same")(rounded)
+    joined = keras.layers.Concatenate()([rounded, inputs, pooled])
+    reader = InputQuantizeLayer(UlqQuantizer("INT4"), name="reader")
+    model = keras.Model(inputs, [rounded, pooled, reader(joined)])
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, -0.45, 0.6)
+    assert reader.grid_sources == [source, None, source]
+    x = np.random.default_rng(4).uniform(-1.2, 1.6, (2, 6, 6, 1)).astype("f4")
+    on_grid, pooled_grid, got = (y.numpy() for y in model(x))
+    in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
+    want = [
+        reference.file_requantize(np.round(on_grid / in_scale), in_scale, -0.45, 0.6, 4),
+        reference.ulq(x, -0.45, 0.6, 4),
+        reference.file_requantize(np.round(pooled_grid / in_scale), in_scale, -0.45, 0.6, 4),
+    ]
+    np.testing.assert_allclose(got, np.concatenate(want, axis=-1), atol=1e-6)
+
+
 def test_a_quantizer_called_on_a_float_tensor_reads_no_grid():
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4)(InputQuantizeLayer(UlqQuantizer())(inputs))
     reader = InputQuantizeLayer(UlqQuantizer())
     reader(hidden)
-    assert reader.grid_source is None
+    assert reader.grid_sources == [None]
 
 
 def test_a_loaded_model_reads_the_same_grid(tmp_path):
     model, _, _ = quantizer_pair((-1.0, 1.4), (-0.45, 0.6), pool=True)
     model.save(tmp_path / "m.keras")
     loaded = keras_qat.load_model(tmp_path / "m.keras")
-    assert loaded.get_layer("reader").grid_source is loaded.get_layer("source")
+    assert loaded.get_layer("reader").grid_sources == [loaded.get_layer("source")]
     x = np.random.default_rng(3).uniform(-1.2, 1.6, (2, 6, 6, 1)).astype("f4")
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
