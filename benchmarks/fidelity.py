@@ -13,11 +13,15 @@ up to float32 summation order); the largest difference in output steps.
 Needs `apt-get install dataset-fashion-mnist`.
 
     python benchmarks/fidelity.py [--families MobileNetV2,ResNet50] [--train 2048] [--test 1000]
+
+A run over some families replaces their rows in docs/fidelity.md and keeps
+the others; each row names the commit it was measured at.
 """
 
 import argparse
 import json
 import pathlib
+import subprocess
 import tempfile
 
 import numpy as np
@@ -28,7 +32,14 @@ from keras_qat._keras import keras
 from keras_qat.datasets import load_fashion_mnist
 from keras_qat.demo import LOSS
 
-FAMILIES = ("MobileNetV2", "ResNet50", "EfficientNetB0", "MobileNetV3Small", "InceptionV3")
+FAMILIES = (
+    "MobileNetV2",
+    "ResNet50",
+    "EfficientNetB0",
+    "MobileNetV3Small",
+    "InceptionV3",
+    "DenseNet121",
+)
 SIZES = {"InceptionV3": 75}
 
 
@@ -86,6 +97,29 @@ def measure(model, recipe, data, tmp):
     }
 
 
+def earlier_rows(path):
+    """The rows of an earlier fidelity.md, keyed by (network, recipe), with their commit.
+
+    Rows written before the commit column get "?" there.
+    """
+    if not path.exists():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) in (5, 6) and cells[1] in ("INT8", "W4A4"):
+            commit = cells[5] if len(cells) == 6 else "?"
+            rows[(cells[0], cells[1])] = "| " + " | ".join([*cells[:5], commit]) + " |"
+    return rows
+
+
+def row_order(key):
+    """Networks in `FAMILIES` order (others after), INT8 before W4A4."""
+    family, recipe = key
+    position = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+    return position, family, recipe
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
@@ -113,23 +147,30 @@ def main():
                 result = measure(model, recipe, data, pathlib.Path(tmp))
                 rows.append((family, recipe, result))
                 print(family, recipe, result, flush=True)
-    lines = [
-        "| network | recipe | top-1 agreement | logits exact | max error (output steps) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for family, recipe, r in rows:
-        lines.append(
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    measured = {
+        (family, recipe): (
             f"| {family} | {recipe} | {r['agreement']:.4f} | {r['exact']:.4f} "
-            f"| {r['max_steps']:.2f} |"
+            f"| {r['max_steps']:.2f} | {commit or '?'} |"
         )
+        for family, recipe, r in rows
+    }
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    table = {**earlier_rows(out / "fidelity.md"), **measured}
+    lines = [
+        "| network | recipe | top-1 agreement | logits exact | max error (output steps) | commit |",
+        "|---|---|---:|---:|---:|---|",
+        *(table[key] for key in sorted(table, key=row_order)),
+    ]
     (out / "fidelity.md").write_text(
         "# Fidelity: the .tflite against the QAT model\n\n"
         f"Written by `python benchmarks/fidelity.py` ({args.train} training images, "
-        f"{args.test} test images; see its docstring for the protocol).\n\n"
-        + "\n".join(lines)
-        + "\n"
+        f"{args.test} test images; see its docstring for the protocol). A run over some "
+        "families replaces their rows and keeps the others; the last column is the commit "
+        "each row was measured at.\n\n" + "\n".join(lines) + "\n"
     )
     print(f"written: {out / 'fidelity.md'}")
 

@@ -26,14 +26,12 @@ import functools
 import math
 
 import numpy as np
-import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.attention_layers import AttentionContext, AttentionScores
 from keras_qat.errors import UnsupportedModelError
-from keras_qat.layer_table import SOURCE_KIND
-from keras_qat.rebuild_check import differing_samples
+from keras_qat.layer_rebuild import Rebuilder
 
 _L = keras.layers
 
@@ -88,39 +86,20 @@ def _reshape(leading, trailing, name):
     return _L.Reshape((*[-1 if d is None else d for d in leading], *trailing), name=name)
 
 
-class _Opener:
-    """Rebuilds a model with its attention layers opened up; copies of all other layers.
+class _Opener(Rebuilder):
+    """Rebuilds a model with its attention layers opened up; copies of all other layers."""
 
-    A layer called at several places is made once and called at each (its
-    parts too: they are named after it), as in the original.
-    """
-
-    def __init__(self):
-        self.made = {}  # name -> (new layer, the weights it takes)
-
-    def _made(self, name, make, weights=lambda: None, kind=None):
-        """The new layer `name`, made (`make()`, with `weights()` to assign) on first use."""
-        if name not in self.made:
-            layer = make()
-            if kind is not None:
-                setattr(layer, SOURCE_KIND, kind)
-            self.made[name] = (layer, weights())
-        return self.made[name][0]
-
-    def call(self, layer, args, kwargs):
-        if isinstance(layer, keras.Model):
-            return functional.replay(layer, tf.nest.flatten(args[0]), self.call)
+    def replace(self, layer, args, kwargs):
         if isinstance(layer, _L.MultiHeadAttention):
             return self._attention(layer, *args, **kwargs)
         if isinstance(layer, _L.EinsumDense):
             return self._as_dense(layer, layer.name, args[0], "EinsumDense")
-        copy = self._made(layer.name, lambda: _copy(layer), layer.get_weights)
-        return copy(*args, **kwargs)
+        return None
 
     def _as_dense(self, einsum, name, tensor, kind, scale=1.0):
         """EinsumDense `einsum` on `tensor` as a Dense `name` between reshapes."""
         contracted, produced = _dense_form(einsum)
-        dense = self._made(
+        dense = self.made_layer(
             name,
             lambda: _L.Dense(
                 math.prod(produced),
@@ -133,13 +112,13 @@ class _Opener:
         )
         if len(contracted) > 1:
             leading, flat = tensor.shape[1 : -len(contracted)], (math.prod(contracted),)
-            tensor = self._made(
+            tensor = self.made_layer(
                 f"{name}/flatten", lambda: _reshape(leading, flat, f"{name}/flatten")
             )(tensor)
         outputs = dense(tensor)
         if len(produced) > 1:
             leading = outputs.shape[1:-1]
-            unflatten = self._made(
+            unflatten = self.made_layer(
                 f"{name}/unflatten", lambda: _reshape(leading, produced, f"{name}/unflatten")
             )
             outputs = unflatten(outputs)
@@ -166,7 +145,7 @@ class _Opener:
 
         def part(suffix, cls, inputs, *args):
             make = functools.partial(cls, *args, name=f"{name}/{suffix}")
-            return self._made(f"{name}/{suffix}", make, kind=kind)(inputs)
+            return self.made_layer(f"{name}/{suffix}", make, kind=kind)(inputs)
 
         scores = part("scores", AttentionScores, [query, key])
         probabilities = part("softmax", _L.Activation, scores, "softmax")
@@ -174,22 +153,6 @@ class _Opener:
             probabilities = part("dropout", _L.Dropout, probabilities, config["dropout"])
         context = part("context", AttentionContext, [probabilities, value])
         return self._as_dense(mha._output_dense, f"{name}/output", context, kind)
-
-    def assign(self):
-        for layer, weights in self.made.values():
-            if weights is not None:
-                layer.set_weights(weights)
-
-
-def _copy(layer):
-    """A new layer from `layer`'s config."""
-    try:
-        return type(layer).from_config(layer.get_config())
-    except Exception as e:  # any failure here means the layer cannot be copied
-        raise UnsupportedModelError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
-            f"config: {e}. Custom layers need get_config()/from_config()."
-        ) from e
 
 
 def _has_attention(model):
@@ -219,17 +182,4 @@ def open_attention(model):
     """
     if not _has_attention(model):
         return model
-    opener = _Opener()
-    inputs = [
-        keras.Input(type_spec=t.type_spec, name=name)
-        for t, name in zip(model.inputs, functional.input_names(model), strict=True)
-    ]
-    outputs = functional.replay(model, inputs, opener.call)
-    opened = keras.Model(inputs, outputs, name=model.name)
-    opener.assign()
-    if differing_samples(model, opened) is not None:
-        raise UnsupportedModelError(
-            f"Model '{model.name}' with its attention layers opened up computes something else "
-            "on sample inputs; keras_qat cannot quantize it faithfully."
-        )
-    return opened
+    return _Opener().rebuild(model, "its attention layers opened up")

@@ -62,11 +62,17 @@ QUANTIZABLE_LAYERS = {
 QUANTIZABLE_TYPE_NAMES = [cls.__name__ for cls in QUANTIZABLE_LAYERS]
 
 # The type names a config definition may use: the quantizable classes, and the
-# layers `attention` opens up into them (all parts of a MultiHeadAttention go
-# by its name; an EinsumDense is a Dense by its own).
-DEFINITION_TYPE_NAMES = [*QUANTIZABLE_TYPE_NAMES, "EinsumDense", "MultiHeadAttention"]
+# layers `attention` and `standalone_batch_norms` spell out as them (all parts
+# of a MultiHeadAttention go by its name; an EinsumDense is a Dense by its own,
+# a standalone BatchNormalization a DepthwiseConv2D).
+DEFINITION_TYPE_NAMES = [
+    *QUANTIZABLE_TYPE_NAMES,
+    "EinsumDense",
+    "MultiHeadAttention",
+    "BatchNormalization",
+]
 
-# The attribute `attention` sets on the layers it opens a layer up into.
+# The attribute `layer_rebuild` sets on the layers it spells a layer out as.
 SOURCE_KIND = "_keras_qat_source_kind"
 
 
@@ -77,8 +83,9 @@ def source_kind(layer):
         layer: A layer of a (checked) model.
 
     Returns:
-        `"MultiHeadAttention"` for the parts of one, `"EinsumDense"` for the
-        Dense standing for one, else the layer's class name.
+        `"MultiHeadAttention"` for the parts of one, `"EinsumDense"` or
+        `"BatchNormalization"` for the layer standing for one, else the
+        layer's class name.
     """
     return getattr(layer, SOURCE_KIND, type(layer).__name__)
 

@@ -5,6 +5,8 @@ import pytest
 
 import keras_qat
 from keras_qat._keras import keras
+from keras_qat.graph.model_check import checked_model
+from keras_qat.layer_table import layer_spec
 
 L = keras.layers
 
@@ -88,14 +90,18 @@ def build_inception_cell():
 def build_dense_block():
     """DenseNet's pattern: each layer's output is concatenated to its input.
 
-    A concatenation's input read by a convolution too is held on that
-    convolution's input grid and requantized to the concatenation's.
+    The concatenation is read by a BatchNormalization that folds into
+    nothing (before a ReLU and a convolution), which keras_qat spells out as
+    a 1x1 depthwise convolution; the concatenation's input, read by it too,
+    is held on its input grid and requantized to the next concatenation's.
     """
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
     for name in ("grow1", "grow2"):
-        new = L.Conv2D(8, 3, padding="same", activation="relu", name=name)(x)
+        new = L.ReLU(name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
+        new = L.Conv2D(8, 3, padding="same", activation="relu", name=name)(new)
         x = L.Concatenate(name=f"{name}_cat")([x, new])
+    x = L.ReLU(name="last_relu")(L.BatchNormalization(name="last_bn")(x))
     x = L.Conv2D(16, 3, activation="relu", name="conv3")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
@@ -132,11 +138,8 @@ def file_output_step(path):
 
 
 def quantizable(model):
-    return [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense, L.AveragePooling2D))
-    ]
+    """The layers keras_qat quantizes (standalone BatchNormalizations as convolutions)."""
+    return [layer for layer in checked_model(model).layers if layer_spec(layer) is not None]
 
 
 def int4_except_ends(model):
@@ -144,8 +147,8 @@ def int4_except_ends(model):
     int4 = {"retrain_data_config": {"dst_type": "INT4"},
             "retrain_weight_config": {"dst_type": "INT4"}}  # fmt: skip
     return {
-        name: {} if name in ("conv1", "logits") or not model.get_layer(name).weights else int4
-        for name in quantizable(model)
+        layer.name: {} if layer.name in ("conv1", "logits") or not layer.weights else int4
+        for layer in quantizable(model)
     }
 
 
@@ -153,7 +156,7 @@ def int4_except_ends(model):
 def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
     x_train, y_train, x_test = digits[0], digits[1], digits[2]
     if recipe == "INT8":
-        config = {name: {} for name in quantizable(float_model)}
+        config = {layer.name: {} for layer in quantizable(float_model)}
     else:
         config = int4_except_ends(float_model)
     qat = keras_qat.apply_retrain_config(float_model, config, x_train[:256])

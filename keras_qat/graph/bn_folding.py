@@ -37,6 +37,22 @@ def is_foldable_batch_norm(batch_norm, producer):
     )
 
 
+def affine(batch_norm):
+    """`(factor, offset)` per channel: in inference, `batch_norm(x) = x * factor + offset`.
+
+    Args:
+        batch_norm: A BatchNormalization layer.
+
+    Returns:
+        Two float arrays over the normalised axis: `gamma / sqrt(moving_variance
+        + epsilon)` and `beta - moving_mean * factor` (gamma 1 and beta 0
+        where the layer has none).
+    """
+    bn = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in batch_norm.weights}
+    factor = bn.get("gamma", 1.0) / np.sqrt(bn["moving_variance"] + batch_norm.epsilon)
+    return factor, bn.get("beta", 0.0) - bn["moving_mean"] * factor
+
+
 def folded_config(layer):
     """The config of `layer` with a bias (the fold always produces one)."""
     return {**layer.get_config(), "use_bias": True}
@@ -52,13 +68,12 @@ def folded_weights(layer, batch_norm):
     Returns:
         Kernels (the output one scaled) followed by the folded bias.
     """
-    bn = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in batch_norm.weights}
-    factor = bn.get("gamma", 1.0) / np.sqrt(bn["moving_variance"] + batch_norm.epsilon)
+    factor, offset = affine(batch_norm)
     kernels = [getattr(layer, attr).numpy() for attr, _ in layer_spec(layer).kernels]
     _, layout = layer_spec(layer).kernels[-1]
     out = kernels[-1]
     scaled = kernel_layout.to_channels_last(out, layout) * factor
     out = np.asarray(kernel_layout.from_channels_last(scaled, layout, out.shape))
     bias = layer.bias.numpy() if layer.use_bias else 0.0
-    new_bias = bn.get("beta", 0.0) + (bias - bn["moving_mean"]) * factor
+    new_bias = offset + bias * factor
     return [*kernels[:-1], out.astype(np.float32), new_bias.astype(np.float32)]

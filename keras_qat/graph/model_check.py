@@ -13,6 +13,7 @@ from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FileActivation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
+from keras_qat.standalone_batch_norms import spell_out_batch_norms
 
 # Layers that only a quantization-aware model holds (keras_qat's or TFMOT's).
 _QUANTIZATION_LAYERS = (
@@ -114,15 +115,17 @@ def checked_model(model):
         model: A tf_keras or Keras 3 Sequential or Functional model.
 
     Returns:
-        `model` itself, or for a Keras 3 model its tf_keras rebuild
-        (`keras3.as_tf_keras`).
+        `model` itself, or its rebuild: as tf_keras for a Keras 3 model
+        (`keras3.as_tf_keras`), with attention layers opened up
+        (`attention`) and standalone BatchNormalizations as convolutions
+        (`standalone_batch_norms`).
 
     Raises:
         UnsupportedModelError: see `check_model` and `keras3.as_tf_keras`.
     """
     model = as_tf_keras(model)
     check_model(model)
-    model = open_attention(model)
+    model = spell_out_batch_norms(open_attention(model))
     _warn_of_opaque_layers(model)
     return model
 

@@ -1,0 +1,72 @@
+"""BatchNormalizations that fold into no layer become 1x1 depthwise convolutions at the door."""
+
+import numpy as np
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.graph.model_check import checked_model
+from keras_qat.layer_table import source_kind
+
+L = keras.layers
+
+
+def dense_net_like():
+    """DenseNet's BN after a Concatenate, beside BNs that stay what they are."""
+    inputs = keras.Input((6, 6, 2), name="image")
+    x = L.BatchNormalization(name="input_bn")(inputs)  # before any quantizable layer: float
+    x = L.Conv2D(4, 3, padding="same", name="conv")(x)
+    x = L.BatchNormalization(name="conv_bn")(x)  # folds into "conv"
+    x = L.ReLU()(x)
+    joined = L.Concatenate(name="cat")([x, L.Conv2D(4, 1, activation="relu", name="grow")(x)])
+    x = L.ReLU()(L.BatchNormalization(name="cat_bn")(joined))
+    x = L.Conv2D(4, 1, name="after")(x)
+    flat = L.GlobalAveragePooling2D()(x)
+    flat = L.BatchNormalization(name="flat_bn")(flat)  # 2-D: no depthwise form, left as it is
+    return keras.Model(inputs, L.Dense(3, name="logits")(flat))
+
+
+def trained_statistics(model):
+    """Non-trivial BatchNormalization weights, so that the rebuild check means something."""
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2.0, gamma.shape),
+                    rng.normal(size=beta.shape),
+                    rng.normal(size=mean.shape),
+                    rng.uniform(0.2, 3.0, variance.shape),
+                ]
+            )
+    return model
+
+
+def test_a_standalone_batch_norm_becomes_a_depthwise_convolution():
+    model = trained_statistics(dense_net_like())
+    rebuilt = checked_model(model)
+    kinds = {layer.name: type(layer).__name__ for layer in rebuilt.layers}
+    assert kinds["cat_bn"] == "DepthwiseConv2D"
+    assert source_kind(rebuilt.get_layer("cat_bn")) == "BatchNormalization"
+    for name in ("input_bn", "conv_bn", "flat_bn"):
+        assert kinds[name] == "BatchNormalization"
+    assert isinstance(model.get_layer("cat_bn"), L.BatchNormalization)  # the user's model
+    x = np.random.default_rng(1).normal(size=(4, 6, 6, 2)).astype("f4")
+    np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    bn = model.get_layer("cat_bn")
+    gamma, beta, mean, variance = bn.get_weights()
+    factor = gamma / np.sqrt(variance + bn.epsilon)
+    kernel, bias = rebuilt.get_layer("cat_bn").get_weights()
+    np.testing.assert_allclose(kernel[0, 0, :, 0], factor, rtol=1e-6)
+    np.testing.assert_allclose(bias, beta - mean * factor, rtol=1e-5, atol=1e-6)
+
+
+def test_its_config_entry_goes_by_the_batch_norms_name_and_type(tmp_path):
+    model = trained_statistics(dense_net_like())
+    config = keras_qat.create_quant_retrain_config(tmp_path / "c.json", model)
+    assert config["cat_bn"]["retrain_weight_config"]["channel_wise"] is True
+    assert "conv_bn" not in config and "input_bn" not in config
+    definition = {"skip_layer_types": ["BatchNormalization"]}
+    config = keras_qat.create_quant_retrain_config(tmp_path / "d.json", model, definition)
+    assert config["cat_bn"]["retrain_enable"] is False
+    assert config["conv"]["retrain_enable"] is True
