@@ -70,3 +70,16 @@ def test_its_config_entry_goes_by_the_batch_norms_name_and_type(tmp_path):
     config = keras_qat.create_quant_retrain_config(tmp_path / "d.json", model, definition)
     assert config["cat_bn"]["retrain_enable"] is False
     assert config["conv"]["retrain_enable"] is True
+
+
+def test_one_reading_a_pooling_that_a_concatenation_joins_stays():
+    # DenseNet's first BatchNormalization after a transition: quantized, its
+    # input quantizer on the pooled tensor made the converter refuse the model.
+    inputs = keras.Input((8, 8, 2))
+    x = L.AveragePooling2D(name="pool")(L.Conv2D(4, 1, name="conv")(inputs))
+    grown = L.Conv2D(4, 1, name="grow")(L.ReLU()(L.BatchNormalization(name="after_pool")(x)))
+    joined = L.Concatenate(name="cat")([x, grown])
+    model = keras.Model(inputs, L.BatchNormalization(name="after_cat")(joined))
+    kinds = {layer.name: type(layer).__name__ for layer in checked_model(model).layers}
+    assert kinds["after_pool"] == "BatchNormalization"
+    assert kinds["after_cat"] == "DepthwiseConv2D"

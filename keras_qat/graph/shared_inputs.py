@@ -16,7 +16,11 @@ where the tensor is produced and the narrower readers' quantizers round its
 output again, as the file does. A Concatenate reader reads the rounded
 tensor too: the file requantizes it to the concatenation's scale, and the
 quantizer after the concatenation computes that requantization (see
-`quantizers.input_layer`). Other differences, and tensors read as a model
+`quantizers.input_layer`). Except where the tensor is on a grid already (a
+quantized average pooling's output, as in DenseNet's transitions): the
+converter refused to join a requantized tensor in a concatenation (same-scale
+constraint), so the readers then read it as it is, each quantizer
+requantizing it on its own. Other differences, and tensors read as a model
 output, are left to the export (see `tflite.output_ranges`).
 """
 
@@ -24,6 +28,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
+from keras_qat.converter_facts import SCALE_KEEPING
 from keras_qat.layer_table import layer_spec
 
 
@@ -36,6 +41,23 @@ def _first_readers(quantized, settings, bits):
     if len({settings[r.name] for r in first}) == 1:
         return first
     return None
+
+
+def _on_a_grid(layer, sources, settings, planned):
+    """Whether the file holds `layer`'s output on a grid already.
+
+    It does behind layers that keep the scale, from a quantized average
+    pooling (its input's grid) or from a producer whose quantizer is
+    `planned` to go right after it.
+    """
+    while layer.name not in planned:
+        if isinstance(layer, keras.layers.AveragePooling2D) and layer.name in settings:
+            return True
+        producers = sources.get(layer.name, [])
+        if not isinstance(layer, SCALE_KEEPING) or len(producers) != 1:
+            return False
+        layer = producers[0]
+    return True
 
 
 def shared_input_readers(float_model, settings, bits):
@@ -56,6 +78,7 @@ def shared_input_readers(float_model, settings, bits):
         quantized readers read that quantizer's output.
     """
     consumers = functional.consumers(float_model)
+    sources = functional.sources(float_model)
     planned = {}
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
@@ -73,6 +96,10 @@ def shared_input_readers(float_model, settings, bits):
             or first is None
             or len(readers) < 2
             or None in readers
+            or (
+                any(isinstance(r, keras.layers.Concatenate) for r in readers)
+                and _on_a_grid(layer, sources, settings, planned)
+            )
             or not functional.called_once(layer)
             or not all(functional.called_once(r) for r in quantized)
             or len(tf.nest.flatten(layer.output)) != 1

@@ -87,6 +87,9 @@ def _input_quantizer_names(model):
 def shared_quantized_inputs(model):
     """Layers whose output feeds an `InputQuantizeLayer` and a layer that is not one.
 
+    Such a tensor the converter would leave float, unless it is on a
+    quantizer's grid already (an average pooling of its output).
+
     Args:
         model: A QAT model (Functional, nested models inlined).
 
@@ -94,10 +97,12 @@ def shared_quantized_inputs(model):
         Names of the producer layers, in model order.
     """
     quantizers = _input_quantizer_names(model)
+    sources = functional.sources(model)
     return [
         name
         for name, users in _consumers(model).items()
         if name not in quantizers
+        and not _carries_range(model.get_layer(name), sources, quantizers)
         and any(isinstance(user, InputQuantizeLayer) for user in users)
         and not all(isinstance(user, InputQuantizeLayer) for user in users)
     ]
