@@ -2,7 +2,7 @@
 
 keras_qat quantizes whole layers, so a layer that computes something the
 .tflite computes in several int8 ops, or that no quantizable layer stands
-for, is replaced by layers that do (`attention`, `standalone_batch_norms`).
+for, is replaced by layers that do (`attention`, `graph.standalone_batch_norms`).
 The model is rebuilt from copies of its layers (the input model untouched,
 nested models inlined), run beside the original on sample inputs, and
 refused with an `UnsupportedModelError` where the two differ.

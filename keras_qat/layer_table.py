@@ -62,9 +62,9 @@ QUANTIZABLE_LAYERS = {
 QUANTIZABLE_TYPE_NAMES = [cls.__name__ for cls in QUANTIZABLE_LAYERS]
 
 # The type names a config definition may use: the quantizable classes, and the
-# layers `attention` and `standalone_batch_norms` spell out as them (all parts
-# of a MultiHeadAttention go by its name; an EinsumDense is a Dense by its own,
-# a standalone BatchNormalization a DepthwiseConv2D).
+# layers `attention` and `graph.standalone_batch_norms` spell out as them (all
+# parts of a MultiHeadAttention go by its name; an EinsumDense is a Dense by its
+# own, a standalone BatchNormalization a DepthwiseConv2D).
 DEFINITION_TYPE_NAMES = [
     *QUANTIZABLE_TYPE_NAMES,
     "EinsumDense",

@@ -8,12 +8,12 @@ from keras_qat._keras import keras, tfmot
 from keras_qat.attention import open_attention
 from keras_qat.converter_facts import is_opaque
 from keras_qat.errors import UnsupportedModelError
+from keras_qat.graph.standalone_batch_norms import spell_out_batch_norms
 from keras_qat.keras3 import as_tf_keras
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FileActivation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
-from keras_qat.standalone_batch_norms import spell_out_batch_norms
 
 # Layers that only a quantization-aware model holds (keras_qat's or TFMOT's).
 _QUANTIZATION_LAYERS = (
