@@ -52,10 +52,10 @@ def int8_compute_fraction(path):
 
 # Families with int8 tensors the QAT model does not round yet, and the share
 # of outputs within one step that they reach (all others: 0.9). DenseNet's
-# BatchNormalizations before its convolutions (not foldable: they follow a
-# Concatenate) run as int8 MUL/ADD with ranges of their own, and it
-# concatenates int8 tensors of different scales. EfficientNetB0's gap (0.85
-# here, 0.63 of logits exact on a trained network) is not traced to a tensor yet.
+# first BatchNormalization after each transition stays an int8 MUL/ADD with
+# ranges of its own (`graph.standalone_batch_norms`). EfficientNetB0's gap
+# (0.85 here, 0.63 of logits exact on a trained network) is not traced to a
+# tensor yet.
 KNOWN_GAPS = {"DenseNet121": 0.8, "EfficientNetB0": 0.8}
 
 # The smallest input each family takes, from 64 up.

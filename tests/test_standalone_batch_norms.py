@@ -70,6 +70,20 @@ def test_its_config_entry_goes_by_the_batch_norms_name_and_type(tmp_path):
     config = keras_qat.create_quant_retrain_config(tmp_path / "d.json", model, definition)
     assert config["cat_bn"]["retrain_enable"] is False
     assert config["conv"]["retrain_enable"] is True
+    int4 = {"dst_type": "INT4"}
+    definition = {
+        "retrain_data_quant_config": int4,
+        "retrain_weight_quant_config": int4,
+        "override_layer_types": {
+            "BatchNormalization": {
+                "retrain_data_quant_config": {"dst_type": "INT8"},
+                "retrain_weight_quant_config": {"dst_type": "INT8"},
+            }
+        },
+    }
+    config = keras_qat.create_quant_retrain_config(tmp_path / "e.json", model, definition)
+    assert config["cat_bn"]["retrain_weight_config"]["dst_type"] == "INT8"
+    assert config["conv"]["retrain_weight_config"]["dst_type"] == "INT4"
 
 
 def test_one_reading_a_pooling_that_a_concatenation_joins_stays():
