@@ -97,3 +97,28 @@ def test_one_reading_a_pooling_that_a_concatenation_joins_stays():
     kinds = {layer.name: type(layer).__name__ for layer in checked_model(model).layers}
     assert kinds["after_pool"] == "BatchNormalization"
     assert kinds["after_cat"] == "DepthwiseConv2D"
+
+
+def test_equal_int4_kernels_sharing_a_buffer_export_as_trained(tmp_path):
+    # At INT4 per channel, a spelled-out BatchNormalization's kernel is +-7 in
+    # every channel: two of equal width have equal integers, which the
+    # converter stores once. Pinning one op's weights used to rewrite the
+    # buffer under the other (DenseNet121 W4A4: agreement 0.18).
+    inputs = keras.Input((6, 6, 2), name="image")
+    x = inputs
+    for block in ("a", "b"):
+        x = L.Conv2D(4, 1, activation="relu", name=f"{block}_conv")(x)
+        joined = L.Concatenate(name=f"{block}_cat")([x, L.Conv2D(4, 1, name=f"{block}_grow")(x)])
+        x = L.ReLU()(L.BatchNormalization(name=f"{block}_bn")(joined))
+    outputs = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(x))
+    model = trained_statistics(keras.Model(inputs, outputs))
+    int4 = {"retrain_weight_config": {"dst_type": "INT4"}}
+    config = {
+        name: int4 if name.endswith("_bn") else {}
+        for name in ("a_conv", "a_grow", "a_bn", "b_conv", "b_grow", "b_bn", "head")
+    }
+    x = np.random.default_rng(2).normal(size=(64, 6, 6, 2)).astype("f4")
+    qat = keras_qat.apply_retrain_config(model, config, x)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
+    report = keras_qat.check_tflite(qat, path, x, measure="steps")
+    assert report["outputs"]["head"]["max_error_steps"] <= 1.001, report

@@ -11,7 +11,14 @@ such bias on the scale the runtime uses.
 
 import numpy as np
 
-from keras_qat.tflite.ops import WEIGHT_INPUT, bias_input, bias_steps, builtin_code
+from keras_qat.tflite.ops import (
+    WEIGHT_INPUT,
+    bias_input,
+    bias_steps,
+    buffer_users,
+    builtin_code,
+    own_buffer,
+)
 
 # Bias scales this close to the expected one are float rounding, not staleness.
 _RELATIVE_TOLERANCE = 1e-4
@@ -24,6 +31,7 @@ def repair_bias_scales(model):
         model: A converted int8 `.tflite` model as a flatbuffer object
             (`flatbuffer_utils.convert_bytearray_to_object`).
     """
+    users = buffer_users(model)
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
             found = bias_input(subgraph, op, builtin_code(model, op))
@@ -35,9 +43,9 @@ def repair_bias_scales(model):
             actual = np.asarray(bias.quantization.scale, np.float64)
             if np.all(np.abs(actual / expected - 1) <= _RELATIVE_TOLERANCE):
                 continue
-            buffer = model.buffers[bias.buffer]
-            values = np.frombuffer(bytes(buffer.data), np.int32) * (actual / expected)
+            stored = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.int32)
+            values = stored * (actual / expected)
             limit = np.iinfo(np.int32)
             values = np.clip(np.round(values), limit.min, limit.max).astype(np.int32)
-            buffer.data = values.view(np.uint8)
+            own_buffer(model, bias, users).data = values.view(np.uint8)
             bias.quantization.scale = expected.astype(np.float32).tolist()

@@ -118,3 +118,43 @@ def computes_layers(name, model_name, layer_names):
     """
     prefixes = tuple(f"{model_name}/{layer}/" for layer in layer_names)
     return any(part.startswith(prefixes) for part in name.split(";"))
+
+
+def buffer_users(tflite):
+    """Buffer index -> how many tensors (of all subgraphs) read it, for `own_buffer`.
+
+    Args:
+        tflite: A `.tflite` model as a flatbuffer object.
+
+    Returns:
+        A dict.
+    """
+    users = {}
+    for subgraph in tflite.subgraphs:
+        for tensor in subgraph.tensors:
+            users[tensor.buffer] = users.get(tensor.buffer, 0) + 1
+    return users
+
+
+def own_buffer(tflite, tensor, users):
+    """The buffer `tensor` can be rewritten in: its own, or a new one if others read it too.
+
+    The converter stores equal constants once, and the kernels of two
+    BatchNormalizations spelled out as depthwise convolutions are equal at
+    INT4 (every channel +7): rewriting the shared buffer for one op
+    changed the other's weights under its old type and scales.
+
+    Args:
+        tflite: A `.tflite` model as a flatbuffer object.
+        tensor: The tensor about to be rewritten.
+        users: `buffer_users(tflite)`, kept up to date here.
+
+    Returns:
+        A `BufferT` that `tensor` alone reads.
+    """
+    if users.get(tensor.buffer, 0) > 1:
+        users[tensor.buffer] -= 1
+        tflite.buffers.append(schema.BufferT())
+        tensor.buffer = len(tflite.buffers) - 1
+        users[tensor.buffer] = 1
+    return tflite.buffers[tensor.buffer]

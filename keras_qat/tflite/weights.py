@@ -20,7 +20,14 @@ from tensorflow.lite.python import schema_py_generated as schema
 from keras_qat import kernel_layout
 from keras_qat.quantizers.introspection import quantized_layers, weight_scales
 from keras_qat.quantizers.wrapper import INT4_SPREAD, kernel_entries, quantized_variables
-from keras_qat.tflite.ops import WEIGHT_INPUT, bias_input, bias_steps, builtin_code
+from keras_qat.tflite.ops import (
+    WEIGHT_INPUT,
+    bias_input,
+    bias_steps,
+    buffer_users,
+    builtin_code,
+    own_buffer,
+)
 
 _OPS = schema.BuiltinOperator
 # Where each op keeps its weights, and how a channels-last Keras kernel maps to them.
@@ -103,7 +110,7 @@ def _stored_integers(tensor, buffer):
     return data.reshape(tensor.shape)
 
 
-def _set_bias(tflite, subgraph, op, code, weight_scales_, bias):
+def _set_bias(tflite, subgraph, op, code, weight_scales_, bias, users):
     """Writes `round(bias / (input_scale * weight_scale))` into the op's int32 bias."""
     found = bias_input(subgraph, op, code)
     if found is None:
@@ -114,7 +121,7 @@ def _set_bias(tflite, subgraph, op, code, weight_scales_, bias):
     limit = np.iinfo(np.int32)
     values = np.round(bias / np.broadcast_to(steps, bias.shape))
     values = np.clip(values, limit.min, limit.max).astype(np.int32)
-    tflite.buffers[bias_tensor.buffer].data = values.view(np.uint8)
+    own_buffer(tflite, bias_tensor, users).data = values.view(np.uint8)
     bias_tensor.quantization.scale = steps.astype(np.float32).tolist()
     bias_tensor.quantization.zeroPoint = [0] * len(steps)
 
@@ -131,6 +138,7 @@ def pin_weights(tflite, model):
         model: The model it was converted from.
     """
     candidates = integer_kernels(model)
+    users = buffer_users(tflite)
     for subgraph in tflite.subgraphs:
         for op in subgraph.operators:
             code = builtin_code(tflite, op)
@@ -150,8 +158,9 @@ def pin_weights(tflite, model):
             integers, scales, bias = found
             channels = len(tensor.quantization.scale)
             tensor.type = schema.TensorType.INT8
+            buffer = own_buffer(tflite, tensor, users)
             buffer.data = np.ascontiguousarray(integers, np.int8).view(np.uint8).ravel()
             tensor.quantization.scale = np.broadcast_to(scales, (channels,)).tolist()
             tensor.quantization.zeroPoint = [0] * channels
             if bias is not None:
-                _set_bias(tflite, subgraph, op, code, tensor.quantization.scale, bias)
+                _set_bias(tflite, subgraph, op, code, tensor.quantization.scale, bias, users)
