@@ -22,7 +22,8 @@ def quant_report(qat_model):
         `weight_dst_type`, `channel_wise`, `weight_scale_min`,
         `weight_scale_max`, and for layers whose output is quantized too
         (no input quantizer reads it: see `TrackedRangeQuantizer`)
-        `output_range_min` and `output_range_max`. Clips that training sent
+        `output_range_min` and `output_range_max`, before the sigmoid, tanh
+        or softmax of a model output (`ActivatedOutputQuantizer`). Clips that training sent
         to NaN or infinity show as such (export refuses them).
 
     Raises:

@@ -176,3 +176,45 @@ def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_pa
     assert steps.max() <= 1.001
     assert np.mean(steps < 0.01) >= 0.99
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.995
+
+
+@pytest.mark.parametrize(
+    ("activation", "recipe"), [("softmax", "INT8"), ("sigmoid", "W4A4")], ids=["softmax", "sigmoid"]
+)
+def test_a_classifier_head_with_its_activation_exports_as_trained(
+    digits, tmp_path, activation, recipe
+):
+    """A Dense model output with a softmax or sigmoid: logits rounded, then the op's grid.
+
+    The file writes the logits as an int8 tensor and runs SOFTMAX or
+    LOGISTIC on the fixed grid 1/256; the QAT model keeps the layer's name
+    on its output.
+    """
+    x_train, y_train, x_test = digits[0], digits[1], digits[2]
+    targets = y_train if activation == "softmax" else keras.utils.to_categorical(y_train, 10)
+    loss = "sparse_categorical_crossentropy" if activation == "softmax" else "binary_crossentropy"
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, L.Dense(10, activation=activation, name="predictions")(x))
+    model.compile(keras.optimizers.Adam(3e-3), loss)
+    model.fit(x_train, targets, epochs=8, batch_size=64, verbose=0)
+    config = {layer.name: {} for layer in quantizable(model)}
+    if recipe == "W4A4":
+        config = int4_except_ends(model) | {"predictions": {}}
+    qat = keras_qat.apply_retrain_config(model, config, x_train[:256])
+    assert qat.output_names == ["predictions"]
+    qat.compile(keras.optimizers.Adam(2e-4), loss)
+    qat.fit(x_train, targets, epochs=1, batch_size=64, verbose=0)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x_train[:256])
+    want = qat.predict(x_test, verbose=0)
+    got = keras_qat.predict_tflite(path, x_test)
+    assert file_output_step(path) == 1 / 256
+    steps = np.abs(got - want) * 256
+    assert steps.max() <= 1.001
+    assert np.mean(steps < 0.01) >= 0.99
+    qat.save(tmp_path / "qat.keras")
+    reloaded = keras_qat.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(reloaded.predict(x_test, verbose=0), want)

@@ -34,6 +34,7 @@ from keras_qat.quantizers import (
     UlqQuantizer,
     WeightQuantizeConfig,
 )
+from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 from keras_qat.quantizers.wrapper import quantized_variables
 
@@ -152,13 +153,27 @@ class GraphRebuilder:
         # Quantized layers whose activation the file computes as an op of its
         # own, on the int8 tensor the layer writes: the copy is linear and an
         # Activation layer follows, so that the layer's output can be rounded
-        # as the file rounds it. A model output keeps its activation (and name).
+        # as the file rounds it. A model output keeps its name: in the QAT
+        # model a sigmoid, tanh or softmax goes into its output quantizer
+        # (`ActivatedOutputQuantizer`), after the rounding, and other
+        # activations stay in the layer. The float copy splits that sigmoid,
+        # tanh or softmax off too: the output plan and calibration then see
+        # the tensor the output quantizer rounds, before the activation.
         self._activations = {}  # name -> the Activation layer split out
-        self._split = {
-            name: self.names(f"{name}_activation")
-            for name in self.layers
-            if not own_activation_fuses(by_name[name]) and name not in outputs
-        }
+        self._inner_activations = {}  # name -> the activation its output quantizer applies
+        split = []
+        for name in self.layers:
+            activation = by_name[name].get_config().get("activation")
+            if own_activation_fuses(by_name[name]):
+                continue
+            if name not in outputs:
+                split.append(name)
+            elif activation in FIXED_GRID_ACTIVATIONS and layer_spec(by_name[name]).has_weights:
+                if not quantize:
+                    split.append(name)
+                elif name in self.output_bounds:
+                    self._inner_activations[name] = activation
+        self._split = {name: self.names(f"{name}_activation") for name in split}
         # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
@@ -223,7 +238,7 @@ class GraphRebuilder:
             config = layer.get_config()
             if layer.name in self.folds:
                 config = bn_folding.folded_config(layer)
-            if layer.name in self._split:
+            if layer.name in self._split or layer.name in self._inner_activations:
                 config = {**config, "activation": "linear"}
             if layer.name in self.file_activations:
                 copy = FileActivation(config["activation"], name=layer.name)
@@ -238,7 +253,10 @@ class GraphRebuilder:
         entry = self.layers.get(layer.name)
         if self.quantize and entry is not None and entry.retrain_weight_config is not None:
             quantize_config = WeightQuantizeConfig.for_layer(
-                layer, entry.retrain_weight_config, self.output_bounds.get(layer.name)
+                layer,
+                entry.retrain_weight_config,
+                self.output_bounds.get(layer.name),
+                self._inner_activations.get(layer.name),
             )
             # The wrapper stands where the layer stood, under its name: the QAT
             # model's output names, which key loss dicts, stay the float model's.

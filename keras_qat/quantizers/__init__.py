@@ -4,7 +4,7 @@ from keras_qat._keras import tfmot
 from keras_qat.attention_layers import ATTENTION_LAYERS
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
-from keras_qat.quantizers.file_activation import FileActivation
+from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -16,6 +16,7 @@ from keras_qat.quantizers.wrapper import QatWrapper
 CUSTOM_OBJECTS = {
     cls.__name__: cls
     for cls in (
+        ActivatedOutputQuantizer,
         ArqQuantizer,
         BiasQuantizer,
         FileActivation,
@@ -45,6 +46,7 @@ def quantize_scope():
 
 
 __all__ = [
+    "ActivatedOutputQuantizer",
     "ArqQuantizer",
     "BiasQuantizer",
     "FileActivation",

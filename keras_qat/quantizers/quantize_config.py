@@ -4,6 +4,7 @@ from keras_qat._keras import tfmot
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
+from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer
 from keras_qat.quantizers.wrapper import kernel_entries
@@ -18,7 +19,10 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     before it; its bias is rounded to the file's int32 grid (`BiasQuantizer`).
     Its output is left to the next layer's input quantizer, unless
     no input quantizer reads it: then `output_bounds` gives it a
-    `TrackedRangeQuantizer` (see `graph.output_plan`).
+    `TrackedRangeQuantizer` (see `graph.output_plan`). A layer that is a
+    model output with a sigmoid, tanh or softmax runs linear, and its output
+    quantizer applies `output_activation` after the rounding, on the grid of
+    the file's op (`ActivatedOutputQuantizer`).
 
     Args:
         kernels: `(attribute, channel layout)` pairs from the layer table.
@@ -28,27 +32,38 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         output_bounds: `(floor, ceiling)` of the output quantizer's range
             (`None` where unbounded), or `None` for no output quantizer.
             Defaults to `None`.
+        output_activation: The activation the output quantizer applies (a
+            name in `FIXED_GRID_ACTIVATIONS`), or `None`. Needs
+            `output_bounds`. Defaults to `None`.
     """
 
     def __init__(
-        self, kernels, algo="arq_retrain", channel_wise=True, dst_type="INT8", output_bounds=None
+        self,
+        kernels,
+        algo="arq_retrain",
+        channel_wise=True,
+        dst_type="INT8",
+        output_bounds=None,
+        output_activation=None,
     ):
         self.kernels = tuple(tuple(pair) for pair in kernels)
         self.algo = algo
         self.channel_wise = channel_wise
         self.dst_type = dst_type
         self.output_bounds = None if output_bounds is None else tuple(output_bounds)
+        self.output_activation = output_activation
         quantizer = WEIGHT_QUANTIZERS[algo]
         self.quantizers = [quantizer(dst_type, channel_wise, layout) for _, layout in self.kernels]
 
     @classmethod
-    def for_layer(cls, layer, weight_config, output_bounds=None):
+    def for_layer(cls, layer, weight_config, output_bounds=None, output_activation=None):
         """Builds the config of `layer` from its `WeightQuantConfig`.
 
         Args:
             layer: A quantizable layer with weights.
             weight_config: The layer's validated `retrain_weight_config`.
             output_bounds: See the class. Defaults to `None`.
+            output_activation: See the class. Defaults to `None`.
 
         Returns:
             A `WeightQuantizeConfig`.
@@ -59,6 +74,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             weight_config.channel_wise,
             weight_config.dst_type,
             output_bounds,
+            output_activation,
         )
 
     def get_weights_and_quantizers(self, layer):
@@ -94,6 +110,8 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     def get_output_quantizers(self, layer):
         if self.output_bounds is None:
             return []
+        if self.output_activation is not None:
+            return [ActivatedOutputQuantizer(self.output_activation, *self.output_bounds)]
         return [TrackedRangeQuantizer(*self.output_bounds)]
 
     def get_config(self):
@@ -103,6 +121,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             "channel_wise": self.channel_wise,
             "dst_type": self.dst_type,
             "output_bounds": None if self.output_bounds is None else list(self.output_bounds),
+            "output_activation": self.output_activation,
         }
 
     def __eq__(self, other):

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from keras_qat._keras import keras
-from keras_qat.quantizers import TrackedRangeQuantizer
+from keras_qat.quantizers import ActivatedOutputQuantizer, TrackedRangeQuantizer
 from keras_qat.quantizers.tracked import EMA_DECAY
 from tests.reference import ulq
 
@@ -53,3 +53,36 @@ def test_uncalibrated_range_has_a_whole_zero_point():
     low, high = (float(v.numpy()) for v in variables.values())
     zero_point = -low / ((high - low) / 255)
     assert zero_point == round(zero_point)
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("activation", "function", "grid"),
+    [
+        ("softmax", softmax, (0.0, 255 / 256)),
+        ("sigmoid", lambda x: 1 / (1 + np.exp(-x)), (0.0, 255 / 256)),
+        ("tanh", np.tanh, (-1.0, 127 / 128)),
+    ],
+)
+def test_activated_output_rounds_then_activates_on_the_ops_grid(activation, function, grid):
+    quantizer = ActivatedOutputQuantizer(activation)
+    variables = quantizer.build((None, 4), "output", keras.layers.Layer())
+    # A step of 1/32: ties between two levels are exact in float32.
+    high = 4.0 * 127 / 128
+    TrackedRangeQuantizer.assign_range(variables, -4.0, high)
+    step = 1 / 32
+    # Beyond both bounds, ties between two levels, zero, near the grid's top.
+    x = np.array([[-9.0, 0.5 * step, -3.5 * step, 9.0], [0.0, 1.5 * step, 2.0, -2.0]], np.float32)
+    got = quantizer(tf.constant(x), False, variables).numpy()
+    want = ulq(function(ulq(x, -4.0, high, 8)), *grid, 8)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert ActivatedOutputQuantizer.from_config(quantizer.get_config()).activation == activation
+
+
+def test_activated_output_refuses_an_activation_without_a_fixed_grid():
+    with pytest.raises(ValueError, match="swish"):
+        ActivatedOutputQuantizer("swish")
