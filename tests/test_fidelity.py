@@ -87,6 +87,28 @@ def build_inception_cell():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
+def build_inception_tail():
+    """Inception's last block: its concatenation read by the global pooling alone.
+
+    The file writes the branches (one a concatenation itself, one a max
+    pooling of a tensor on an input quantizer's grid) on the
+    concatenation's one scale.
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.ReLU(name="relu1")(L.BatchNormalization(name="bn1")(x))
+    a = L.Conv2D(8, 1, activation="relu", name="branch1x1")(x)
+    b1 = L.Conv2D(6, (1, 3), padding="same", activation="relu", name="branch1x3")(x)
+    b2 = L.Conv2D(6, (3, 1), padding="same", activation="relu", name="branch3x1")(x)
+    b = L.Concatenate(name="branch3x3")([b1, b2])
+    c = L.AveragePooling2D(3, strides=1, padding="same", name="branch_pool")(x)
+    c = L.Conv2D(4, 1, activation="relu", name="branch_pool_conv")(c)
+    d = L.MaxPooling2D(3, strides=1, padding="same", name="branch_max")(x)
+    x = L.Concatenate(name="mixed")([a, b, c, d])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
 def build_dense_block():
     """DenseNet's pattern: each layer's output is concatenated to its input.
 
@@ -117,9 +139,10 @@ def build_dense_block():
         build_residual,
         build_squeeze_excite,
         build_inception_cell,
+        build_inception_tail,
         build_dense_block,
     ],
-    ids=["plain", "residual", "squeeze_excite", "inception_cell", "dense_block"],
+    ids=["plain", "residual", "squeeze_excite", "inception_cell", "inception_tail", "dense_block"],
 )
 def float_model(request, digits):
     keras.utils.set_random_seed(0)

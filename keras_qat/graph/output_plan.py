@@ -13,9 +13,9 @@ own activation; or, where a ReLU/ReLU6 layer follows that the converter
 fuses into the op (its range then comes from the ReLU's output, not from a
 fake-quant before it), in an `OutputQuantizeLayer` after the ReLU, as after
 an Add. A tensor read by an input quantizer and by other layers gets that
-quantizer in front of all its readers (`shared_inputs`); those joined by a
-Concatenate (whose inputs the file requantizes to one common scale) are left
-to the export (see `tflite.output_ranges`).
+quantizer in front of all its readers (`shared_inputs`). The inputs of a
+Concatenate are written on its one scale: where no input quantizer reads the
+concatenation, its output is rounded, on a tracked range of its own.
 """
 
 from typing import NamedTuple
@@ -125,8 +125,10 @@ def _writes_int8(layer, activation, enabled, sources, memo):
         spec = layer_spec(layer)
         return spec is not None and spec.operands > 0 and (spec.has_weights or spec.operands > 1)
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
+    # A Concatenate's one scale is its own where no input quantizer gives it one.
     swish = activation in _MULTIPLYING_ACTIVATIONS
-    return (isinstance(layer, _REQUANTIZING) or swish) and all(
+    joins = isinstance(layer, keras.layers.Concatenate)
+    return (isinstance(layer, _REQUANTIZING) or swish or joins) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
     )
 
@@ -135,8 +137,8 @@ def plan_output_quantizers(float_model, enabled):
     """The int8 tensors of the file that no input quantizer reads, and where to round them.
 
     Those are the outputs of quantized convolution and dense layers and of
-    Add-like layers after them (behind a ReLU the converter fuses in) that
-    no input quantizer and no Concatenate reads.
+    Add-like layers and Concatenates after them (behind a ReLU the
+    converter fuses in) that no input quantizer and no Concatenate reads.
 
     Args:
         float_model: The flat float copy of the model (nested models inlined,

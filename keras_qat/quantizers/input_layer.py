@@ -88,28 +88,25 @@ def _grid_pieces(tensor):
     return axis, pieces
 
 
-class InputQuantizeLayer(QuantizerLayer):
-    """Applies an activation quantizer (`UlqQuantizer`) and owns its variables.
+class RequantizingLayer(QuantizerLayer):
+    """A `QuantizerLayer` whose input the .tflite may hold on other quantizers' grids.
 
-    Reading a tensor that the .tflite holds as int8 on another quantizer's
+    Reading a tensor that the file holds as int8 on an `InputQuantizeLayer`'s
     grid (found when the layer is called on a Keras tensor: the output of
-    another `InputQuantizeLayer`, behind max pooling, padding or reshapes,
-    or an average pooling of one; or such a tensor joined by a Concatenate,
-    slice by slice), the forward pass computes the file's int8-to-int8
-    requantization instead (`requantize`): the values the file writes, with
-    the quantizer's own gradients.
+    such a layer, behind max pooling, padding or reshapes, or an average
+    pooling of one; or such a tensor joined by a Concatenate, slice by
+    slice), the forward pass computes the file's int8-to-int8 requantization
+    instead (`requantize`): the values the file writes, with the
+    quantizer's own gradients. Subclasses give the quantizer's grid (`grid`)
+    and its width (`bits`).
 
     Args:
         quantizer: The activation quantizer.
-        target: Name of the layer whose input this quantizes, or a list of
-            names when several layers read the one rounded tensor, for
-            reports. Defaults to `None`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
-    def __init__(self, quantizer, target=None, **kwargs):
+    def __init__(self, quantizer, **kwargs):
         super().__init__(quantizer, **kwargs)
-        self.target = target
         self._axis, self._pieces = None, [_Piece(None, None, False)]
 
     def __call__(self, inputs, *args, **kwargs):
@@ -124,6 +121,15 @@ class InputQuantizeLayer(QuantizerLayer):
         One entry, unless the input is a Concatenate of tensors on grids.
         """
         return [None if piece.source is None else piece.source() for piece in self._pieces]
+
+    @property
+    def bits(self):
+        """The width of the quantizer's grid, 8 or 4."""
+        raise NotImplementedError
+
+    def grid(self):
+        """The fake-quant op's grid of the current bounds: `requantize.op_grid`'s triple."""
+        raise NotImplementedError
 
     def call(self, inputs, training=None):
         outputs = super().call(inputs, training)
@@ -157,13 +163,34 @@ class InputQuantizeLayer(QuantizerLayer):
             levels = requantize.pooled_levels(inputs, in_scale, zero_point)
         else:
             levels = tf.round(inputs / in_scale)
-        bits = ranges.bits_of(self.quantizer.dst_type)
-        return requantize.file_requantize(levels, in_scale, self.grid(), bits)
+        return requantize.file_requantize(levels, in_scale, self.grid(), self.bits)
+
+
+class InputQuantizeLayer(RequantizingLayer):
+    """Applies an activation quantizer (`UlqQuantizer`) and owns its variables.
+
+    It rounds a quantized layer's input; where the file holds that input on
+    other grids it computes the file's requantization (`RequantizingLayer`).
+
+    Args:
+        quantizer: The activation quantizer.
+        target: Name of the layer whose input this quantizes, or a list of
+            names when several layers read the one rounded tensor, for
+            reports. Defaults to `None`.
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, quantizer, target=None, **kwargs):
+        super().__init__(quantizer, **kwargs)
+        self.target = target
+
+    @property
+    def bits(self):
+        return ranges.bits_of(self.quantizer.dst_type)
 
     def grid(self):
-        """The fake-quant op's grid of the current bounds: `requantize.op_grid`'s triple."""
         clip_min, clip_max = self.quantizer.bounds(self.quantizer_vars)
-        return requantize.op_grid(clip_min, clip_max, ranges.bits_of(self.quantizer.dst_type))
+        return requantize.op_grid(clip_min, clip_max, self.bits)
 
     @property
     def targets(self):

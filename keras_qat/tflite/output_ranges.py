@@ -20,7 +20,7 @@ from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.converter_facts import SCALE_KEEPING
-from keras_qat.quantizers import InputQuantizeLayer
+from keras_qat.quantizers import InputQuantizeLayer, OutputQuantizeLayer
 from keras_qat.quantizers.introspection import clip_range
 from keras_qat.tflite.fixed_quant import AroundLayer, fixed_fake_quant
 
@@ -197,8 +197,9 @@ def joining_concatenations(model, ranged):
     concatenation needs its own range; the converter then requantizes the
     ranged input into it. An input quantizer's output is ranged too, unless
     only input quantizers read the concatenation: their range is then its
-    range. Concatenations of those are found too (model order is
-    topological).
+    range. A concatenation that an `OutputQuantizeLayer` rounds has its
+    range and is not returned. Concatenations of those are found too (model
+    order is topological).
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -214,6 +215,10 @@ def joining_concatenations(model, ranged):
     carrying = set(ranged)
     for layer in model.layers:
         if not isinstance(layer, keras.layers.Concatenate) or layer.name in carrying:
+            continue
+        readers = consumers.get(layer.name, [])
+        if readers and all(isinstance(reader, OutputQuantizeLayer) for reader in readers):
+            carrying.add(layer.name)  # its range is that quantizer's
             continue
         if _quantizer_union(consumers.get(layer.name)) is None:
             joined = carrying | quantizers

@@ -23,7 +23,12 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
-from keras_qat.quantizers import InputQuantizeLayer, QatWrapper, WeightQuantizeConfig
+from keras_qat.quantizers import (
+    InputQuantizeLayer,
+    OutputQuantizeLayer,
+    QatWrapper,
+    WeightQuantizeConfig,
+)
 from keras_qat.quantizers.input_layer import on_a_grid
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.embedding_table import int8_table
@@ -116,6 +121,11 @@ def tflite_ready_copy(qat_model, batches=None):
                 isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
+        if isinstance(layer, OutputQuantizeLayer) and any(layer.grid_sources):
+            # A plain fake-quant: the converter writes the requantizations itself.
+            variables = layer.quantizer_vars
+            bounds = (float(variables["range_min"]), float(variables["range_max"]))
+            return FixedInputQuantizer(*bounds, "INT8", name=layer.name)
         reader = _quantized_before_reader(layer, sources, consumers)
         if reader is not None and reader.name not in merged and layer.name not in ranges:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()

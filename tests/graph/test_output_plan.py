@@ -65,6 +65,19 @@ def test_inputs_of_a_concatenation_are_not_planned():
     assert plan(outputs, inputs, ["a", "b", "out"]) == OutputPlan({"out": (None, None)}, {}, {})
 
 
+def test_a_concatenation_no_quantizer_reads_is_planned_and_its_inputs_are_not():
+    # Inception's last block: branches, one a concatenation itself, joined
+    # and read by a global pooling. The file writes every branch on the
+    # outer concatenation's one scale.
+    inputs = keras.Input((4, 4, 1))
+    x = L.Conv2D(4, 1, name="stem")(inputs)
+    inner = L.Concatenate(name="inner")([L.Conv2D(2, 1, name=f"b{i}")(x) for i in (1, 2)])
+    joined = L.Concatenate(name="joined")([inner, L.Conv2D(2, 1, name="b3")(x)])
+    outputs = L.GlobalAveragePooling2D(name="gap")(joined)
+    got = plan(outputs, inputs, ["stem", "b1", "b2", "b3"])
+    assert got == OutputPlan({}, {"joined": (None, None)}, {})
+
+
 def test_disabled_readers_do_not_count_as_quantizers():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="a")(inputs)

@@ -4,7 +4,12 @@ import tensorflow as tf
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer
+from keras_qat.quantizers import (
+    InputQuantizeLayer,
+    OutputQuantizeLayer,
+    TrackedRangeQuantizer,
+    UlqQuantizer,
+)
 from keras_qat.quantizers.requantize import file_requantize, op_grid, pooled_levels
 from tests import reference
 
@@ -103,26 +108,35 @@ def test_a_reader_of_a_pooled_grid_and_its_gradients():
     np.testing.assert_allclose([g.numpy() for g in grads], [want_min, want_max], rtol=1e-4)
 
 
-def test_a_reader_of_a_concatenation_requantizes_its_slices_on_grids():
+@pytest.mark.parametrize("kind", ["input", "output"])
+def test_a_reader_of_a_concatenation_requantizes_its_slices_on_grids(kind):
     # DenseNet's pattern: a block's input, held on its reader's grid, joins
     # new features, which the file writes on the concatenation's grid
-    # directly; behind a max pooling a grid stays a grid.
+    # directly; behind a max pooling a grid stays a grid. The reader is an
+    # input quantizer (INT4 here), or the output quantizer of a
+    # concatenation no quantized layer reads (8 bits over a tracked range).
     inputs = keras.Input((6, 6, 1))
     source = InputQuantizeLayer(UlqQuantizer("INT8", clip_min=-1.0, clip_max=1.4), name="source")
     rounded = source(inputs)
     pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same")(rounded)
     joined = keras.layers.Concatenate()([rounded, inputs, pooled])
-    reader = InputQuantizeLayer(UlqQuantizer("INT4"), name="reader")
+    if kind == "input":
+        reader, bits = InputQuantizeLayer(UlqQuantizer("INT4"), name="reader"), 4
+    else:
+        reader, bits = OutputQuantizeLayer(name="reader"), 8
     model = keras.Model(inputs, [rounded, pooled, reader(joined)])
-    reader.quantizer.assign_clip_range(reader.quantizer_vars, -0.45, 0.6)
+    if kind == "input":
+        reader.quantizer.assign_clip_range(reader.quantizer_vars, -0.45, 0.6)
+    else:
+        TrackedRangeQuantizer.assign_range(reader.quantizer_vars, -0.45, 0.6)
     assert reader.grid_sources == [source, None, source]
     x = np.random.default_rng(4).uniform(-1.2, 1.6, (2, 6, 6, 1)).astype("f4")
     on_grid, pooled_grid, got = (y.numpy() for y in model(x))
     in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
     want = [
-        reference.file_requantize(np.round(on_grid / in_scale), in_scale, -0.45, 0.6, 4),
-        reference.ulq(x, -0.45, 0.6, 4),
-        reference.file_requantize(np.round(pooled_grid / in_scale), in_scale, -0.45, 0.6, 4),
+        reference.file_requantize(np.round(on_grid / in_scale), in_scale, -0.45, 0.6, bits),
+        reference.ulq(x, -0.45, 0.6, bits),
+        reference.file_requantize(np.round(pooled_grid / in_scale), in_scale, -0.45, 0.6, bits),
     ]
     np.testing.assert_allclose(got, np.concatenate(want, axis=-1), atol=1e-6)
 
