@@ -23,8 +23,9 @@ def quant_report(qat_model):
         `weight_scale_max`, and for layers whose output is quantized too
         (no input quantizer reads it: see `TrackedRangeQuantizer`)
         `output_range_min` and `output_range_max`, before the sigmoid, tanh
-        or softmax of a model output (`ActivatedOutputQuantizer`). Clips that training sent
-        to NaN or infinity show as such (export refuses them).
+        or softmax of a model output (`ActivatedOutputQuantizer`). Clips
+        that training sent to NaN or infinity show as such (export refuses
+        them).
 
     Raises:
         UnsupportedModelError: if the model holds no keras_qat quantizer.

@@ -220,10 +220,7 @@ def joining_concatenations(model, ranged):
         if readers and all(isinstance(reader, OutputQuantizeLayer) for reader in readers):
             carrying.add(layer.name)  # its range is that quantizer's
             continue
-        if _quantizer_union(consumers.get(layer.name)) is None:
-            joined = carrying | quantizers
-        else:
-            joined = carrying
+        joined = carrying | quantizers if _quantizer_union(readers) is None else carrying
         if any(_carries_range(p, sources, joined) for p in sources.get(layer.name, [])):
             joins.append(layer.name)
             carrying.add(layer.name)
