@@ -17,7 +17,7 @@ from keras_qat.tflite.ops import (
     bias_steps,
     buffer_users,
     builtin_code,
-    own_buffer,
+    store_bias,
 )
 
 # Bias scales this close to the expected one are float rounding, not staleness.
@@ -44,8 +44,4 @@ def repair_bias_scales(model):
             if np.all(np.abs(actual / expected - 1) <= _RELATIVE_TOLERANCE):
                 continue
             stored = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.int32)
-            values = stored * (actual / expected)
-            limit = np.iinfo(np.int32)
-            values = np.clip(np.round(values), limit.min, limit.max).astype(np.int32)
-            own_buffer(model, bias, users).data = values.view(np.uint8)
-            bias.quantization.scale = expected.astype(np.float32).tolist()
+            store_bias(model, bias, stored * (actual / expected), expected, users)

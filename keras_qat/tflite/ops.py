@@ -158,3 +158,21 @@ def own_buffer(tflite, tensor, users):
         tensor.buffer = len(tflite.buffers) - 1
         users[tensor.buffer] = 1
     return tflite.buffers[tensor.buffer]
+
+
+def store_bias(tflite, tensor, values, steps, users):
+    """Stores `values`, counted in `steps`, as the int32 bias `tensor` on scale `steps`.
+
+    Args:
+        tflite: A `.tflite` model as a flatbuffer object.
+        tensor: The op's int32 bias tensor.
+        values: The bias in units of its step (float), one per channel.
+        steps: Its step, `bias_steps` (one, or per channel).
+        users: `buffer_users(tflite)`: the bias is written into a buffer of
+            its own (`own_buffer`).
+    """
+    limit = np.iinfo(np.int32)
+    integers = np.clip(np.round(values), limit.min, limit.max).astype(np.int32)
+    own_buffer(tflite, tensor, users).data = integers.view(np.uint8)
+    tensor.quantization.scale = np.asarray(steps, np.float32).tolist()
+    tensor.quantization.zeroPoint = [0] * len(tensor.quantization.scale)

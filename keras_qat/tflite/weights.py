@@ -27,6 +27,7 @@ from keras_qat.tflite.ops import (
     buffer_users,
     builtin_code,
     own_buffer,
+    store_bias,
 )
 
 _OPS = schema.BuiltinOperator
@@ -118,12 +119,7 @@ def _set_bias(tflite, subgraph, op, code, weight_scales_, bias, users):
     data, bias_tensor = found
     # One step per weight scale (one, or per channel), as the runtime expects.
     steps = bias_steps(data, weight_scales_)
-    limit = np.iinfo(np.int32)
-    values = np.round(bias / np.broadcast_to(steps, bias.shape))
-    values = np.clip(values, limit.min, limit.max).astype(np.int32)
-    own_buffer(tflite, bias_tensor, users).data = values.view(np.uint8)
-    bias_tensor.quantization.scale = steps.astype(np.float32).tolist()
-    bias_tensor.quantization.zeroPoint = [0] * len(steps)
+    store_bias(tflite, bias_tensor, bias / np.broadcast_to(steps, bias.shape), steps, users)
 
 
 def pin_weights(tflite, model):
