@@ -12,6 +12,30 @@ SCALE_KEEPING = (
     keras.layers.MaxPooling2D,
 )
 
+# Weightless layers the converter makes pure ops of: two equal ops on the same
+# tensors are merged into one, so the file holds one output tensor for them.
+MERGED_WHEN_REPEATED = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.Permute,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.UpSampling2D,
+)
+
 # Layers the .tflite computes in float, with DEQUANTIZE and QUANTIZE at their
 # borders, and the QAT model in float too. TFLite has no int8 kernel for a
 # LayerNormalization: int8, its decomposition would round the mean, the

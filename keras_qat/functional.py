@@ -145,6 +145,21 @@ def sole_reader_links(container):
                 yield inbound[0][0], node.layer
 
 
+def calls(container):
+    """Yields `(layer, args, kwargs)` for each of `container`'s own calls, inputs first.
+
+    Args:
+        container: A Functional model.
+
+    Yields:
+        The layer called and the arguments of that call (Keras tensors).
+    """
+    for depth in sorted(container._nodes_by_depth, reverse=True):
+        for node in container._nodes_by_depth[depth]:
+            if not node.is_input:
+                yield node.layer, node.call_args, node.call_kwargs
+
+
 def replay(container, inputs, call):
     """Runs `container`'s graph node by node on new `inputs`, as tf_keras's Functional model does.
 

@@ -112,6 +112,27 @@ def file_requantize(levels, in_scale, clip_min, clip_max, bits):
     return level * scale + low
 
 
+def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
+    """LiteRT's built-in int8 RELU on levels >= 0, in C integers.
+
+    `QuantizeMultiplier` of the scale ratio (31-bit q, shift), then
+    `MultiplyByQuantizedMultiplier`: `SaturatingRoundingDoublingHighMul`
+    and `RoundingDivideByPOT`.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    fraction, shift = np.frexp(np.float64(np.float32(in_scale)) / np.float64(scale))
+    q = int(np.floor(fraction * 2.0**31 + 0.5))
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    x = np.asarray(levels, np.int64) << max(shift, 0)
+    high = (x * q + 2**30) >> 31  # non-negative: C's division is the floor
+    right = max(-shift, 0)
+    mask = (1 << right) - 1
+    shifted = (high >> right) + ((high & mask) > (mask >> 1))
+    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
 def int8_average_pool(raw, window):
     """LiteRT's int8 AVERAGE_POOL_2D on raw int8 values, `window` x `window`, stride 1, valid.
 

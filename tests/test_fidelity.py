@@ -132,6 +132,26 @@ def build_dense_block():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
+def build_nasnet_cell():
+    """NASNet's pattern: each branch applies its own ReLU to the cell's input.
+
+    The converter merges the equal ReLUs into one op, so the file holds one
+    tensor where the model has three, each read by a quantized layer.
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.BatchNormalization(name="bn1")(x)
+    a = L.Conv2D(8, 3, padding="same", name="left")(L.Activation("relu", name="left_relu")(x))
+    b = L.ZeroPadding2D(name="right_pad")(L.Activation("relu", name="right_relu")(x))
+    b = L.Conv2D(8, 3, name="right")(b)
+    c = L.Activation("relu", name="pool_relu")(x)
+    c = L.AveragePooling2D(3, strides=1, padding="same", name="pool")(c)
+    x = L.Concatenate(name="cell")([L.Add(name="add")([a, b]), c])
+    x = L.Conv2D(16, 3, activation="relu", name="conv3")(L.ReLU(name="cell_relu")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
 @pytest.fixture(
     scope="module",
     params=[
@@ -141,8 +161,17 @@ def build_dense_block():
         build_inception_cell,
         build_inception_tail,
         build_dense_block,
+        build_nasnet_cell,
     ],
-    ids=["plain", "residual", "squeeze_excite", "inception_cell", "inception_tail", "dense_block"],
+    ids=[
+        "plain",
+        "residual",
+        "squeeze_excite",
+        "inception_cell",
+        "inception_tail",
+        "dense_block",
+        "nasnet_cell",
+    ],
 )
 def float_model(request, digits):
     keras.utils.set_random_seed(0)

@@ -8,6 +8,7 @@ from keras_qat._keras import keras, tfmot
 from keras_qat.attention import open_attention
 from keras_qat.converter_facts import is_opaque
 from keras_qat.errors import UnsupportedModelError
+from keras_qat.graph.repeated_layers import merge_repeated_layers
 from keras_qat.graph.standalone_batch_norms import spell_out_batch_norms
 from keras_qat.keras3 import as_tf_keras
 from keras_qat.layer_table import layer_spec
@@ -117,7 +118,8 @@ def checked_model(model):
     Returns:
         `model` itself, or its rebuild: as tf_keras for a Keras 3 model
         (`keras3.as_tf_keras`), with attention layers opened up
-        (`attention`) and standalone BatchNormalizations as convolutions
+        (`attention`), repeated weightless layers made one
+        (`repeated_layers`) and standalone BatchNormalizations as convolutions
         (`standalone_batch_norms`).
 
     Raises:
@@ -125,7 +127,7 @@ def checked_model(model):
     """
     model = as_tf_keras(model)
     check_model(model)
-    model = spell_out_batch_norms(open_attention(model))
+    model = spell_out_batch_norms(open_attention(merge_repeated_layers(model)))
     _warn_of_opaque_layers(model)
     return model
 

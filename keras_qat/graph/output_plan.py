@@ -15,7 +15,9 @@ fake-quant before it), in an `OutputQuantizeLayer` after the ReLU, as after
 an Add. A tensor read by an input quantizer and by other layers gets that
 quantizer in front of all its readers (`shared_inputs`). The inputs of a
 Concatenate are written on its one scale: where no input quantizer reads the
-concatenation, its output is rounded, on a tracked range of its own.
+concatenation directly (a ReLU after it is an int8 RELU of its own, which
+requantizes, as in NASNet's cells), its output is rounded, on a tracked
+range of its own.
 """
 
 from typing import NamedTuple
@@ -43,10 +45,15 @@ def _readers(name, consumers):
 
 
 def _fused_end(layer, consumers):
-    """The layer whose output is the tensor the file holds: `layer`, or a ReLU fused into it."""
+    """The layer whose output is the tensor the file holds: `layer`, or a ReLU fused into it.
+
+    The converter fuses no activation into a CONCATENATION: a ReLU after one
+    is a RELU op of its own, which requantizes the concatenation's int8 output.
+    """
     after = consumers.get(layer.name, [])
     if (
-        len(after) == 1
+        not isinstance(layer, keras.layers.Concatenate)
+        and len(after) == 1
         and after[0] is not None
         and functional.called_once(after[0])
         and fused_activation(after[0])

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from keras_qat._keras import keras
-from keras_qat.converter_facts import SCALE_KEEPING
+from keras_qat.converter_facts import SCALE_KEEPING, activation_bounds, fused_activation
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.ulq import UlqQuantizer
@@ -17,15 +17,18 @@ class _Piece(NamedTuple):
 
     Attributes:
         width: Its size along the concatenation axis (`None`: the whole input).
-        source: A weakref to the `InputQuantizeLayer` whose grid the slice is
+        source: A weakref to the `RequantizingLayer` whose grid the slice is
             on in the file (the source's variables are its own), or `None`
             for a float slice.
         pooled: Whether an int8 average pooling of that grid wrote it.
+        relu: Whether an int8 RELU of that grid writes it on the reader's
+            grid (requantizing in its own arithmetic).
     """
 
     width: int | None
     source: weakref.ref | None
-    pooled: bool
+    pooled: bool = False
+    relu: bool = False
 
 
 def _producer(tensor):
@@ -34,28 +37,38 @@ def _producer(tensor):
     return layer, tf.nest.flatten(layer.inbound_nodes[node_index].keras_inputs)
 
 
+def _plain_relu(layer):
+    """Whether the file computes `layer` as an int8 RELU (no ceiling, slope or threshold)."""
+    return fused_activation(layer) and activation_bounds(layer) == (0.0, None)
+
+
 def _grid_piece(tensor, width):
     """The grid `tensor` is on in the file, as a `_Piece` of size `width`.
 
-    `tensor` is on an `InputQuantizeLayer`'s grid when that layer produced
+    `tensor` is on a `RequantizingLayer`'s grid when that layer produced
     it, behind layers that keep the scale (max pooling, padding, reshapes)
     and at most one average pooling (an int8 average pooling keeps its
     input's grid; after two, the Keras values no longer tell the first
-    one's rounded sums).
+    one's rounded sums). A ReLU read directly (not fused into the op before
+    it, as after a Concatenate) leaves a grid that its RELU op requantizes.
     """
-    pooled = False
+    pooled = relu = False
+    if getattr(tensor, "_keras_history", None) is not None:
+        layer, inputs = _producer(tensor)
+        if _plain_relu(layer) and len(inputs) == 1:
+            relu, tensor = True, inputs[0]
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
-        if isinstance(layer, InputQuantizeLayer):
-            return _Piece(width, weakref.ref(layer), pooled)
+        if isinstance(layer, RequantizingLayer):
+            return _Piece(width, weakref.ref(layer), pooled, relu)
         pooling = isinstance(layer, keras.layers.AveragePooling2D)
-        if len(inputs) != 1 or (pooled and pooling):
+        if len(inputs) != 1 or (pooled and pooling) or (relu and pooling):
             break
         if not (pooling or isinstance(layer, SCALE_KEEPING)):
             break
         pooled = pooled or pooling
         tensor = inputs[0]
-    return _Piece(width, None, False)
+    return _Piece(width, None)
 
 
 def on_a_grid(tensor):
@@ -67,7 +80,8 @@ def on_a_grid(tensor):
     Returns:
         A bool.
     """
-    return _grid_piece(tensor, None).source is not None
+    piece = _grid_piece(tensor, None)
+    return piece.source is not None and not piece.relu
 
 
 def _grid_pieces(tensor):
@@ -84,7 +98,7 @@ def _grid_pieces(tensor):
     axis = history.layer.axis % len(tensor.shape)
     pieces = [_grid_piece(joined, joined.shape[axis]) for joined in inputs]
     if any(piece.width is None for piece in pieces):  # no static size to slice by
-        return None, [_Piece(None, None, False)]
+        return None, [_Piece(None, None)]
     return axis, pieces
 
 
@@ -107,7 +121,7 @@ class RequantizingLayer(QuantizerLayer):
 
     def __init__(self, quantizer, **kwargs):
         super().__init__(quantizer, **kwargs)
-        self._axis, self._pieces = None, [_Piece(None, None, False)]
+        self._axis, self._pieces = None, [_Piece(None, None)]
 
     def __call__(self, inputs, *args, **kwargs):
         if getattr(inputs, "_keras_history", None) is not None:
@@ -159,6 +173,9 @@ class RequantizingLayer(QuantizerLayer):
         if piece.source is None:
             return outputs
         in_scale, zero_point, _ = piece.source().grid()
+        if piece.relu:
+            levels = tf.round(inputs / in_scale)
+            return requantize.relu_requantize(levels, in_scale, self.grid(), self.bits)
         if piece.pooled:
             levels = requantize.pooled_levels(inputs, in_scale, zero_point)
         else:

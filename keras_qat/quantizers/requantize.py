@@ -15,9 +15,18 @@ fake-quant op's:
 - LiteRT's built-in int8 `AVERAGE_POOL_2D` (the XNNPACK of ai-edge-litert
   2.3 declines int8 pooling) rounds the sum of the raw int8 values (zero point included) over the
   window's valid positions half away from zero.
+- LiteRT's built-in int8 `RELU`, which requantizes where its input and
+  output scales differ (a ReLU after a Concatenate, which the converter
+  does not fuse; the file ran it outside XNNPACK), multiplies in fixed
+  point (`QuantizeMultiplier`, `MultiplyByQuantizedMultiplier`): for a
+  ratio below 1 the level times a 31-bit multiplier is rounded to an
+  integer first, then shifted right with rounding, so an int8 level
+  keeps only a few fractional bits and rounds twice (at ratio 0.139, 0.625
+  above an integer already rounds up).
 
 `pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
-`m * level` stay below 2^24 (int8 levels do).
+`m * level` stay below 2^24 (int8 levels do); `relu_requantize` in float64,
+exact while the level times the multiplier stays below 2^53.
 """
 
 import tensorflow as tf
@@ -82,8 +91,54 @@ def file_requantize(levels, in_scale, out_grid, num_bits):
         The output values, computed as the fake-quant op writes them
         (`level * scale + low`).
     """
-    out_scale, zero_point, low = out_grid
-    multiplier = tf.round(256.0 * (in_scale / out_scale))  # lrintf: half to even
-    shifted = tf.floor((levels * multiplier + 128.0) / 256.0)
-    level = tf.clip_by_value(shifted + zero_point, 0.0, float(2**num_bits - 1))
-    return level * out_scale + low
+    multiplier = tf.round(256.0 * (in_scale / out_grid[0]))  # lrintf: half to even
+    return _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
+
+
+def _on_grid(levels, grid, num_bits):
+    """The values of `levels` (above the zero point) on `grid`, clipped to its `num_bits` levels."""
+    scale, zero_point, low = grid
+    return tf.clip_by_value(levels + zero_point, 0.0, float(2**num_bits - 1)) * scale + low
+
+
+def _quantized_multiplier(ratio):
+    """TFLite's `QuantizeMultiplier`: `(q, shift)`, ratio = q * 2^(shift - 31), q a 31-bit integer.
+
+    Args:
+        ratio: A positive float64 scalar tensor.
+
+    Returns:
+        `(q, shift)` as float64 scalar tensors.
+    """
+    two = tf.constant(2.0, tf.float64)
+    shift = tf.floor(tf.math.log(ratio) / tf.math.log(two)) + 1.0
+    fraction = ratio / tf.pow(two, shift)
+    # log2 may land one off at a power of two: bring the fraction into [0.5, 1).
+    shift += tf.cast(fraction >= 1.0, tf.float64) - tf.cast(fraction < 0.5, tf.float64)
+    fraction = ratio / tf.pow(two, shift)
+    q = tf.floor(fraction * 2.0**31 + 0.5)
+    carry = q >= 2.0**31
+    return tf.where(carry, q / 2.0, q), tf.where(carry, shift + 1.0, shift)
+
+
+def relu_requantize(levels, in_scale, out_grid, num_bits):
+    """LiteRT's built-in int8 `RELU` of `levels` on step `in_scale`, onto `out_grid`.
+
+    Args:
+        levels: Float32 integers >= 0: the input's levels above its zero
+            point, after the ReLU (the file's RELU writes the zero point for
+            any level below it).
+        in_scale, out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    ratio = tf.cast(in_scale, tf.float64) / tf.cast(out_grid[0], tf.float64)
+    q, shift = _quantized_multiplier(ratio)
+    left = tf.pow(tf.constant(2.0, tf.float64), tf.maximum(shift, 0.0))
+    right = tf.pow(tf.constant(2.0, tf.float64), tf.maximum(-shift, 0.0))
+    # SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT (both half
+    # up on the non-negative products here).
+    high = tf.floor((tf.cast(levels, tf.float64) * left * q + 2.0**30) / 2.0**31)
+    shifted = tf.floor((high + tf.floor(right / 2.0)) / right)
+    return _on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)

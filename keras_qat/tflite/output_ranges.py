@@ -50,9 +50,10 @@ class RangedOutput(AroundLayer):
 def _twins(model):
     """Layer name -> the names of all layers computing the same tensor as it.
 
-    Weightless layers of one class and config on the same input (NASNet
-    applies five identical ReLUs to its stem) are one tensor to the
-    converter, which merges them: what ranges one ranges all.
+    Weightless layers of one class and config on the same input are one
+    tensor to the converter, which merges them: what ranges one ranges all.
+    Those of the classes `graph.repeated_layers` knows (NASNet's ReLUs)
+    were made one layer at the door; this finds the others (Lambdas).
     """
     sources = functional.sources(model)
     groups = {}

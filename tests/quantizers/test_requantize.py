@@ -10,7 +10,12 @@ from keras_qat.quantizers import (
     TrackedRangeQuantizer,
     UlqQuantizer,
 )
-from keras_qat.quantizers.requantize import file_requantize, op_grid, pooled_levels
+from keras_qat.quantizers.requantize import (
+    file_requantize,
+    op_grid,
+    pooled_levels,
+    relu_requantize,
+)
 from tests import reference
 
 # (source clip, source bits, reader clip, reader bits): INT8 onto INT4 (the
@@ -46,6 +51,30 @@ def test_requantize_rounds_a_half_up():
     levels = tf.constant([2.0, 6.0, 10.0, -2.0], tf.float32)
     got = file_requantize(levels, grid[0] / 4, grid, 4)
     np.testing.assert_allclose(got.numpy(), [0.1, 0.2, 0.3, 0.0], atol=1e-6)
+
+
+# (input step, reader clip, reader bits): NASNet's cell under W4A4 (a
+# concatenation's INT8 step onto an INT4 grid, ratio 0.139), a ratio of
+# exactly 1/4, and a ratio above 1 (INT8 onto a finer INT8 grid).
+RELU_CASES = [
+    (0.086012371, (0.0, 9.3067306), 4),
+    (None, (0.0, 1.5), 4),
+    (0.086033478, (0.0, 12.22553), 8),
+]
+
+
+@pytest.mark.parametrize(("in_scale", "reader", "bits"), RELU_CASES)
+def test_relu_requantize_matches_litert_fixed_point(in_scale, reader, bits):
+    grid = op_grid(*reader, bits)
+    in_scale = grid[0].numpy() / 4 if in_scale is None else np.float32(in_scale)
+    levels = np.arange(0, 256)
+    got = relu_requantize(tf.constant(levels, tf.float32), in_scale, grid, bits)
+    want = reference.litert_relu_requantize(levels, in_scale, *reader, bits)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    # Below a ratio of 1 the level rounds twice: at 1/4, level 1 (0.25 of
+    # a step) already writes 1; above 1 it rounds once, as the fake-quant.
+    once = reference.ulq(levels * in_scale, *reader, bits)
+    assert np.any(np.abs(once - want) > 1e-6) == (bits == 4)
 
 
 @pytest.mark.parametrize("zero_point", [0, 37, 255])
@@ -139,6 +168,25 @@ def test_a_reader_of_a_concatenation_requantizes_its_slices_on_grids(kind):
         reference.file_requantize(np.round(pooled_grid / in_scale), in_scale, -0.45, 0.6, bits),
     ]
     np.testing.assert_allclose(got, np.concatenate(want, axis=-1), atol=1e-6)
+
+
+def test_a_reader_behind_a_relu_writes_what_the_files_relu_writes():
+    # NASNet's pattern: a concatenation's output quantizer, then a ReLU the
+    # converter does not fuse; its RELU op requantizes to the reader's grid.
+    inputs = keras.Input((6, 6, 1))
+    source = OutputQuantizeLayer(name="source")
+    rounded = source(keras.layers.Concatenate()([inputs, inputs]))
+    reader = InputQuantizeLayer(UlqQuantizer("INT4"), name="reader")
+    model = keras.Model(inputs, [rounded, reader(keras.layers.ReLU()(rounded))])
+    TrackedRangeQuantizer.assign_range(source.quantizer_vars, -2.3, 8.6)
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 9.3)
+    assert reader.grid_sources == [source]
+    x = np.random.default_rng(5).uniform(-3.0, 9.0, (2, 6, 6, 1)).astype("f4")
+    on_grid, got = (y.numpy() for y in model(x))
+    in_scale = op_grid(-2.3, 8.6, 8)[0].numpy()
+    levels = np.maximum(np.round(on_grid / in_scale), 0)
+    want = reference.litert_relu_requantize(levels, in_scale, 0.0, 9.3, 4)
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_a_quantizer_called_on_a_float_tensor_reads_no_grid():
