@@ -1,5 +1,6 @@
 """apply_retrain_config: validate, walk, calibrate, quantize. The input model is never modified."""
 
+from keras_qat._keras import keras
 from keras_qat.calibration.collect import calibrate
 from keras_qat.config.validate import read_retrain_config
 from keras_qat.errors import ConfigError
@@ -11,6 +12,7 @@ from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
 from keras_qat.quantizers.introspection import output_range_vars
 from keras_qat.quantizers.ranges import bits_of
+from keras_qat.quantizers.wrapper import separable_depthwise
 
 
 @with_graph_recursion_room
@@ -77,7 +79,13 @@ def apply_retrain_config(model, config, calibration_data=None):
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}
     clip_ranges, output_ranges = {}, {}
     tracked = [*plan.wrappers, *plan.tensors]  # names of the layers whose output is tracked
-    if calibration_data is not None and (to_calibrate or tracked):
+    # The int8 tensor inside each SeparableConv2D, between its two ops.
+    between = {
+        name: separable_depthwise(layer, layer.input, layer.depthwise_kernel.numpy())
+        for name in retrain.enabled_layers
+        if isinstance(layer := float_model.get_layer(name), keras.layers.SeparableConv2D)
+    }
+    if calibration_data is not None and (to_calibrate or tracked or between):
         calibrated = [name for name in to_calibrate if name not in later_readers]
         settings = {
             key: (bits_of(retrain.layers[owners[key]].retrain_data_config.dst_type), fixed_min[key])
@@ -85,6 +93,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         }
         inputs = {name: float_copy.layer_inputs[name] for name in calibrated}
         outputs = {name: float_model.get_layer(name).output for name in tracked}
+        outputs.update({(name, "between"): tensor for name, tensor in between.items()})
         clip_ranges, output_ranges = calibrate(
             float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
         )
@@ -104,7 +113,9 @@ def apply_retrain_config(model, config, calibration_data=None):
         if layer is not None:
             UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
     for name, (low, high) in output_ranges.items():
-        if name in builder.output_quantizers:
+        if isinstance(name, tuple):
+            variables = qat_model.get_layer(name[0]).intermediate_vars
+        elif name in builder.output_quantizers:
             variables = builder.output_quantizers[name].quantizer_vars
         else:
             variables = output_range_vars(qat_model.get_layer(name))

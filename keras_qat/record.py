@@ -5,7 +5,9 @@ offset (`scale_d`, `offset_d`, signed storage: int8 offset = uint8 zero point
 - 128), its clip bounds, and per kernel the weight scales per channel
 (`scale_w`) with their offsets (`offset_w`, always 0: ARQ is symmetric), and
 the bit widths; for a layer whose output is quantized too (no input
-quantizer reads it), the output's `scale_o` and `offset_o`. Scales and
+quantizer reads it), the output's `scale_o` and `offset_o`; for a
+`SeparableConv2D`, the int8 tensor's between its two ops, `scale_i` and
+`offset_i` (its pointwise op's input). Scales and
 offsets are those of the fake-quant ops, the values the TFLite converter
 writes into the .tflite.
 """
@@ -13,6 +15,7 @@ writes into the .tflite.
 from keras_qat.quantizers.introspection import (
     checked_quantized_layers,
     clip_range,
+    intermediate_range,
     output_range,
     weight_scales,
 )
@@ -71,4 +74,8 @@ def quant_record(qat_model):
         if tracked is not None:
             scale, offset = input_scale_and_offset(*tracked, 8)
             record[name].update(output_bits=8, scale_o=scale, offset_o=offset)
+        between = intermediate_range(wrapper)
+        if between is not None:
+            scale, offset = input_scale_and_offset(*between, 8)
+            record[name].update(scale_i=scale, offset_i=offset)
     return record

@@ -5,6 +5,7 @@ import numpy as np
 from keras_qat.quantizers.introspection import (
     checked_quantized_layers,
     clip_range,
+    intermediate_range,
     output_range,
     weight_scales,
 )
@@ -23,7 +24,9 @@ def quant_report(qat_model):
         `weight_scale_max`, and for layers whose output is quantized too
         (no input quantizer reads it: see `TrackedRangeQuantizer`)
         `output_range_min` and `output_range_max`, before the sigmoid, tanh
-        or softmax of a model output (`ActivatedOutputQuantizer`). Clips
+        or softmax of a model output (`ActivatedOutputQuantizer`), and for a
+        `SeparableConv2D` `intermediate_range_min` and
+        `intermediate_range_max` (the int8 tensor between its two ops). Clips
         that training sent to NaN or infinity show as such (export refuses
         them).
 
@@ -53,4 +56,8 @@ def quant_report(qat_model):
         tracked = output_range(wrapper)
         if tracked is not None:
             report[name].update(output_range_min=tracked[0], output_range_max=tracked[1])
+        between = intermediate_range(wrapper)
+        if between is not None:
+            low, high = between
+            report[name].update(intermediate_range_min=low, intermediate_range_max=high)
     return report

@@ -136,12 +136,15 @@ def build_nasnet_cell():
     """NASNet's pattern: each branch applies its own ReLU to the cell's input.
 
     The converter merges the equal ReLUs into one op, so the file holds one
-    tensor where the model has three, each read by a quantized layer.
+    tensor where the model has three, each read by a quantized layer. A
+    separable convolution is two ops in the file, with an int8 tensor
+    between them.
     """
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = L.BatchNormalization(name="bn1")(x)
-    a = L.Conv2D(8, 3, padding="same", name="left")(L.Activation("relu", name="left_relu")(x))
+    a = L.Activation("relu", name="left_relu")(x)
+    a = L.SeparableConv2D(8, 3, padding="same", name="left")(a)
     b = L.ZeroPadding2D(name="right_pad")(L.Activation("relu", name="right_relu")(x))
     b = L.Conv2D(8, 3, name="right")(b)
     c = L.Activation("relu", name="pool_relu")(x)

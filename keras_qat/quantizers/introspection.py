@@ -48,6 +48,21 @@ def output_range(wrapper):
     return float(variables["range_min"].numpy()), float(variables["range_max"].numpy())
 
 
+def intermediate_range(wrapper):
+    """`(range_min, range_max)` of the int8 tensor inside a `SeparableConv2D`, or `None`.
+
+    Args:
+        wrapper: A `QuantizeWrapperV2` built by the walker.
+
+    Returns:
+        Two floats for a `QatWrapper` of a `SeparableConv2D`, else `None`.
+    """
+    variables = getattr(wrapper, "intermediate_vars", None)
+    if variables is None:
+        return None
+    return float(variables["range_min"].numpy()), float(variables["range_max"].numpy())
+
+
 def quantized_layers(qat_model):
     """Returns `(input quantizer layers, weight wrappers)` of a QAT model, by target name.
 

@@ -2,8 +2,11 @@
 
 import weakref
 
+import tensorflow as tf
+
 from keras_qat import functional
-from keras_qat._keras import tfmot
+from keras_qat._keras import keras, tfmot
+from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
 # INT4 kernels are stored in the .tflite as int8 values 16 k on the step s / 16
 # (see `tflite.weights`), which makes the bias's step 16 times finer too.
@@ -42,6 +45,31 @@ def quantized_variables(wrapper):
     return [variable for variable, _, _ in wrapper._weight_vars]
 
 
+def separable_depthwise(layer, inputs, kernel):
+    """The first of a `SeparableConv2D`'s two ops: its depthwise convolution of `inputs`.
+
+    Args:
+        layer: The `SeparableConv2D` (channels last).
+        inputs: Its input tensor.
+        kernel: The depthwise kernel to convolve with.
+
+    Returns:
+        The tensor between the two ops.
+    """
+    return tf.nn.depthwise_conv2d(
+        inputs, kernel, (1, *layer.strides, 1), layer.padding.upper(), dilations=layer.dilation_rate
+    )
+
+
+def _quantized(quantizer, values, training, variables):
+    """`quantizer` applied to `values`, in training or inference mode as `training` says."""
+    return tf.__internal__.smart_cond.smart_cond(
+        training,
+        lambda: quantizer(values, True, variables),
+        lambda: quantizer(values, False, variables),
+    )
+
+
 class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     """TFMOT's `QuantizeWrapperV2`, which also gives its bias the file's grid.
 
@@ -51,7 +79,21 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     walker's graph (the QAT model, a clone, a model loaded from a file,
     export's copy), it keeps a reference to that layer, from which
     `bias_step` takes the input's step.
+
+    A `SeparableConv2D` is two ops in the file, `DEPTHWISE_CONV_2D` then a
+    1x1 `CONV_2D`, and the tensor between them is int8: the wrapper computes
+    the two convolutions apart and rounds the tensor between them on an
+    8-bit range it tracks (`TrackedRangeQuantizer`, its variables
+    `intermediate_range_min`/`_max`), which export gives the file. The
+    bias is added by the second op, on that tensor's step times the
+    pointwise kernel's.
     """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.intermediate_vars = None
+        if isinstance(self.layer, keras.layers.SeparableConv2D):
+            self.intermediate_vars = TrackedRangeQuantizer().build(None, "intermediate", self)
 
     def __call__(self, inputs, *args, **kwargs):
         source = functional.producing_layer(inputs)
@@ -59,20 +101,56 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
             self._input_quantizer = weakref.ref(source)
         return super().__call__(inputs, *args, **kwargs)
 
+    def call(self, inputs, training=None, **kwargs):
+        if self.intermediate_vars is None:
+            return super().call(inputs, training=training, **kwargs)
+        if training is None:
+            training = keras.backend.learning_phase()
+        # TFMOT's call (quantized weights, the layer's computation, the
+        # output quantizer), with the separable convolution as its two ops.
+        quantized = [
+            _quantized(quantizer, weight, training, variables)
+            for weight, quantizer, variables in self._weight_vars
+        ]
+        layer = self.layer
+        depthwise, pointwise, *bias = quantized
+        between = separable_depthwise(layer, inputs, depthwise)
+        between = _quantized(TrackedRangeQuantizer(), between, training, self.intermediate_vars)
+        outputs = tf.nn.conv2d(between, pointwise, 1, "VALID")
+        if bias:
+            outputs = tf.nn.bias_add(outputs, bias[0])
+        outputs = layer.activation(outputs)
+        if not self._output_quantizers:
+            return outputs
+        return _quantized(
+            self._output_quantizers[0], outputs, training, self._output_quantizer_vars
+        )
+
+    def intermediate_step(self):
+        """The step of a `SeparableConv2D`'s int8 tensor between its two ops, or `None`."""
+        if self.intermediate_vars is None:
+            return None
+        low, high = self.intermediate_vars["range_min"], self.intermediate_vars["range_max"]
+        return (high - low) / 255.0
+
     def bias_step(self):
         """The step of the bias in the file, `input step * weight step`, or `None` if unknown.
 
+        The input is the intermediate tensor for a `SeparableConv2D` (the
+        weight its pointwise kernel), else the input quantizer's output.
+
         Returns:
             A float tensor (a scalar, or one per output channel), or `None`
-            when the wrapper has no input quantizer reference or the op does
-            not add the bias on that step.
+            when the wrapper has no input quantizer reference.
         """
-        reference = getattr(self, "_input_quantizer", None)
-        input_layer = reference() if reference is not None else None
-        if input_layer is None or len(self.quantize_config.kernels) != 1:
-            return None  # SeparableConv2D: its bias is on the intermediate tensor's step
-        input_step = input_layer.input_step()
-        ((kernel, kernel_quantizer, variables),) = kernel_entries(self)
+        input_step = self.intermediate_step()
+        if input_step is None:
+            reference = getattr(self, "_input_quantizer", None)
+            input_layer = reference() if reference is not None else None
+            if input_layer is None:
+                return None
+            input_step = input_layer.input_step()
+        kernel, kernel_quantizer, variables = kernel_entries(self)[-1]
         weight_step = kernel_quantizer.scale(kernel, variables)
         if self.quantize_config.dst_type == "INT4":
             weight_step = weight_step / INT4_SPREAD

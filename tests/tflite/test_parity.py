@@ -63,7 +63,6 @@ CASES = [
         L.SeparableConv2D(5, 3),
         (6, 6, 3),
         {"DEPTHWISE_CONV_2D": "depthwise_kernel", "CONV_2D": "pointwise_kernel"},
-        steps=2,  # the tensor between its two ops is int8 in TFLite, float in Keras
         id="separable",
     ),
     case(L.Conv1D(5, 3), (10, 4), "CONV_2D", id="conv1d"),
