@@ -110,7 +110,7 @@ def apply_retrain_config(model, config, calibration_data=None):
     qat_model = builder.build()
     for key, (clip_max, clip_min) in clip_ranges.items():
         layer = builder.input_quantizers.get(key)  # none on a fixed grid (see the walker)
-        if layer is not None:
+        if layer is not None and not layer.follows_pooling:
             UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
     for name, (low, high) in output_ranges.items():
         if isinstance(name, tuple):

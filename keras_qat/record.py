@@ -53,7 +53,7 @@ def quant_record(qat_model):
     record = {}
     inputs, wrappers = checked_quantized_layers(qat_model, "quant_record")
     for name, layer in inputs.items():
-        bits = bits_of(layer.quantizer.dst_type)
+        bits = layer.bits
         clip_min, clip_max = clip_range(layer)
         scale, offset = input_scale_and_offset(clip_min, clip_max, bits)
         record[name] = {

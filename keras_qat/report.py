@@ -26,7 +26,11 @@ def quant_report(qat_model):
         `output_range_min` and `output_range_max`, before the sigmoid, tanh
         or softmax of a model output (`ActivatedOutputQuantizer`), and for a
         `SeparableConv2D` `intermediate_range_min` and
-        `intermediate_range_max` (the int8 tensor between its two ops). Clips
+        `intermediate_range_max` (the int8 tensor between its two ops), and
+        for a layer that reads an average pooling's grid instead of a range
+        of its own (`InputQuantizeLayer`'s `follows_pooling`)
+        `input_grid_of`, the quantizer whose grid that is (its clips are that
+        grid's, and `fixed_min` says whether its lower bound is 0). Clips
         that training sent to NaN or infinity show as such (export refuses
         them).
 
@@ -38,11 +42,13 @@ def quant_report(qat_model):
     for name, layer in inputs.items():
         clip_min, clip_max = clip_range(layer)
         report[name] = {
-            "fixed_min": layer.quantizer.fixed_min,
+            "fixed_min": clip_min == 0.0 if layer.follows_pooling else layer.quantizer.fixed_min,
             "clip_min": clip_min,
             "clip_max": clip_max,
-            "data_dst_type": layer.quantizer.dst_type,
+            "data_dst_type": f"INT{layer.bits}",
         }
+        if layer.follows_pooling:
+            report[name]["input_grid_of"] = layer.followed.name
     for name, wrapper in wrappers.items():
         config = wrapper.quantize_config
         scales = np.concatenate(list(weight_scales(wrapper).values()))

@@ -103,12 +103,17 @@ def zero_point(clip_min, clip_max, bits):
     return int(np.rint(-low / scale))
 
 
-def file_requantize(levels, in_scale, clip_min, clip_max, bits):
-    """XNNPACK's int8 QUANTIZE in integers: ((level * m + 128) >> 8), m = lrintf(256 * ratio)."""
+def file_requantize(levels, in_scale, clip_min, clip_max, bits, top=None):
+    """XNNPACK's int8 QUANTIZE in integers: ((level * m + 128) >> 8), m = lrintf(256 * ratio).
+
+    The result is clipped to levels 0 to `top` (default `2**bits - 1`; 255
+    for an INT4 grid's uncapped int8 carrier).
+    """
     low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
     multiplier = int(np.rint(np.float32(256) * (np.float32(in_scale) / np.float32(scale))))
     shifted = (np.asarray(levels, np.int64) * multiplier + 128) >> 8
-    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    top = 2**bits - 1 if top is None else top
+    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, top)
     return level * scale + low
 
 

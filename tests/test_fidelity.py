@@ -109,6 +109,13 @@ def build_inception_tail():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
+def dense_growth(x, name):
+    """DenseNet's layer: BatchNormalization, ReLU, convolution, joined to its input."""
+    new = L.ReLU(name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
+    new = L.Conv2D(8, 3, padding="same", activation="relu", name=name)(new)
+    return L.Concatenate(name=f"{name}_cat")([x, new])
+
+
 def build_dense_block():
     """DenseNet's pattern: each layer's output is concatenated to its input.
 
@@ -116,16 +123,16 @@ def build_dense_block():
     nothing (before a ReLU and a convolution), which keras_qat spells out as
     a 1x1 depthwise convolution; the concatenation's input, read by it too,
     is held on its input grid and requantized to the next concatenation's.
+    After the transition, the first one reads the pooling's output, which
+    the file requantizes onto the next concatenation's grid.
     """
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
-    for name in ("grow1", "grow2"):
-        new = L.ReLU(name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
-        new = L.Conv2D(8, 3, padding="same", activation="relu", name=name)(new)
-        x = L.Concatenate(name=f"{name}_cat")([x, new])
+    x = dense_growth(dense_growth(x, "grow1"), "grow2")
     x = L.ReLU(name="transition_relu")(L.BatchNormalization(name="transition_bn")(x))
     x = L.Conv2D(12, 1, use_bias=False, name="transition")(x)
     x = L.AveragePooling2D(name="transition_pool")(x)
+    x = dense_growth(x, "grow3")
     x = L.ReLU(name="last_relu")(L.BatchNormalization(name="last_bn")(x))
     x = L.Conv2D(16, 3, activation="relu", name="conv3")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)

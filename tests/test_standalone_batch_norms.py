@@ -86,17 +86,17 @@ def test_its_config_entry_goes_by_the_batch_norms_name_and_type(tmp_path):
     assert config["conv"]["retrain_weight_config"]["dst_type"] == "INT4"
 
 
-def test_one_reading_a_pooling_that_a_concatenation_joins_stays():
-    # DenseNet's first BatchNormalization after a transition: quantized, its
-    # input quantizer on the pooled tensor made the converter refuse the model.
+def test_one_reading_a_pooling_that_a_concatenation_joins_is_spelled_out_too():
+    # DenseNet's first BatchNormalization after a transition; its input
+    # quantizer follows the concatenation's grid (tests/test_fidelity.py's
+    # dense_block exports it exactly).
     inputs = keras.Input((8, 8, 2))
     x = L.AveragePooling2D(name="pool")(L.Conv2D(4, 1, name="conv")(inputs))
     grown = L.Conv2D(4, 1, name="grow")(L.ReLU()(L.BatchNormalization(name="after_pool")(x)))
     joined = L.Concatenate(name="cat")([x, grown])
     model = keras.Model(inputs, L.BatchNormalization(name="after_cat")(joined))
     kinds = {layer.name: type(layer).__name__ for layer in checked_model(model).layers}
-    assert kinds["after_pool"] == "BatchNormalization"
-    assert kinds["after_cat"] == "DepthwiseConv2D"
+    assert kinds["after_pool"] == kinds["after_cat"] == "DepthwiseConv2D"
 
 
 def test_equal_int4_kernels_sharing_a_buffer_export_as_trained(tmp_path):

@@ -15,9 +15,8 @@ such layer on a 4-D input becomes that convolution, under the layer's name
 trained from there as weights, as folded BatchNormalizations are. One before
 any quantizable layer (normalising raw inputs) stays float, as everything
 before the first quantizer does. One reading an average pooling that a
-Concatenate also joins (DenseNet's first after each transition) stays a
-BatchNormalization: quantized there, its input quantizer made the converter
-refuse the model or drop that quantizer.
+Concatenate also joins (DenseNet's first after each transition) reads the
+pooling's grid (`InputQuantizeLayer`'s `follows_pooling`).
 """
 
 import numpy as np
@@ -59,24 +58,9 @@ def _after_a_quantizable_layer(tensor, memo):
     return memo[id(layer)]
 
 
-def _joined_pooling(tensor, consumers):
-    """Whether `tensor` is an average pooling's output that a Concatenate joins too.
-
-    A quantized layer reading such a tensor (DenseNet's first
-    BatchNormalization after a transition) is a pattern the converter
-    refuses (the pooling's same-scale constraint) or converts with the
-    layer's input quantizer dropped.
-    """
-    layer = functional.producing_layer(tensor)
-    return isinstance(layer, keras.layers.AveragePooling2D) and any(
-        isinstance(reader, keras.layers.Concatenate) for reader in consumers.get(layer.name, [])
-    )
-
-
 def _standalone(model, folded, memo):
     """The ids of the BatchNormalizations to spell out, in `model` and nested models."""
     found = set()
-    consumers = functional.consumers(model)
     for layer in model.layers:
         if functional.is_graph_network(layer):
             found |= _standalone(layer, folded, memo)
@@ -89,7 +73,6 @@ def _standalone(model, folded, memo):
             len(layer.input_shape) == 4
             and [a % 4 for a in axes] == [3]
             and all(_after_a_quantizable_layer(t, memo) for t in inputs)
-            and not any(_joined_pooling(t, consumers) for t in inputs)
         ):
             found.add(id(layer))
     return found

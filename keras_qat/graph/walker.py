@@ -35,6 +35,7 @@ from keras_qat.quantizers import (
     WeightQuantizeConfig,
 )
 from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
+from keras_qat.quantizers.input_layer import pooling_source
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 from keras_qat.quantizers.wrapper import quantized_variables
 
@@ -98,6 +99,36 @@ def plan_batch_norm_folds(model, enabled):
             ):
                 folds[producer.name] = bn
     return folds
+
+
+def joined_poolings(model, rounding):
+    """Names of the AveragePooling2D layers whose output a Concatenate joins, at any depth.
+
+    Only those whose Concatenate a quantizer reads: that quantizer's grid
+    is the one the file requantizes the pooling's output onto.
+
+    Args:
+        model: The original model.
+        rounding: Names of the layers whose input is quantized, and of
+            those followed by an `OutputQuantizeLayer`.
+
+    Returns:
+        A set of layer names.
+    """
+    joined = set()
+    for container in iter_containers(model):
+        readers = functional.consumers(container)
+        for layer in container.layers:
+            if isinstance(layer, keras.layers.AveragePooling2D) and any(
+                isinstance(join, keras.layers.Concatenate)
+                and (
+                    join.name in rounding
+                    or any(r is not None and r.name in rounding for r in readers.get(join.name, []))
+                )
+                for join in readers.get(layer.name, [])
+            ):
+                joined.add(layer.name)
+    return joined
 
 
 class GraphRebuilder:
@@ -177,6 +208,7 @@ class GraphRebuilder:
         # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
+        self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
 
     def build(self):
@@ -222,14 +254,17 @@ class GraphRebuilder:
 
         A tensor a `FileActivation` writes on its fixed grid (a softmax's,
         read by an attention product) is read as it is: the file keeps that
-        grid and drops a quantizer after it.
+        grid and drops a quantizer after it. An int8 average pooling's output
+        that a Concatenate joins too keeps the pooling's grid in the file: its
+        quantizer follows that grid (`InputQuantizeLayer`'s `follows_pooling`).
         """
         for name in names:
             self.layer_inputs.setdefault(name, []).append(tensor)
         source = functional.producing_layer(tensor)
         if not self.quantize or getattr(source, "writes_fixed_grid", False):
             return tensor
-        return self._input_quantizer(names)(tensor)
+        follows = source.name in self._joined_poolings and pooling_source(tensor) is not None
+        return self._input_quantizer(names, follows)(tensor)
 
     def _copy(self, layer):
         if id(layer) in self._copies:
@@ -275,11 +310,11 @@ class GraphRebuilder:
                 self._activations[name] = keras.layers.Activation(activation, name=name)
         return self._activations[name]
 
-    def _input_quantizer(self, names):
+    def _input_quantizer(self, names, follows_pooling=False):
         """The one `InputQuantizeLayer` of inputs `names` (equal settings), made on first use.
 
         `names` are `operand_keys`: layer names, or `name/rhs` for the second
-        input of a product.
+        input of a product. `follows_pooling` is `InputQuantizeLayer`'s.
         """
         first = names[0]
         if first not in self.input_quantizers:
@@ -290,6 +325,7 @@ class GraphRebuilder:
             layer = InputQuantizeLayer(
                 quantizer,
                 target=first if len(names) == 1 else list(names),
+                follows_pooling=follows_pooling,
                 name=self.names(f"{first}_input_quant"),
             )
             self.input_quantizers.update(dict.fromkeys(names, layer))

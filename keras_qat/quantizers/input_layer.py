@@ -84,6 +84,22 @@ def on_a_grid(tensor):
     return piece.source is not None and not piece.relu
 
 
+def pooling_source(tensor):
+    """The `RequantizingLayer` on whose grid an int8 average pooling wrote `tensor`, or `None`.
+
+    Args:
+        tensor: A Keras tensor of a Functional model.
+
+    Returns:
+        The layer, when `tensor` is an average pooling's output (behind
+        layers that keep the scale) of a tensor on that layer's grid.
+    """
+    piece = _grid_piece(tensor, None)
+    if piece.source is None or not piece.pooled or piece.relu:
+        return None
+    return piece.source()
+
+
 def _grid_pieces(tensor):
     """How the file holds `tensor`: `(axis, pieces)`, slices along `axis` and their grids.
 
@@ -189,25 +205,94 @@ class InputQuantizeLayer(RequantizingLayer):
     It rounds a quantized layer's input; where the file holds that input on
     other grids it computes the file's requantization (`RequantizingLayer`).
 
+    One that follows a pooling (`follows_pooling`) has no range of its own:
+    its layer reads an int8 average pooling's output that a Concatenate
+    joins too (DenseNet's first layer after a transition). The file
+    requantizes that output once, onto the concatenation's grid, and the
+    layer reads the result (the converter refuses a second range on it).
+    So does the QAT model: the levels the pooling writes, requantized onto
+    the grid of the quantizer that reads the concatenation (`followed`),
+    whatever this quantizer's own setting. That tensor is int8 whatever the
+    grid's width: an INT4 grid's carrier, which no MINIMUM caps there.
+
     Args:
         quantizer: The activation quantizer.
         target: Name of the layer whose input this quantizes, or a list of
             names when several layers read the one rounded tensor, for
             reports. Defaults to `None`.
+        follows_pooling: Read the grid of the concatenation that joins an
+            average pooling, as above. Defaults to `False`.
         **kwargs: Base `Layer` arguments (`name`, ...).
+
+    Raises:
+        ValueError: when a layer that follows a pooling is called on a
+            tensor that is not an int8 average pooling's output.
     """
 
-    def __init__(self, quantizer, target=None, **kwargs):
+    def __init__(self, quantizer, target=None, follows_pooling=False, **kwargs):
         super().__init__(quantizer, **kwargs)
         self.target = target
+        self.follows_pooling = follows_pooling
+
+    def __call__(self, inputs, *args, **kwargs):
+        if self.follows_pooling and getattr(inputs, "_keras_history", None) is not None:
+            if pooling_source(inputs) is None:
+                raise ValueError(
+                    f"Input quantizer '{self.name}' follows a pooling, but its input is not "
+                    "an average pooling of a quantized tensor."
+                )
+            self._pooling = weakref.ref(inputs._keras_history.layer)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def build(self, input_shape):
+        if self.follows_pooling:
+            keras.layers.Layer.build(self, input_shape)  # no variables of its own
+        else:
+            super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        if not self.follows_pooling:
+            return super().call(inputs, training)
+        if self.followed is None:
+            return inputs  # only while the model is built: the concatenation comes later
+        written = self._written(inputs, inputs, self._pieces[0])
+        return inputs + tf.stop_gradient(written - inputs)
+
+    @property
+    def followed(self):
+        """The `RequantizingLayer` whose grid a quantizer that follows a pooling reads, or `None`.
+
+        That is the first one reading a Concatenate that joins the pooling
+        (`None` before the model holding them is built, and when this does
+        not follow a pooling).
+        """
+        pooling = getattr(self, "_pooling", None)
+        if not self.follows_pooling or pooling is None or pooling() is None:
+            return None
+        for node in pooling().outbound_nodes:
+            if isinstance(node.outbound_layer, keras.layers.Concatenate):
+                for read in node.outbound_layer.outbound_nodes:
+                    if isinstance(read.outbound_layer, RequantizingLayer):
+                        return read.outbound_layer
+        return None
 
     @property
     def bits(self):
+        if self.follows_pooling:
+            return 8
         return ranges.bits_of(self.quantizer.dst_type)
 
+    def bounds(self):
+        """`(clip_min, clip_max)` as scalar tensors (the nudged grid's when following a pooling)."""
+        if not self.follows_pooling:
+            return self.quantizer.bounds(self.quantizer_vars)
+        scale, _, low = self.grid()
+        return low, low + scale * float(2**self.bits - 1)
+
     def grid(self):
-        clip_min, clip_max = self.quantizer.bounds(self.quantizer_vars)
-        return requantize.op_grid(clip_min, clip_max, self.bits)
+        if self.follows_pooling:
+            return self.followed.grid()
+        return requantize.op_grid(*self.bounds(), self.bits)
 
     @property
     def targets(self):
@@ -217,13 +302,19 @@ class InputQuantizeLayer(RequantizingLayer):
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
     def input_step(self):
-        """The step of the quantizer's grid (the quantized layer's input step), a scalar tensor."""
+        """The step of the quantizer's grid (the quantized layer's input step), a scalar tensor.
+
+        `None` for one that follows a pooling while its model is built.
+        """
+        if self.follows_pooling and self.followed is None:
+            return None
         return self.grid()[0]
 
     def get_config(self):
         return {
             **super().get_config(),
             "target": self.target,
+            "follows_pooling": self.follows_pooling,
             "quantizer": keras.utils.serialize_keras_object(self.quantizer),
         }
 

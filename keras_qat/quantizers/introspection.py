@@ -83,7 +83,7 @@ def quantized_layers(qat_model):
 
 def clip_range(input_layer):
     """Returns `(clip_min, clip_max)` of an `InputQuantizeLayer` as floats."""
-    clip_min, clip_max = input_layer.quantizer.bounds(input_layer.quantizer_vars)
+    clip_min, clip_max = input_layer.bounds()
     return float(clip_min.numpy()), float(clip_max.numpy())
 
 

@@ -141,15 +141,16 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
 
         Returns:
             A float tensor (a scalar, or one per output channel), or `None`
-            when the wrapper has no input quantizer reference.
+            when the wrapper has no input quantizer reference or its step
+            is not known yet.
         """
         input_step = self.intermediate_step()
         if input_step is None:
             reference = getattr(self, "_input_quantizer", None)
             input_layer = reference() if reference is not None else None
-            if input_layer is None:
+            input_step = None if input_layer is None else input_layer.input_step()
+            if input_step is None:
                 return None
-            input_step = input_layer.input_step()
         kernel, kernel_quantizer, variables = kernel_entries(self)[-1]
         weight_step = kernel_quantizer.scale(kernel, variables)
         if self.quantize_config.dst_type == "INT4":

@@ -146,11 +146,12 @@ def _carries_range(layer, sources, ranged):
     It has when the layer is ranged, or keeps the scale of a tensor that has
     one: padding, cropping and the other `SCALE_KEEPING` layers, an average
     pooling (TFLite's int8 AVERAGE_POOL_2D outputs its input's scale) and an
-    INT8 input quantizer that becomes an identity (`merged_quantizers`).
+    input quantizer that becomes an identity (`merged_quantizers`).
     """
     while layer.name not in ranged:
         keeps_scale = isinstance(layer, (*SCALE_KEEPING, keras.layers.AveragePooling2D)) or (
-            isinstance(layer, InputQuantizeLayer) and layer.quantizer.dst_type == "INT8"
+            isinstance(layer, InputQuantizeLayer)
+            and (layer.quantizer.dst_type == "INT8" or layer.follows_pooling)
         )
         producers = sources.get(layer.name, [])
         if not keeps_scale or len(producers) != 1:
@@ -160,7 +161,7 @@ def _carries_range(layer, sources, ranged):
 
 
 def merged_quantizers(model, ranged):
-    """The INT8 input quantizers that read a tensor which already has a range.
+    """The input quantizers that read a tensor which already has a range.
 
     That is a tensor given its own range in the export copy, possibly behind
     padding, cropping and other layers that keep the scale, or the output of
@@ -168,7 +169,9 @@ def merged_quantizers(model, ranged):
     range per tensor and drops or misplaces a second fake-quant; behind a
     pooling it refuses the model (Inception/NASNet cells). In the export copy
     such quantizers become identities, so the layer reads the tensor's one
-    range. (INT4 ones stay: their carrier also caps the tensor.)
+    range. (INT4 ones stay: their carrier also caps the tensor.) Those that
+    follow a pooling's grid (`InputQuantizeLayer`'s `follows_pooling`)
+    become identities at any width: the QAT model reads that grid already.
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -182,9 +185,14 @@ def merged_quantizers(model, ranged):
         layer.name
         for layer in model.layers
         if isinstance(layer, InputQuantizeLayer)
-        and layer.quantizer.dst_type == "INT8"
-        and len(sources.get(layer.name, [])) == 1
-        and _carries_range(sources[layer.name][0], sources, ranged)
+        and (
+            layer.follows_pooling
+            or (
+                layer.quantizer.dst_type == "INT8"
+                and len(sources.get(layer.name, [])) == 1
+                and _carries_range(sources[layer.name][0], sources, ranged)
+            )
+        )
     ]
 
 

@@ -189,6 +189,60 @@ def test_a_reader_behind_a_relu_writes_what_the_files_relu_writes():
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def joined_pooling(reader_bits):
+    """DenseNet's transition: a pooling read by a layer and joined by a Concatenate."""
+    inputs = keras.Input((6, 6, 1))
+    source = InputQuantizeLayer(UlqQuantizer("INT8", clip_min=-1.0, clip_max=1.4), name="source")
+    pooled = keras.layers.AveragePooling2D(2, strides=1, name="pool")(source(inputs))
+    follower = InputQuantizeLayer(UlqQuantizer("INT4"), follows_pooling=True, name="follower")
+    followed = follower(pooled)
+    grown = keras.layers.Conv2D(1, 1, name="grow")(followed)
+    joined = keras.layers.Concatenate()([pooled, grown])
+    reader = InputQuantizeLayer(UlqQuantizer(f"INT{reader_bits}"), name="reader")
+    model = keras.Model(inputs, [followed, reader(joined)])
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, -0.45, 0.6)
+    return model
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_reader_of_a_joined_pooling_reads_the_concatenations_grid(bits):
+    # The file requantizes the pooling's output once, onto the grid of the
+    # concatenation (its reader's), and the layer reads that int8 tensor:
+    # at INT4 the carrier, which no MINIMUM caps (levels above 0.6 stay).
+    model = joined_pooling(bits)
+    follower, reader = model.get_layer("follower"), model.get_layer("reader")
+    assert follower.followed is reader and not follower.trainable_weights
+    x = np.random.default_rng(6).uniform(-1.2, 1.6, (1, 6, 6, 1)).astype("f4")
+    x[0, :2, :2], x[0, 3:5, 3:5] = -1.2, 1.6  # windows at the source's bounds
+    in_scale = op_grid(-1.0, 1.4, 8)[0].numpy()
+    raw = np.round(reference.ulq(x[0, :, :, 0], -1.0, 1.4, 8) / in_scale).astype(int)
+    raw += reference.zero_point(-1.0, 1.4, 8) - 128
+    levels = reference.int8_average_pool(raw, 2) - (reference.zero_point(-1.0, 1.4, 8) - 128)
+    want = reference.file_requantize(levels, in_scale, -0.45, 0.6, bits, top=255)
+    got, joined = (y.numpy()[0] for y in model(x))
+    np.testing.assert_allclose(got[:, :, 0], want, atol=1e-6)
+    assert want.min() < -0.4 and want.max() > (0.7 if bits == 4 else 0.59)
+    # The concatenation's reader caps its slice of the same levels.
+    capped = reference.file_requantize(levels, in_scale, -0.45, 0.6, bits)
+    np.testing.assert_allclose(joined[:, :, 0], capped, atol=1e-6)
+    # Backward, the levels pass the gradient through.
+    with tf.GradientTape() as tape:
+        pooled = tf.constant(x[:, :5, :5])
+        tape.watch(pooled)
+        y = follower(pooled)
+    np.testing.assert_array_equal(tape.gradient(y, pooled).numpy(), np.ones_like(x[:, :5, :5]))
+
+
+def test_a_loaded_reader_of_a_joined_pooling_follows_the_same_grid(tmp_path):
+    model = joined_pooling(4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras_qat.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("follower").followed is loaded.get_layer("reader")
+    x = np.random.default_rng(7).uniform(-1.2, 1.6, (2, 6, 6, 1)).astype("f4")
+    for got, want in zip(loaded(x), model(x), strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_a_quantizer_called_on_a_float_tensor_reads_no_grid():
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4)(InputQuantizeLayer(UlqQuantizer())(inputs))

@@ -154,7 +154,8 @@ def test_an_average_pooling_read_by_a_layer_and_a_concatenation_converts(tmp_pat
     # DenseNet's transition when its pooling's output is read by a quantized
     # layer: that output is int8 on the pooling's input grid already, not a
     # tensor the converter leaves float. Ranged as one, the converter refused
-    # the model (AVERAGE_POOL_2D same-scale constraint).
+    # the model (AVERAGE_POOL_2D same-scale constraint). The file requantizes
+    # it onto the concatenation's grid, and the layer reads that.
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv0")(inputs)
@@ -166,6 +167,6 @@ def test_an_average_pooling_read_by_a_layer_and_a_concatenation_converts(tmp_pat
     config = {name: {} for name in ("conv0", "pool", "grow", "c", "head")}
     qat = keras_qat.apply_retrain_config(keras.Model(inputs, outputs), config, data)
     assert shared_quantized_inputs(qat) == []
-    # The converter drops the reader's quantizer on the pooled tensor (it reads
-    # the pooling's grid): not yet simulated, hence the loose bound.
-    assert exported_error(qat, tmp_path, data, 4) < 0.05
+    assert qat.get_layer("grow_input_quant").followed is qat.get_layer("cat_output_quant")
+    assert keras_qat.quant_report(qat)["grow"]["input_grid_of"] == "cat_output_quant"
+    assert exported_error(qat, tmp_path, data, 4) < 1e-6
