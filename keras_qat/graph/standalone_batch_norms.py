@@ -15,8 +15,9 @@ such layer on a 4-D input becomes that convolution, under the layer's name
 trained from there as weights, as folded BatchNormalizations are. One before
 any quantizable layer (normalising raw inputs) stays float, as everything
 before the first quantizer does. One reading an average pooling that a
-Concatenate also joins (DenseNet's first after each transition) reads the
-pooling's grid (`InputQuantizeLayer`'s `follows_pooling`).
+Concatenate also joins (DenseNet's first after each transition) reads that
+concatenation's grid, as in the file (`InputQuantizeLayer`'s
+`follows_pooling`).
 """
 
 import numpy as np

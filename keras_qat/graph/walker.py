@@ -255,8 +255,9 @@ class GraphRebuilder:
         A tensor a `FileActivation` writes on its fixed grid (a softmax's,
         read by an attention product) is read as it is: the file keeps that
         grid and drops a quantizer after it. An int8 average pooling's output
-        that a Concatenate joins too keeps the pooling's grid in the file: its
-        quantizer follows that grid (`InputQuantizeLayer`'s `follows_pooling`).
+        that a Concatenate joins too is requantized once in the file, onto the
+        concatenation's grid: its quantizer follows that grid
+        (`InputQuantizeLayer`'s `follows_pooling`).
         """
         for name in names:
             self.layer_inputs.setdefault(name, []).append(tensor)
