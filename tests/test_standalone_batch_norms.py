@@ -1,6 +1,7 @@
 """BatchNormalizations that fold into no layer become 1x1 depthwise convolutions at the door."""
 
 import numpy as np
+import pytest
 
 import keras_qat
 from keras_qat._keras import keras
@@ -21,7 +22,7 @@ def dense_net_like():
     x = L.ReLU()(L.BatchNormalization(name="cat_bn")(joined))
     x = L.Conv2D(4, 1, name="after")(x)
     flat = L.GlobalAveragePooling2D()(x)
-    flat = L.BatchNormalization(name="flat_bn")(flat)  # 2-D: no depthwise form, left as it is
+    flat = L.BatchNormalization(name="flat_bn")(flat)  # 2-D: spelled out through reshapes
     return keras.Model(inputs, L.Dense(3, name="logits")(flat))
 
 
@@ -46,9 +47,10 @@ def test_a_standalone_batch_norm_becomes_a_depthwise_convolution():
     model = trained_statistics(dense_net_like())
     rebuilt = checked_model(model)
     kinds = {layer.name: type(layer).__name__ for layer in rebuilt.layers}
-    assert kinds["cat_bn"] == "DepthwiseConv2D"
-    assert source_kind(rebuilt.get_layer("cat_bn")) == "BatchNormalization"
-    for name in ("input_bn", "conv_bn", "flat_bn"):
+    for name in ("cat_bn", "flat_bn"):
+        assert kinds[name] == "DepthwiseConv2D"
+        assert source_kind(rebuilt.get_layer(name)) == "BatchNormalization"
+    for name in ("input_bn", "conv_bn"):
         assert kinds[name] == "BatchNormalization"
     assert isinstance(model.get_layer("cat_bn"), L.BatchNormalization)  # the user's model
     x = np.random.default_rng(1).normal(size=(4, 6, 6, 2)).astype("f4")
@@ -121,4 +123,27 @@ def test_equal_int4_kernels_sharing_a_buffer_export_as_trained(tmp_path):
     qat = keras_qat.apply_retrain_config(model, config, x)
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x)
     report = keras_qat.check_tflite(qat, path, x, measure="steps")
-    assert report["outputs"]["head"]["max_error_steps"] <= 1.001, report
+    assert report["outputs"]["head"]["max_error_steps"] < 0.01, report
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_one_on_features_or_a_sequence_exports_as_trained(tmp_path, rank):
+    # A head's BatchNormalization after its global pooling (2-D), or one on a
+    # sequence's features (3-D): one row of an image for the depthwise
+    # convolution. Left a BatchNormalization, the file ran an int8 MUL and
+    # ADD on representative ranges (here 2 output steps off, 78 % and 86 %
+    # of the logits within one).
+    if rank == 2:
+        inputs = keras.Input((6, 6, 2), name="image")
+        x = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    else:
+        inputs = keras.Input((5, 3), name="sequence")
+        x = L.Dense(4, activation="relu", name="conv")(inputs)
+    x = L.BatchNormalization(name="bn")(x)
+    model = trained_statistics(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))))
+    assert type(checked_model(model).get_layer("bn")).__name__ == "DepthwiseConv2D"
+    data = np.random.default_rng(3).normal(size=(64, *inputs.shape[1:])).astype("f4")
+    qat = keras_qat.apply_retrain_config(model, {name: {} for name in ("conv", "bn", "head")}, data)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    report = keras_qat.check_tflite(qat, path, data, measure="steps")
+    assert report["outputs"]["head"]["max_error_steps"] < 0.01, report

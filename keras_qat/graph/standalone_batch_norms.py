@@ -11,7 +11,10 @@ with that kernel and bias, which keras_qat quantizes like any other (input
 quantizer, per-channel INT8 weights, bias on the int32 grid) and the file
 runs as one `DEPTHWISE_CONV_2D` with a single rounding. At the door, each
 such layer on a 4-D input becomes that convolution, under the layer's name
-(config definitions know it as a `BatchNormalization`). Its factors are
+(config definitions know it as a `BatchNormalization`); on the features of a
+vector or a sequence (a head's after its global pooling), of static shape,
+it runs on them reshaped to one row of an image and back (two `RESHAPE`s,
+which keep the scale). Its factors are
 trained from there as weights, as folded BatchNormalizations are. One before
 any quantizable layer (normalising raw inputs) stays float, as everything
 before the first quantizer does. One reading an average pooling that a
@@ -70,9 +73,10 @@ def _standalone(model, folded, memo):
             continue
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         inputs = [t for node in layer.inbound_nodes for t in node.keras_inputs]
+        rank = len(layer.input_shape)
         if (
-            len(layer.input_shape) == 4
-            and [a % 4 for a in axes] == [3]
+            (rank == 4 or (rank in (2, 3) and None not in layer.input_shape[1:]))
+            and [a % rank for a in axes] == [rank - 1]
             and all(_after_a_quantizable_layer(t, memo) for t in inputs)
         ):
             found.add(id(layer))
@@ -100,7 +104,16 @@ class _Speller(Rebuilder):
             weights,
             "BatchNormalization",
         )
-        return convolution(args[0])
+        shape = tuple(layer.input_shape[1:])
+        if len(shape) == 3:
+            return convolution(args[0])
+        # Features of a vector or a sequence: one row of an image, and back.
+        as_image = self._reshape(f"{layer.name}/as_image", (1, int(np.prod(shape[:-1])), shape[-1]))
+        as_before = self._reshape(f"{layer.name}/as_before", shape)
+        return as_before(convolution(as_image(args[0])))
+
+    def _reshape(self, name, shape):
+        return self.made_layer(name, lambda: keras.layers.Reshape(shape, name=name))
 
 
 def spell_out_batch_norms(model):
