@@ -147,3 +147,14 @@ def test_one_on_features_or_a_sequence_exports_as_trained(tmp_path, rank):
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
     report = keras_qat.check_tflite(qat, path, data, measure="steps")
     assert report["outputs"]["head"]["max_error_steps"] < 0.01, report
+
+
+def test_one_on_features_that_is_a_model_output_stays_and_keeps_its_name():
+    # Spelled out, it would end in a Reshape, and loss dicts keyed by the
+    # output's name would break.
+    inputs = keras.Input((6, 6, 2))
+    features = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, name="conv")(inputs))
+    model = keras.Model(inputs, L.BatchNormalization(name="embedding")(features))
+    rebuilt = checked_model(model)
+    assert rebuilt.output_names == ["embedding"]
+    assert type(rebuilt.get_layer("embedding")) is L.BatchNormalization

@@ -62,12 +62,17 @@ def _after_a_quantizable_layer(tensor, memo):
     return memo[id(layer)]
 
 
-def _standalone(model, folded, memo):
-    """The ids of the BatchNormalizations to spell out, in `model` and nested models."""
+def _standalone(model, folded, memo, outputs):
+    """The ids of the BatchNormalizations to spell out, in `model` and nested models.
+
+    `outputs` are the names of the layers that are outputs of the model
+    given: spelled out on a 2-D or 3-D tensor, such a layer would end in a
+    Reshape and the model output would lose its name, so it is left alone.
+    """
     found = set()
     for layer in model.layers:
         if functional.is_graph_network(layer):
-            found |= _standalone(layer, folded, memo)
+            found |= _standalone(layer, folded, memo, outputs)
             continue
         if type(layer) is not keras.layers.BatchNormalization or id(layer) in folded:
             continue
@@ -75,7 +80,14 @@ def _standalone(model, folded, memo):
         inputs = [t for node in layer.inbound_nodes for t in node.keras_inputs]
         rank = len(layer.input_shape)
         if (
-            (rank == 4 or (rank in (2, 3) and None not in layer.input_shape[1:]))
+            (
+                rank == 4
+                or (
+                    rank in (2, 3)
+                    and None not in layer.input_shape[1:]
+                    and layer.name not in outputs
+                )
+            )
             and [a % rank for a in axes] == [rank - 1]
             and all(_after_a_quantizable_layer(t, memo) for t in inputs)
         ):
@@ -132,7 +144,8 @@ def spell_out_batch_norms(model):
     """
     if not functional.is_graph_network(model):
         return model  # an unbuilt Sequential, which the walker refuses saying how to build it
-    standalone = _standalone(model, _folded(model), {})
+    outputs = {functional.producing_layer(t).name for t in model.outputs}
+    standalone = _standalone(model, _folded(model), {}, outputs)
     if not standalone:
         return model
     return _Speller(standalone).rebuild(model, "its standalone BatchNormalizations as convolutions")
