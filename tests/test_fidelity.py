@@ -280,3 +280,31 @@ def test_a_classifier_head_with_its_activation_exports_as_trained(
     qat.save(tmp_path / "qat.keras")
     reloaded = keras_qat.load_model(tmp_path / "qat.keras")
     np.testing.assert_array_equal(reloaded.predict(x_test, verbose=0), want)
+
+
+@pytest.mark.parametrize("reader_bits", [8, 4])
+def test_an_output_a_quantized_layer_reads_too_exports_as_trained(digits, tmp_path, reader_bits):
+    """A model output read by the next layer's quantizer: one int8 tensor in the file.
+
+    The file's output dequantizes it, on that quantizer's grid (at INT4 its
+    carrier, capped only after it); the QAT model rounds the output there.
+    """
+    x_train, y_train, x_test = digits[0], digits[1], digits[2]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    features = L.Conv2D(8, 3, padding="same", activation="relu", name="features")(inputs)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(features)
+    logits = L.Dense(10, name="logits")(L.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inputs, [logits, features])
+    model.compile(
+        keras.optimizers.Adam(3e-3), [keras.losses.SparseCategoricalCrossentropy(True), None]
+    )
+    model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0)
+    int4 = {"dst_type": "INT4"}
+    config = {"features": {}, "logits": {}, "conv2": {} if reader_bits == 8 else
+              {"retrain_data_config": int4, "retrain_weight_config": int4}}  # fmt: skip
+    qat = keras_qat.apply_retrain_config(model, config, x_train[:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x_train[:256])
+    report = keras_qat.check_tflite(qat, path, x_test, measure="steps")
+    for name in ("features", "logits"):
+        assert report["outputs"][name]["max_error_steps"] < 0.01, report

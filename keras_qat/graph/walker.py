@@ -209,7 +209,28 @@ class GraphRebuilder:
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
         self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
+        self._read_outputs = self._outputs_read_by_one_quantizer(outputs)
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
+
+    def _outputs_read_by_one_quantizer(self, outputs):
+        """Names of the quantized model outputs that one input quantizer reads, and nothing else.
+
+        The file holds such a tensor once, on that quantizer's grid, and
+        dequantizes it for the output (`WeightQuantizeConfig.output_on_reader`).
+        """
+        read = set()
+        for container in iter_containers(self.model):
+            for name, readers in functional.consumers(container).items():
+                layers = [reader for reader in readers if reader is not None]
+                if (
+                    name in outputs
+                    and name in self.layers
+                    and layers
+                    and all(reader.name in self.layers for reader in layers)
+                    and (len(layers) == 1 or name in self.shared_inputs)
+                ):
+                    read.add(name)
+        return read
 
     def build(self):
         """Returns the new Functional model, weights copied from the original."""
@@ -293,6 +314,7 @@ class GraphRebuilder:
                 entry.retrain_weight_config,
                 self.output_bounds.get(layer.name),
                 self._inner_activations.get(layer.name),
+                layer.name in self._read_outputs,
             )
             # The wrapper stands where the layer stood, under its name: the QAT
             # model's output names, which key loss dicts, stay the float model's.

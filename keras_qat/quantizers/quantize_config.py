@@ -22,7 +22,10 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     `TrackedRangeQuantizer` (see `graph.output_plan`). A layer that is a
     model output with a sigmoid, tanh or softmax runs linear, and its output
     quantizer applies `output_activation` after the rounding, on the grid of
-    the file's op (`ActivatedOutputQuantizer`).
+    the file's op (`ActivatedOutputQuantizer`). A layer that is a model
+    output and is read by an input quantizer (`output_on_reader`) has its
+    output rounded on that quantizer's grid, where the file holds the one
+    int8 tensor both read (`QatWrapper`).
 
     Args:
         kernels: `(attribute, channel layout)` pairs from the layer table.
@@ -35,6 +38,8 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         output_activation: The activation the output quantizer applies (a
             name in `FIXED_GRID_ACTIVATIONS`), or `None`. Needs
             `output_bounds`. Defaults to `None`.
+        output_on_reader: Round the output on the grid of the input
+            quantizer reading it. Defaults to `False`.
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         dst_type="INT8",
         output_bounds=None,
         output_activation=None,
+        output_on_reader=False,
     ):
         self.kernels = tuple(tuple(pair) for pair in kernels)
         self.algo = algo
@@ -52,11 +58,19 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         self.dst_type = dst_type
         self.output_bounds = None if output_bounds is None else tuple(output_bounds)
         self.output_activation = output_activation
+        self.output_on_reader = output_on_reader
         quantizer = WEIGHT_QUANTIZERS[algo]
         self.quantizers = [quantizer(dst_type, channel_wise, layout) for _, layout in self.kernels]
 
     @classmethod
-    def for_layer(cls, layer, weight_config, output_bounds=None, output_activation=None):
+    def for_layer(
+        cls,
+        layer,
+        weight_config,
+        output_bounds=None,
+        output_activation=None,
+        output_on_reader=False,
+    ):
         """Builds the config of `layer` from its `WeightQuantConfig`.
 
         Args:
@@ -64,6 +78,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             weight_config: The layer's validated `retrain_weight_config`.
             output_bounds: See the class. Defaults to `None`.
             output_activation: See the class. Defaults to `None`.
+            output_on_reader: See the class. Defaults to `False`.
 
         Returns:
             A `WeightQuantizeConfig`.
@@ -75,6 +90,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             weight_config.dst_type,
             output_bounds,
             output_activation,
+            output_on_reader,
         )
 
     def get_weights_and_quantizers(self, layer):
@@ -122,6 +138,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             "dst_type": self.dst_type,
             "output_bounds": None if self.output_bounds is None else list(self.output_bounds),
             "output_activation": self.output_activation,
+            "output_on_reader": self.output_on_reader,
         }
 
     def __eq__(self, other):

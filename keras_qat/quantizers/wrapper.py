@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
+from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
 # INT4 kernels are stored in the .tflite as int8 values 16 k on the step s / 16
@@ -87,6 +88,12 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     `intermediate_range_min`/`_max`), which export gives the file. The
     bias is added by the second op, on that tensor's step times the
     pointwise kernel's.
+
+    A layer that is a model output and is read by an input quantizer
+    (`WeightQuantizeConfig.output_on_reader`) is one int8 tensor in the
+    file, on that quantizer's grid (an INT4 grid's carrier, not capped
+    yet), which the file's output dequantizes: the wrapper rounds its
+    output there too (`output_reader`).
     """
 
     def build(self, input_shape):
@@ -102,6 +109,36 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None, **kwargs):
+        outputs = self._computed(inputs, training, **kwargs)
+        reader = self.output_reader
+        if reader is None:
+            return outputs
+        if reader.bits == 8:
+            rounded = reader.quantizer(outputs, training, reader.quantizer_vars)
+        else:  # the INT4 grid's int8 carrier: the file caps it after this tensor
+            scale, _, low = reader.grid()
+            rounded = tf.quantization.fake_quant_with_min_max_vars(
+                outputs, low, low + 255.0 * scale, num_bits=8
+            )
+        return outputs + tf.stop_gradient(rounded - outputs)
+
+    @property
+    def output_reader(self):
+        """The input quantizer whose grid the output is rounded on, or `None`.
+
+        That is the first `InputQuantizeLayer` reading the wrapper when its
+        config says `output_on_reader` (`None` before the model holding them
+        is built, and in export's copy, whose quantizers are fixed ones).
+        """
+        if not self.quantize_config.output_on_reader:
+            return None
+        for node in self.outbound_nodes:
+            if isinstance(node.outbound_layer, InputQuantizeLayer):
+                return node.outbound_layer
+        return None
+
+    def _computed(self, inputs, training, **kwargs):
+        """TFMOT's call, with a `SeparableConv2D` computed as the file's two ops."""
         if self.intermediate_vars is None:
             return super().call(inputs, training=training, **kwargs)
         if training is None:
