@@ -20,6 +20,7 @@ from keras_qat.converter_facts import FLOAT_IN_FILE, is_opaque
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import FileActivation, OutputQuantizeLayer
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
+from keras_qat.tflite.float_layers import float_layers
 from keras_qat.tflite.ops import computes_layers, op_name
 from keras_qat.tflite.output_ranges import RangedOutput
 
@@ -59,7 +60,11 @@ def float_kinds(model):
     user's own classes with weights (`converter_facts.is_opaque`), the
     attention products with `retrain_enable: false`, and the weightless layers after
     them up to the next quantizer (a pooling of a normalised tensor): the QAT
-    model computes those in float on float inputs too.
+    model computes those in float on float inputs too. So are the weightless
+    layers whose every reader computes in float, a layer with
+    `retrain_enable: false` among them (the global pooling before a
+    classifier left float): the QAT model computes them in float on their
+    rounded input, where the converter wrote an int8 MEAN that rounds.
 
     Args:
         model: The export copy.
@@ -90,6 +95,18 @@ def float_kinds(model):
             )
         ):
             found.add(layer.name)
+    in_float = found | set(float_layers(model))
+    consumers = functional.consumers(model)
+    for layer in reversed(model.layers):
+        readers = consumers.get(layer.name, [])
+        if (
+            readers
+            and all(reader is not None and reader.name in in_float for reader in readers)
+            and not layer.weights
+            and not isinstance(layer, (*_QUANTIZERS, keras.layers.InputLayer))
+        ):
+            found.add(layer.name)
+            in_float.add(layer.name)
     return found
 
 

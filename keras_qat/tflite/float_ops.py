@@ -12,7 +12,7 @@ int8 readers.
 
 from tensorflow.lite.python import schema_py_generated as schema
 
-from keras_qat.tflite.float_layers import float_tensor, opcode
+from keras_qat.tflite.float_layers import drop_round_trips, float_tensor, opcode
 from keras_qat.tflite.ops import builtin_code, computes_layers, op_name
 
 _OPS = schema.BuiltinOperator
@@ -80,25 +80,5 @@ def run_weightless_in_float(tflite, model_name, layer_names):
             op.inputs, op.outputs = new_inputs, new_outputs
             operators.extend([op, *after])
             rewritten.append(name)
-        subgraph.operators = _bypassed(tflite, subgraph, operators, made_float)
+        subgraph.operators = drop_round_trips(tflite, subgraph, operators, made_float)
     return rewritten
-
-
-def _bypassed(tflite, subgraph, operators, made_float):
-    """`operators` with the DEQUANTIZEs of `made_float` tensors gone, and QUANTIZEs left unread."""
-    alias = {}
-    kept = []
-    for op in operators:
-        if builtin_code(tflite, op) == _OPS.DEQUANTIZE and op.inputs[0] in made_float:
-            alias[op.outputs[0]] = made_float[op.inputs[0]]
-            continue
-        kept.append(op)
-    for op in kept:
-        op.inputs = [alias.get(i, i) for i in op.inputs]
-    subgraph.outputs = [alias.get(i, i) for i in subgraph.outputs]
-    read = {i for op in kept for i in op.inputs} | set(subgraph.outputs)
-    return [
-        op
-        for op in kept
-        if not (builtin_code(tflite, op) == _OPS.QUANTIZE and op.outputs[0] not in read)
-    ]
