@@ -50,13 +50,12 @@ def int8_compute_fraction(path):
     return len(int8) / len(compute)
 
 
-# Families with int8 tensors the QAT model does not round yet, and the share
-# of outputs within one step that they reach (all others: 0.9). DenseNet's
-# first BatchNormalization after each transition stays an int8 MUL/ADD with
-# ranges of its own (`graph.standalone_batch_norms`). EfficientNetB0's gap
-# (0.85 here, 0.63 of logits exact on a trained network) is not traced to a
-# tensor yet.
-KNOWN_GAPS = {"DenseNet121": 0.8, "EfficientNetB0": 0.8}
+# Families whose outputs are within one step less often, and the share they
+# reach (all others: 0.9). EfficientNetB0 (0.85 here, 0.74 of logits exact on
+# a trained network): every quantizer rounds where the file does, but rare
+# float32-against-int32 ties compound over its 16 blocks, amplified by the
+# swish gains and the squeeze's global mean.
+KNOWN_GAPS = {"EfficientNetB0": 0.8}
 
 # The smallest input each family takes, from 64 up.
 SMALL_SIZES = {"InceptionV3": 75, "Xception": 71}
