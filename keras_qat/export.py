@@ -168,10 +168,10 @@ def export_tflite(
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     pin_weights(tflite, copy)
     repair_bias_scales(tflite)
-    missed = run_in_float(tflite, float_file, copy.name, disabled) if disabled else []
-    # After the layers: a weightless op made float then drops the round trip
-    # (QUANTIZE, DEQUANTIZE) to a float layer that reads it.
-    run_weightless_in_float(tflite, copy.name, in_float)
+    missed, twins = run_in_float(tflite, float_file, copy.name, disabled) if disabled else ([], {})
+    # After the layers: a weightless op made float then reads a float layer's
+    # output, and drops the round trip (QUANTIZE, DEQUANTIZE) to one it feeds.
+    run_weightless_in_float(tflite, copy.name, in_float, twins)
     if missed:
         warnings.warn(
             f"Ops {missed} of layers with retrain_enable: false stay int8 in {path}: the float "

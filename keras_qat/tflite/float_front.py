@@ -59,8 +59,9 @@ def float_kinds(model):
     Those are the `converter_facts.FLOAT_IN_FILE` layers, layers of the
     user's own classes with weights (`converter_facts.is_opaque`), the
     attention products with `retrain_enable: false`, and the weightless layers after
-    them up to the next quantizer (a pooling of a normalised tensor): the QAT
-    model computes those in float on float inputs too. So are the weightless
+    them or after a layer with `retrain_enable: false` up to the next quantizer
+    (a pooling of a normalised tensor): the QAT model computes those in float
+    on float inputs too. So are the weightless
     layers whose every reader computes in float, a layer with
     `retrain_enable: false` among them (the global pooling before a
     classifier left float): the QAT model computes them in float on their
@@ -73,6 +74,7 @@ def float_kinds(model):
         A set of layer names.
     """
     sources = functional.sources(model)
+    disabled = set(float_layers(model))
     found = set()
     for layer in model.layers:  # topological order
         spec = layer_spec(layer)
@@ -89,13 +91,13 @@ def float_kinds(model):
             or disabled_product
             or (
                 layer.name in sources
-                and all(producer.name in found for producer in sources[layer.name])
+                and all(producer.name in found | disabled for producer in sources[layer.name])
                 and not layer.weights
                 and not isinstance(layer, _QUANTIZERS)
             )
         ):
             found.add(layer.name)
-    in_float = found | set(float_layers(model))
+    in_float = found | disabled
     consumers = functional.consumers(model)
     for layer in reversed(model.layers):
         readers = consumers.get(layer.name, [])

@@ -154,13 +154,14 @@ def run_in_float(tflite, float_file, model_name, layer_names):
         layer_names: Names of the layers to run in float.
 
     Returns:
-        The names of the int8 ops of those layers that could not be rewritten
-        (no op of that name with float weights in `float_file`); they stay
-        int8.
+        `(missed, twins)`: the names of the int8 ops of those layers that
+        could not be rewritten (no op of that name with float weights in
+        `float_file`; they stay int8), and each rewritten op's int8 output
+        -> the float tensor it is now QUANTIZEd from.
     """
     constants = _float_constants(float_file)
     dequantize, quantize = opcode(tflite, _OPS.DEQUANTIZE), opcode(tflite, _OPS.QUANTIZE)
-    missed = []
+    missed, twins = [], {}
     for subgraph in tflite.subgraphs:
         operators, made_float = [], {}
         for op in subgraph.operators:
@@ -200,4 +201,5 @@ def run_in_float(tflite, float_file, model_name, layer_names):
             made_float[output] = float_out
         # A model output is then read in float: no rounding on the way out.
         subgraph.operators = drop_round_trips(tflite, subgraph, operators, made_float)
-    return missed
+        twins.update(made_float)
+    return missed, twins

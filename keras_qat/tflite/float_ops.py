@@ -23,13 +23,17 @@ def _is_int8_constant(tflite, tensor):
     return tensor.type == _INT8 and tflite.buffers[tensor.buffer].data is not None
 
 
-def run_weightless_in_float(tflite, model_name, layer_names):
+def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
     """Rewrites, in place, the int8 ops of `layer_names` without constant int8 inputs to float.
 
     Args:
         tflite: The `.tflite` as a flatbuffer object.
         model_name: The converted Keras model's name (op names start with it).
         layer_names: Names of the layers the file computes in float.
+        float_twins: Int8 tensor -> the float tensor a layer run in float
+            computed it from (`run_in_float`'s), which such an op reads
+            instead: the QAT model does not round between the two. Defaults
+            to none.
 
     Returns:
         The names of the ops rewritten.
@@ -38,7 +42,8 @@ def run_weightless_in_float(tflite, model_name, layer_names):
     rewritten = []
     for subgraph in tflite.subgraphs:
         tensors = subgraph.tensors
-        as_float = {}  # int8 tensor -> a float tensor of the same values, made so far
+        # int8 tensor -> a float tensor of its values (before any rounding), made so far
+        as_float = dict(float_twins or {})
         operators, made_float = [], {}  # made_float: int8 output -> its float twin
         for op in subgraph.operators:
             name = op_name(subgraph, op)

@@ -1,6 +1,7 @@
 """What the QAT model computes in float (a front end, disabled layers) is float in the .tflite."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import keras_qat
@@ -92,12 +93,14 @@ def test_disabled_layers_compute_in_float(tmp_path, digits):
     assert np.mean(want.argmax(1) == got.argmax(1)) >= 0.99
 
 
-def test_a_classifier_left_float_writes_float_logits(tmp_path, digits):
-    # AMCT's habit of keeping the last layer at full precision. Its op is
-    # named after the signature's output, not the layer: the file ran it as
-    # an int8 FULLY_CONNECTED on a representative range (top-1 agreement
-    # 0.960, logits 0.35 off), and its global pooling as an int8 MEAN that
-    # rounds, which the QAT model does not.
+@pytest.mark.parametrize("disabled", ["out", "c2"])
+def test_a_layer_left_float_and_its_pooling_compute_in_float(tmp_path, digits, disabled):
+    # AMCT's habit of keeping the last layer at full precision ("out"). Its op
+    # is named after the signature's output, not the layer: the file ran it
+    # as an int8 FULLY_CONNECTED on a representative range (top-1 agreement
+    # 0.960, logits 0.35 off), and the global pooling as an int8 MEAN that
+    # rounds, which the QAT model does not. Before the pooling ("c2"), the
+    # float layer's output was rounded on a representative range (2 steps).
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
@@ -105,10 +108,13 @@ def test_a_classifier_left_float_writes_float_logits(tmp_path, digits):
     model = keras.Model(inputs, L.Dense(10, name="out")(L.GlobalAveragePooling2D(name="gap")(x)))
     model.compile(keras.optimizers.Adam(3e-3), LOSS)
     model.fit(digits[0], digits[1], epochs=4, batch_size=64, verbose=0)
-    config = {"c1": {}, "c2": {}, "out": {"retrain_enable": False}}
+    config = {"c1": {}, "c2": {}, "out": {}} | {disabled: {"retrain_enable": False}}
     qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
     ops = [op for op in op_types(path) if op[0] != "DELEGATE"]
-    assert ops[-2:] == [("MEAN", np.float32), ("FULLY_CONNECTED", np.float32)], ops
+    compute = [op for op in ops if op[0] in ("CONV_2D", "MEAN", "FULLY_CONNECTED")]
+    kinds = {"out": [np.int8, np.int8, np.float32, np.float32],
+             "c2": [np.int8, np.float32, np.float32, np.int8]}  # fmt: skip
+    assert [dtype for _, dtype in compute] == kinds[disabled], ops
     report = keras_qat.check_tflite(qat, path, digits[2])
     assert report["agreement"] == 1.0 and report["max_abs_error"] < 1e-3, report
