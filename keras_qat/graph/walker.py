@@ -219,17 +219,16 @@ class GraphRebuilder:
         dequantizes it for the output (`WeightQuantizeConfig.output_on_reader`).
         """
         read = set()
-        for container in iter_containers(self.model):
-            for name, readers in functional.consumers(container).items():
-                layers = [reader for reader in readers if reader is not None]
-                if (
-                    name in outputs
-                    and name in self.layers
-                    and layers
-                    and all(reader.name in self.layers for reader in layers)
-                    and (len(layers) == 1 or name in self.shared_inputs)
-                ):
-                    read.add(name)
+        for name, readers in functional.consumers(self.model).items():
+            layers = [reader for reader in readers if reader is not None]
+            if (
+                name in outputs
+                and name in self.layers
+                and layers
+                and all(reader.name in self.layers for reader in layers)
+                and (len(layers) == 1 or name in self.shared_inputs)
+            ):
+                read.add(name)
         return read
 
     def build(self):

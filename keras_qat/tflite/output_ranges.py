@@ -150,8 +150,7 @@ def _carries_range(layer, sources, ranged):
     """
     while layer.name not in ranged:
         keeps_scale = isinstance(layer, (*SCALE_KEEPING, keras.layers.AveragePooling2D)) or (
-            isinstance(layer, InputQuantizeLayer)
-            and (layer.quantizer.dst_type == "INT8" or layer.follows_pooling)
+            isinstance(layer, InputQuantizeLayer) and layer.bits == 8
         )
         producers = sources.get(layer.name, [])
         if not keeps_scale or len(producers) != 1:
