@@ -148,3 +148,15 @@ def int8_average_pool(raw, window):
     rows, cols = raw.shape[0] - window + 1, raw.shape[1] - window + 1
     total = sum(raw[i : i + rows, j : j + cols] for i in range(window) for j in range(window))
     return np.where(total > 0, (total + count // 2) // count, -((-total + count // 2) // count))
+
+
+def xnnpack_requantize(accumulators, multiplier, clip_min, clip_max, bits):
+    """XNNPACK's fp32 requantization: `rint(float(acc) * multiplier)`, half to even, in float32.
+
+    `accumulators` are int32 sums (a convolution's, the bias included, or
+    a MEAN's) and `multiplier` the float32 scale ratio the kernel was given.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    product = np.asarray(accumulators, np.float32) * np.float32(multiplier)
+    level = np.clip(np.rint(product) + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low

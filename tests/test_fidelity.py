@@ -1,4 +1,4 @@
-"""The QAT model predicts its .tflite: same logits, bit for bit up to float32 summation order."""
+"""The QAT model predicts its .tflite: the same int8 logits, bit for bit."""
 
 import numpy as np
 import pytest
@@ -231,13 +231,10 @@ def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_pa
     want = qat.predict(x_test, verbose=0)
     got = keras_qat.predict_tflite(path, x_test)
     step = file_output_step(path)
-    # The logits are int8 in both: the same level (up to the float rounding
-    # of dequantizing), or, for a value on a rounding boundary summed in
-    # another order in float32, one step apart.
+    # The logits are int8 in both: the same level on every test image, up
+    # to the float rounding of dequantizing.
     steps = np.abs(got - want) / step
-    assert steps.max() <= 1.001
-    assert np.mean(steps < 0.01) >= 0.99
-    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.995
+    assert steps.max() < 0.01
 
 
 @pytest.mark.parametrize(
@@ -275,8 +272,7 @@ def test_a_classifier_head_with_its_activation_exports_as_trained(
     got = keras_qat.predict_tflite(path, x_test)
     assert file_output_step(path) == 1 / 256
     steps = np.abs(got - want) * 256
-    assert steps.max() <= 1.001
-    assert np.mean(steps < 0.01) >= 0.99
+    assert steps.max() < 0.01
     qat.save(tmp_path / "qat.keras")
     reloaded = keras_qat.load_model(tmp_path / "qat.keras")
     np.testing.assert_array_equal(reloaded.predict(x_test, verbose=0), want)

@@ -50,7 +50,7 @@ class ArqQuantizer(WeightQuantizerBase):
     def scale(self, kernel, weights):
         channels_last = to_channels_last(kernel, self.layout)
         bound = ranges.max_abs(channels_last, self.channel_wise)
-        return bound / ranges.signed_qmax(ranges.bits_of(self.dst_type))
+        return ranges.divided(bound, ranges.signed_qmax(ranges.bits_of(self.dst_type)))
 
     def __call__(self, inputs, training, weights, **kwargs):
         return arq_fake_quant(

@@ -3,6 +3,7 @@
 import weakref
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
@@ -18,17 +19,26 @@ class _Piece(NamedTuple):
     Attributes:
         width: Its size along the concatenation axis (`None`: the whole input).
         source: A weakref to the `RequantizingLayer` whose grid the slice is
-            on in the file (the source's variables are its own), or `None`
-            for a float slice.
+            on in the file (the source's variables are its own; for a
+            `MEAN`, also a quantized layer's tracked output range), or
+            `None` for a float slice.
         pooled: Whether an int8 average pooling of that grid wrote it.
         relu: Whether an int8 RELU of that grid writes it on the reader's
             grid (requantizing in its own arithmetic).
+        mean_of: The number of values a global average pooling of that
+            grid averaged into the slice (an int8 `MEAN` in the file), or
+            `None`.
+        chain: The calls from a quantized layer's op to the slice
+            (`_accumulator_chain`), whose int32 accumulator the file may
+            requantize straight onto the reader's grid, or `None`.
     """
 
     width: int | None
     source: weakref.ref | None
     pooled: bool = False
     relu: bool = False
+    mean_of: int | None = None
+    chain: tuple | None = None
 
 
 def _producer(tensor):
@@ -42,6 +52,64 @@ def _plain_relu(layer):
     return fused_activation(layer) and activation_bounds(layer) == (0.0, None)
 
 
+def _readers(link):
+    """The layers that read the output of the call `link` (`(layer weakref, node index)`)."""
+    layer, node_index = link[0](), link[1]
+    node = layer.inbound_nodes[node_index]
+    return [read.outbound_layer for read in layer.outbound_nodes if node in read.parent_nodes]
+
+
+def _accumulator_chain(tensor):
+    """The calls from a quantized layer's op to `tensor`, if the op may write it, else `None`.
+
+    That is a wrapper (a layer with an `accumulator_step`) without an output
+    quantizer of its own, then fused activation layers only: `((layer weakref,
+    node index), ...)`, the wrapper's call first. Whether each call is the
+    one reader of the one before is known only once the model is built
+    (`_writes_accumulator`).
+    """
+    chain = []
+    while getattr(tensor, "_keras_history", None) is not None:
+        layer, node_index, _ = tensor._keras_history
+        chain.insert(0, (weakref.ref(layer), node_index))
+        if hasattr(layer, "accumulator_step"):
+            rounds = layer._output_quantizers or layer.quantize_config.output_on_reader
+            return None if rounds else tuple(chain)
+        _, inputs = _producer(tensor)
+        if not (fused_activation(layer) and len(inputs) == 1):
+            return None
+        tensor = inputs[0]
+    return None
+
+
+def _writes_accumulator(piece):
+    """Whether the file writes `piece` straight from its op's accumulator on the reader's grid.
+
+    The converter fuses the activations into the op when each reads the
+    tensor before it alone. The op's output is then on the grid of the
+    one quantizer reading it (any other readers take it on that grid), or
+    of the Concatenate that alone reads a slice.
+    """
+    if piece.chain is None or any(link[0]() is None for link in piece.chain):
+        return False
+    if any(len(_readers(link)) != 1 for link in piece.chain[:-1]):
+        return False
+    readers = _readers(piece.chain[-1])
+    if piece.width is not None:
+        return len(readers) == 1
+    return sum(isinstance(reader, RequantizingLayer) for reader in readers) == 1
+
+
+_GLOBAL_AVERAGES = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+
+
+def _averaged(layer, tensor):
+    """How many values of `tensor` global average pooling `layer` averages, or `None` if unknown."""
+    if layer.data_format != "channels_last" or None in tensor.shape[1:-1]:
+        return None
+    return int(np.prod(tensor.shape[1:-1]))
+
+
 def _grid_piece(tensor, width):
     """The grid `tensor` is on in the file, as a `_Piece` of size `width`.
 
@@ -49,24 +117,39 @@ def _grid_piece(tensor, width):
     it, behind layers that keep the scale (max pooling, padding, reshapes)
     and at most one average pooling (an int8 average pooling keeps its
     input's grid; after two, the Keras values no longer tell the first
-    one's rounded sums). A ReLU read directly (not fused into the op before
-    it, as after a Concatenate) leaves a grid that its RELU op requantizes.
+    one's rounded sums), or a global average pooling of such a tensor (a
+    `MEAN`, which requantizes its sums). A ReLU read directly (not fused
+    into the op before it, as after a Concatenate) leaves a grid that its
+    RELU op requantizes.
     """
+    chain = _accumulator_chain(tensor)
+    if chain is not None:
+        return _Piece(width, None, chain=chain)
     pooled = relu = False
+    mean_of = None
     if getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
         if _plain_relu(layer) and len(inputs) == 1:
             relu, tensor = True, inputs[0]
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
-        if isinstance(layer, RequantizingLayer):
-            return _Piece(width, weakref.ref(layer), pooled, relu)
-        pooling = isinstance(layer, keras.layers.AveragePooling2D)
-        if len(inputs) != 1 or (pooled and pooling) or (relu and pooling):
-            break
-        if not (pooling or isinstance(layer, SCALE_KEEPING)):
-            break
-        pooled = pooled or pooling
+        # A quantized layer's output on its tracked range is a grid to a MEAN.
+        tracked = mean_of is not None and getattr(layer, "tracks_output", False)
+        if isinstance(layer, RequantizingLayer) or tracked:
+            return _Piece(width, weakref.ref(layer), pooled, relu, mean_of)
+        if len(inputs) != 1 or mean_of is not None:
+            break  # a global average pooling reads its grid directly
+        if isinstance(layer, _GLOBAL_AVERAGES):
+            mean_of = None if pooled or relu else _averaged(layer, inputs[0])
+            if mean_of is None:
+                break
+        else:
+            pooling = isinstance(layer, keras.layers.AveragePooling2D)
+            if (pooled or relu) and pooling:
+                break
+            if not (pooling or isinstance(layer, SCALE_KEEPING)):
+                break
+            pooled = pooled or pooling
         tensor = inputs[0]
     return _Piece(width, None)
 
@@ -127,7 +210,10 @@ class RequantizingLayer(QuantizerLayer):
     pooling of one; or such a tensor joined by a Concatenate, slice by
     slice), the forward pass computes the file's int8-to-int8 requantization
     instead (`requantize`): the values the file writes, with the
-    quantizer's own gradients. Subclasses give the quantizer's grid (`grid`)
+    quantizer's own gradients. So it does for the output of a quantized
+    layer's op (behind the activations the converter fuses into it), which
+    the file requantizes from the op's int32 sums, and for a global average
+    pooling of a grid (an int8 `MEAN`). Subclasses give the quantizer's grid (`grid`)
     and its width (`bits`).
 
     Args:
@@ -153,6 +239,15 @@ class RequantizingLayer(QuantizerLayer):
         return [None if piece.source is None else piece.source() for piece in self._pieces]
 
     @property
+    def computes_file_arithmetic(self):
+        """Whether the forward pass computes the file's arithmetic on some slice of the input.
+
+        That is, whether a slice is on another quantizer's grid or a quantized
+        layer's accumulator (`False`: a plain fake-quant).
+        """
+        return any(piece.source or piece.chain for piece in self._pieces)
+
+    @property
     def bits(self):
         """The width of the quantizer's grid, 8 or 4."""
         raise NotImplementedError
@@ -163,7 +258,7 @@ class RequantizingLayer(QuantizerLayer):
 
     def call(self, inputs, training=None):
         outputs = super().call(inputs, training)
-        if all(piece.source is None for piece in self._pieces):
+        if not self.computes_file_arithmetic:
             return outputs
         if self._axis is None:
             written = self._written(inputs, outputs, self._pieces[0])
@@ -186,12 +281,22 @@ class RequantizingLayer(QuantizerLayer):
 
     def _written(self, inputs, outputs, piece):
         """What the file writes for one slice: `outputs` where it is a float, else requantized."""
+        if piece.chain is not None:
+            step = piece.chain[0][0]().accumulator_step() if _writes_accumulator(piece) else None
+            if step is None:
+                return outputs
+            return requantize.accumulator_requantize(
+                tf.round(inputs / step), step, self.grid(), self.bits
+            )
         if piece.source is None:
             return outputs
         in_scale, zero_point, _ = piece.source().grid()
         if piece.relu:
             levels = tf.round(inputs / in_scale)
             return requantize.relu_requantize(levels, in_scale, self.grid(), self.bits)
+        if piece.mean_of is not None:
+            sums = tf.round(inputs * (piece.mean_of / in_scale))
+            return requantize.mean_requantize(sums, in_scale, piece.mean_of, self.grid(), self.bits)
         if piece.pooled:
             levels = requantize.pooled_levels(inputs, in_scale, zero_point)
         else:

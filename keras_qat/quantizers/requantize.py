@@ -1,4 +1,4 @@
-"""The .tflite's int8-to-int8 requantization, for an input quantizer reading another one's grid.
+"""The .tflite's requantizations, for a quantizer reading another one's grid or an op's sums.
 
 Where a quantized layer reads a tensor the file already holds as int8 on
 another grid, the file converts it with a `QUANTIZE` op instead of rounding
@@ -24,12 +24,22 @@ fake-quant op's:
   keeps only a few fractional bits and rounds twice (at ratio 0.139, 0.625
   above an integer already rounds up).
 
+- XNNPACK's convolutions, depthwise convolutions, fully connected ops and
+  `MEAN` requantize their int32 sums (the bias included) in float32:
+  `rint(float(sum) * ratio)`, half to even, the ratio the float32 quotient
+  of the scales (`accumulator_requantize`, `mean_requantize`). The QAT model
+  divides by the output step and rounds half up; values within float32
+  error of a tie (0.02 % of ResNet50's first block outputs) land a step
+  apart, and those differences compound with depth.
+
 `pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
 `m * level` stay below 2^24 (int8 levels do); `relu_requantize` in float64,
 exact while the level times the multiplier stays below 2^53.
 """
 
 import tensorflow as tf
+
+from keras_qat.quantizers.ranges import divided
 
 # A sum over a pooling window divided by its size is a tie only at a
 # fraction of exactly 1/2; the next fractions lie 1 / (2 * size) away. This
@@ -53,7 +63,7 @@ def op_grid(clip_min, clip_max, num_bits):
     clip_min = tf.convert_to_tensor(clip_min, tf.float32)
     clip_max = tf.convert_to_tensor(clip_max, tf.float32)
     levels = float(2**num_bits - 1)
-    scale = (clip_max - clip_min) / levels
+    scale = divided(clip_max - clip_min, levels)
     zero_point = tf.floor(tf.clip_by_value(0.0 - clip_min / scale, 0.0, levels) + 0.5)
     return scale, zero_point, -zero_point * scale
 
@@ -93,6 +103,38 @@ def file_requantize(levels, in_scale, out_grid, num_bits):
     """
     multiplier = tf.round(256.0 * (in_scale / out_grid[0]))  # lrintf: half to even
     return _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
+
+
+def accumulator_requantize(accumulators, step, out_grid, num_bits):
+    """XNNPACK's requantization of a convolution's int32 accumulators onto `out_grid`.
+
+    Args:
+        accumulators: Float32 integers: the sums with the bias, in units of `step`.
+        step: The accumulator's step, `input scale * weight scale` (float32).
+        out_grid: `op_grid(...)` of the output grid.
+        num_bits: The output grid's bit width.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    multiplier = step / out_grid[0]
+    return _on_grid(tf.round(accumulators * multiplier), out_grid, num_bits)
+
+
+def mean_requantize(sums, in_scale, count, out_grid, num_bits):
+    """XNNPACK's int8 `MEAN` of `count` levels on step `in_scale`, onto `out_grid`.
+
+    Args:
+        sums: Float32 integers: the sums of the levels above the input's zero point.
+        in_scale: The input grid's step.
+        count: How many levels each sum adds.
+        out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    multiplier = in_scale / (out_grid[0] * float(count))
+    return _on_grid(tf.round(sums * multiplier), out_grid, num_bits)
 
 
 def _on_grid(levels, grid, num_bits):

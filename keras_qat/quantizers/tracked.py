@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.quantizers import requantize
 from keras_qat.quantizers.base import QuantizerBase
 
 # TFMOT's decay for moving-average ranges (MovingAverageQuantizer).
@@ -24,7 +25,10 @@ class TrackedRangeQuantizer(QuantizerBase):
     int8 scale and zero point from. Unlike TFMOT's `MovingAverageQuantizer`,
     the range can be bounded: a layer whose output goes through a ReLU that
     the converter fuses into it is tracked over the ReLU's output (`floor`
-    0), as the file holds it.
+    0), as the file holds it. Given the step of the int32 accumulator the
+    output comes from (`accumulator_step`), the forward pass computes the
+    file's requantization of it instead (`requantize.accumulator_requantize`),
+    with the fake-quant's gradients.
 
     Args:
         floor: Lowest range minimum (0 for a following ReLU), or `None`.
@@ -56,7 +60,7 @@ class TrackedRangeQuantizer(QuantizerBase):
             ),
         }
 
-    def __call__(self, inputs, training, weights, **kwargs):
+    def __call__(self, inputs, training, weights, accumulator_step=None, **kwargs):
         low, high = weights["range_min"], weights["range_max"]
         if training:
             # With a floor at or above 0 the held minimum is 0 whatever the
@@ -69,7 +73,16 @@ class TrackedRangeQuantizer(QuantizerBase):
             average = tf.__internal__.train.assign_moving_average
             low = average(low, batch_low, EMA_DECAY, zero_debias=False)
             high = average(high, batch_high, EMA_DECAY, zero_debias=False)
-        return tf.quantization.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8)
+        rounded = tf.quantization.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8)
+        if accumulator_step is None:
+            return rounded
+        written = requantize.accumulator_requantize(
+            tf.round(inputs / accumulator_step),
+            accumulator_step,
+            requantize.op_grid(low, high, 8),
+            8,
+        )
+        return rounded + tf.stop_gradient(written - rounded)
 
     @staticmethod
     def assign_range(weights, low, high):

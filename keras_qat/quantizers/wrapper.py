@@ -1,11 +1,14 @@
 """The wrapper that applies a `WeightQuantizeConfig` and knows the input quantizer before it."""
 
+import inspect
 import weakref
 
 import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
+from keras_qat.converter_facts import own_activation_fuses
+from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
@@ -62,12 +65,12 @@ def separable_depthwise(layer, inputs, kernel):
     )
 
 
-def _quantized(quantizer, values, training, variables):
+def _quantized(quantizer, values, training, variables, **kwargs):
     """`quantizer` applied to `values`, in training or inference mode as `training` says."""
     return tf.__internal__.smart_cond.smart_cond(
         training,
-        lambda: quantizer(values, True, variables),
-        lambda: quantizer(values, False, variables),
+        lambda: quantizer(values, True, variables, **kwargs),
+        lambda: quantizer(values, False, variables, **kwargs),
     )
 
 
@@ -109,7 +112,18 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None, **kwargs):
+        if training is None:
+            training = keras.backend.learning_phase()
         outputs = self._computed(inputs, training, **kwargs)
+        if self._output_quantizers:
+            step = self.accumulator_step()
+            outputs = _quantized(
+                self._output_quantizers[0],
+                outputs,
+                training,
+                self._output_quantizer_vars,
+                **({} if step is None else {"accumulator_step": step}),
+            )
         reader = self.output_reader
         if reader is None:
             return outputs
@@ -138,37 +152,67 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         return None
 
     def _computed(self, inputs, training, **kwargs):
-        """TFMOT's call, with a `SeparableConv2D` computed as the file's two ops."""
-        if self.intermediate_vars is None:
-            return super().call(inputs, training=training, **kwargs)
-        if training is None:
-            training = keras.backend.learning_phase()
-        # TFMOT's call (quantized weights, the layer's computation, the
-        # output quantizer), with the separable convolution as its two ops.
+        """The layer's output before the output quantizer, from its quantized weights.
+
+        TFMOT's call up to its output quantizer, with a `SeparableConv2D`
+        computed as the file's two ops.
+        """
         quantized = [
             _quantized(quantizer, weight, training, variables)
             for weight, quantizer, variables in self._weight_vars
         ]
         layer = self.layer
+        if self.intermediate_vars is None:
+            self.quantize_config.set_quantize_weights(layer, quantized)
+            if "training" in inspect.signature(layer.call).parameters:
+                kwargs["training"] = training
+            return layer.call(inputs, **kwargs)
         depthwise, pointwise, *bias = quantized
         between = separable_depthwise(layer, inputs, depthwise)
         between = _quantized(TrackedRangeQuantizer(), between, training, self.intermediate_vars)
         outputs = tf.nn.conv2d(between, pointwise, 1, "VALID")
         if bias:
             outputs = tf.nn.bias_add(outputs, bias[0])
-        outputs = layer.activation(outputs)
-        if not self._output_quantizers:
-            return outputs
-        return _quantized(
-            self._output_quantizers[0], outputs, training, self._output_quantizer_vars
+        return layer.activation(outputs)
+
+    def accumulator_step(self):
+        """The step of the op's int32 accumulator, where the QAT model requantizes it as the file.
+
+        The file's op requantizes its accumulator (the bias included) onto
+        its output grid, after the activation the converter fuses into it.
+        `None` where that is not simulated: an activation that is an op of
+        its own in the file, export's copy (its input quantizer is a fixed
+        one), or an unknown input step.
+
+        Returns:
+            `bias_step()`, or `None`.
+        """
+        reference = getattr(self, "_input_quantizer", None)
+        if reference is None or not isinstance(reference(), InputQuantizeLayer):
+            return None
+        if not own_activation_fuses(self.layer):
+            return None
+        return self.bias_step()
+
+    @property
+    def tracks_output(self):
+        """Whether the output is rounded on a tracked 8-bit range, whose grid `grid()` gives."""
+        return (
+            bool(self._output_quantizers)
+            and type(self._output_quantizers[0]) is TrackedRangeQuantizer
         )
+
+    def grid(self):
+        """The grid of the tracked output range: `requantize.op_grid`'s triple."""
+        variables = self._output_quantizer_vars
+        return requantize.op_grid(variables["range_min"], variables["range_max"], 8)
 
     def intermediate_step(self):
         """The step of a `SeparableConv2D`'s int8 tensor between its two ops, or `None`."""
         if self.intermediate_vars is None:
             return None
         low, high = self.intermediate_vars["range_min"], self.intermediate_vars["range_max"]
-        return (high - low) / 255.0
+        return ranges.divided(high - low, 255.0)
 
     def bias_step(self):
         """The step of the bias in the file, `input step * weight step`, or `None` if unknown.

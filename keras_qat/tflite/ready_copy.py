@@ -121,7 +121,7 @@ def tflite_ready_copy(qat_model, batches=None):
                 isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
-        if isinstance(layer, OutputQuantizeLayer) and any(layer.grid_sources):
+        if isinstance(layer, OutputQuantizeLayer) and layer.computes_file_arithmetic:
             # A plain fake-quant: the converter writes the requantizations itself.
             variables = layer.quantizer_vars
             bounds = (float(variables["range_min"]), float(variables["range_max"]))

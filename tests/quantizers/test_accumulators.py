@@ -1,0 +1,102 @@
+"""The file's requantization of an op's int32 sums, computed in the QAT model's forward pass."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.quantizers import ranges
+from keras_qat.quantizers.requantize import accumulator_requantize, mean_requantize, op_grid
+from tests import reference
+
+L = keras.layers
+
+
+@pytest.mark.parametrize(("clip", "bits"), [((0.0, 255 / 2**12), 8), ((-0.3, 0.45), 4)])
+def test_accumulators_round_half_to_even_in_float32(clip, bits):
+    grid = op_grid(*clip, bits)
+    step = grid[0] / 4  # a ratio of exactly 1/4: sums 2 mod 4 are ties
+    sums = np.concatenate([np.arange(-1200, 1200, 1), [2**20, -(2**20)]]).astype("f4")
+    got = accumulator_requantize(tf.constant(sums), step, grid, bits).numpy()
+    want = reference.xnnpack_requantize(sums, 0.25, *clip, bits)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    # Not the fake-quant's half up, and clipped on both sides.
+    assert np.any(np.abs(reference.ulq(sums * step.numpy(), *clip, bits) - want) > 1e-7)
+    scale, _, low = (float(v) for v in grid)
+    np.testing.assert_allclose(
+        [got.min(), got.max()], [low, low + (2**bits - 1) * scale], atol=1e-7
+    )
+
+
+def test_a_mean_requantizes_its_sums_on_the_ratio_over_the_count():
+    grid = op_grid(-0.4, 0.6, 8)
+    in_scale = grid[0] * 2.0  # ratio / count = 2 / 4: odd sums are ties
+    sums = np.arange(-700, 700, 1).astype("f4")
+    got = mean_requantize(tf.constant(sums), in_scale, 4, grid, 8).numpy()
+    want = reference.xnnpack_requantize(sums, 0.5, -0.4, 0.6, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+
+
+def test_a_division_in_a_graph_is_the_exact_quotient():
+    # A graph rewrites `x / 255.0` as `x * (1 / 255)`; the file's scales are quotients.
+    values = tf.constant(np.random.default_rng(0).random(10000).astype("f4"))
+    got = tf.function(lambda: ranges.divided(values, 255.0))().numpy()
+    np.testing.assert_array_equal(got, values.numpy() / np.float32(255))
+    grid = tf.function(lambda: op_grid(tf.constant(0.0), tf.constant(0.7578685), 8))()
+    assert grid[0].numpy() == np.float32(0.7578685) / np.float32(255)
+
+
+def tie_model():
+    """Dense, Dense: input step 2^-7, weight steps 2^-7, output steps 2^-12: ratio 1/4.
+
+    The first layer's sums times 1/4 are ties wherever a sum is 2 mod 4;
+    its second output channel is 127 times the first, far above the reader's top.
+    """
+    inputs = keras.Input((1,), name="x")
+    hidden = L.Dense(2, name="first")(inputs)
+    model = keras.Model(inputs, L.Dense(1, name="second")(hidden))
+    model.get_layer("first").set_weights(
+        [np.array([[2**-7, 127 * 2**-7]], "f4"), np.zeros(2, "f4")]
+    )
+    model.get_layer("second").set_weights([np.array([[1.0], [0.0]], "f4"), np.zeros(1, "f4")])
+    return model
+
+
+def set_clip(model, name, clip_max):
+    layer = model.get_layer(f"{name}_input_quant")
+    layer.quantizer.assign_clip_range(layer.quantizer_vars, 0.0, clip_max)
+
+
+def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_path):
+    model = tie_model()
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    x = (np.arange(256, dtype="f4") * 2**-7)[:, None]  # every input level
+    qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
+    set_clip(qat, "first", 255 * 2**-7)
+    set_clip(qat, "second", 255 * 2**-12)
+    reader = qat.get_layer("second_input_quant")
+    got = keras.Model(qat.input, reader.output).predict(x, verbose=0)
+    levels = np.arange(256)[:, None] * np.array([1, 127])
+    want = reference.xnnpack_requantize(levels, 0.25, 0.0, 255 * 2**-12, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    # The file computes the same.
+    path = keras_qat.export_tflite(qat, tmp_path / "ties.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_the_gradients_are_the_fake_quants():
+    model = tie_model()
+    x = (np.arange(256, dtype="f4") * 2**-7)[:, None]
+    qat = keras_qat.apply_retrain_config(model, {"first": {}, "second": {}}, x)
+    set_clip(qat, "second", 255 * 2**-12)
+    reader = qat.get_layer("second_input_quant")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(keras.Model(qat.input, reader.output)(x, training=True))
+    grads = tape.gradient(
+        loss, [qat.get_layer("first").trainable_weights[0], *reader.trainable_weights]
+    )
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+    assert np.any(grads[0].numpy() != 0)
