@@ -27,10 +27,10 @@ fake-quant op's:
 - XNNPACK's convolutions, depthwise convolutions, fully connected ops and
   `MEAN` requantize their int32 sums (the bias included) in float32:
   `rint(float(sum) * ratio)`, half to even, the ratio the float32 quotient
-  of the scales (`accumulator_requantize`, `mean_requantize`). The QAT model
-  divides by the output step and rounds half up; values within float32
-  error of a tie (0.02 % of ResNet50's first block outputs) land a step
-  apart, and those differences compound with depth.
+  of the scales (`accumulator_requantize`, `mean_requantize`). A fake-quant
+  of the float sum (divided by the output step, half up) parts from it on
+  ties and within float32 error of one (0.02 % of ResNet50's first block
+  outputs), and such differences compound with depth.
 
 `pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
 `m * level` stay below 2^24 (int8 levels do); `relu_requantize` in float64,
@@ -106,7 +106,7 @@ def file_requantize(levels, in_scale, out_grid, num_bits):
 
 
 def accumulator_requantize(accumulators, step, out_grid, num_bits):
-    """XNNPACK's requantization of a convolution's int32 accumulators onto `out_grid`.
+    """XNNPACK's requantization of a conv or dense op's int32 accumulators onto `out_grid`.
 
     Args:
         accumulators: Float32 integers: the sums with the bias, in units of `step`.
