@@ -217,8 +217,16 @@ def int4_except_ends(model):
     }
 
 
+# Models with an int8 ADD or MUL of two quantized tensors, whose fixed-point
+# arithmetic the QAT model does not compute: a sum on a rounding tie may land
+# a step apart.
+FIXED_POINT_OPS = (build_residual, build_squeeze_excite, build_nasnet_cell)
+
+
 @pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
-def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
+def test_tflite_computes_what_the_qat_model_computes(
+    float_model, digits, tmp_path, recipe, request
+):
     x_train, y_train, x_test = digits[0], digits[1], digits[2]
     if recipe == "INT8":
         config = {layer.name: {} for layer in quantizable(float_model)}
@@ -234,7 +242,11 @@ def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_pa
     # The logits are int8 in both: the same level on every test image, up
     # to the float rounding of dequantizing.
     steps = np.abs(got - want) / step
-    assert steps.max() < 0.01
+    if request.node.callspec.params["float_model"] in FIXED_POINT_OPS:
+        assert steps.max() <= 1.001
+        assert np.mean(steps < 0.01) >= 0.99
+    else:
+        assert steps.max() < 0.01
 
 
 @pytest.mark.parametrize(

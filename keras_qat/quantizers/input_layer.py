@@ -210,11 +210,12 @@ class RequantizingLayer(QuantizerLayer):
     pooling of one; or such a tensor joined by a Concatenate, slice by
     slice), the forward pass computes the file's int8-to-int8 requantization
     instead (`requantize`): the values the file writes, with the
-    quantizer's own gradients. So it does for the output of a quantized
-    layer's op (behind the activations the converter fuses into it), which
-    the file requantizes from the op's int32 sums, and for a global average
-    pooling of a grid (an int8 `MEAN`). Subclasses give the quantizer's grid (`grid`)
-    and its width (`bits`).
+    quantizer's own gradients. So does inference for the output of a
+    quantized layer's op (behind the activations the converter fuses into
+    it), which the file requantizes from the op's int32 sums, and for a
+    global average pooling of a grid (an int8 `MEAN`); training keeps the
+    fake-quant there, which parts from them on ties only. Subclasses give
+    the quantizer's grid (`grid`) and its width (`bits`).
 
     Args:
         quantizer: The activation quantizer.
@@ -260,27 +261,41 @@ class RequantizingLayer(QuantizerLayer):
         outputs = super().call(inputs, training)
         if not self.computes_file_arithmetic:
             return outputs
-        if self._axis is None:
-            written = self._written(inputs, outputs, self._pieces[0])
-        else:
-            widths = [piece.width for piece in self._pieces]
-            written = tf.concat(
-                [
-                    self._written(*slices, piece)
-                    for *slices, piece in zip(
-                        tf.split(inputs, widths, self._axis),
-                        tf.split(outputs, widths, self._axis),
-                        self._pieces,
-                        strict=True,
-                    )
-                ],
-                self._axis,
-            )
+        written = tf.__internal__.smart_cond.smart_cond(
+            False if training is None else training,
+            lambda: self._all_written(inputs, outputs, ties=False),
+            lambda: self._all_written(inputs, outputs, ties=True),
+        )
         # The file's values forward, the quantizer's gradients backward.
         return outputs + tf.stop_gradient(written - outputs)
 
-    def _written(self, inputs, outputs, piece):
-        """What the file writes for one slice: `outputs` where it is a float, else requantized."""
+    def _all_written(self, inputs, outputs, ties):
+        """What the file writes for the whole input, slice by slice (`_written`)."""
+        if self._axis is None:
+            return self._written(inputs, outputs, self._pieces[0], ties)
+        widths = [piece.width for piece in self._pieces]
+        return tf.concat(
+            [
+                self._written(*slices, piece, ties)
+                for *slices, piece in zip(
+                    tf.split(inputs, widths, self._axis),
+                    tf.split(outputs, widths, self._axis),
+                    self._pieces,
+                    strict=True,
+                )
+            ],
+            self._axis,
+        )
+
+    def _written(self, inputs, outputs, piece, ties=True):
+        """What the file writes for one slice: `outputs` where it is a float, else requantized.
+
+        An op's requantized sums (a `chain` or `mean_of` slice) part from
+        the fake-quant only on ties and within float32 error of one; with
+        `ties` False (training) they keep the fake-quant, which costs less.
+        """
+        if not ties and (piece.chain is not None or piece.mean_of is not None):
+            return outputs
         if piece.chain is not None:
             step = piece.chain[0][0]().accumulator_step() if _writes_accumulator(piece) else None
             if step is None:

@@ -26,9 +26,10 @@ class TrackedRangeQuantizer(QuantizerBase):
     the range can be bounded: a layer whose output goes through a ReLU that
     the converter fuses into it is tracked over the ReLU's output (`floor`
     0), as the file holds it. Given the step of the int32 accumulator the
-    output comes from (`accumulator_step`), the forward pass computes the
-    file's requantization of it instead (`requantize.accumulator_requantize`),
-    with the fake-quant's gradients.
+    output comes from (`accumulator_step`), inference computes the file's
+    requantization of it instead (`requantize.accumulator_requantize`),
+    which parts from the fake-quant only on ties; training keeps the
+    fake-quant, which costs less.
 
     Args:
         floor: Lowest range minimum (0 for a following ReLU), or `None`.
@@ -74,7 +75,7 @@ class TrackedRangeQuantizer(QuantizerBase):
             low = average(low, batch_low, EMA_DECAY, zero_debias=False)
             high = average(high, batch_high, EMA_DECAY, zero_debias=False)
         rounded = tf.quantization.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8)
-        if accumulator_step is None:
+        if accumulator_step is None or training:
             return rounded
         written = requantize.accumulator_requantize(
             tf.round(inputs / accumulator_step),

@@ -87,16 +87,25 @@ def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_pat
     )
 
 
-def test_the_gradients_are_the_fake_quants():
+def test_training_keeps_the_fake_quant_and_its_gradients():
     model = tie_model()
     x = (np.arange(256, dtype="f4") * 2**-7)[:, None]
-    qat = keras_qat.apply_retrain_config(model, {"first": {}, "second": {}}, x)
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
+    set_clip(qat, "first", 255 * 2**-7)
     set_clip(qat, "second", 255 * 2**-12)
     reader = qat.get_layer("second_input_quant")
+    reading = keras.Model(qat.input, reader.output)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(keras.Model(qat.input, reader.output)(x, training=True))
-    grads = tape.gradient(
-        loss, [qat.get_layer("first").trainable_weights[0], *reader.trainable_weights]
+        trained = reading(x, training=True)
+        loss = tf.reduce_sum(trained)
+    # Half up on the ties, where inference rounds half to even.
+    sums = np.arange(256)[:, None] * np.array([1, 127]) * 2**-14
+    np.testing.assert_allclose(
+        trained.numpy(), reference.ulq(sums, 0.0, 255 * 2**-12, 8), atol=1e-9
     )
+    assert np.any(np.abs(trained.numpy() - reading(x, training=False).numpy()) > 1e-6)
+    weights = [qat.get_layer("first").trainable_weights[0], *reader.trainable_weights]
+    grads = tape.gradient(loss, weights)
     assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
     assert np.any(grads[0].numpy() != 0)
