@@ -40,6 +40,17 @@ class _Piece(NamedTuple):
     mean_of: int | None = None
     chain: tuple | None = None
 
+    def requantized(self, ties):
+        """Whether the file's values may differ from the fake-quant's on this slice.
+
+        An op's requantized sums (`chain`, `mean_of`) differ only on ties
+        and within float32 error of one: with `ties` False (training) they
+        count as the fake-quant's, which costs less.
+        """
+        if self.chain is not None or self.mean_of is not None:
+            return ties
+        return self.source is not None
+
 
 def _producer(tensor):
     """The layer that produced Keras tensor `tensor`, and that call's inputs (a list)."""
@@ -246,7 +257,7 @@ class RequantizingLayer(QuantizerLayer):
         That is, whether a slice is on another quantizer's grid or a quantized
         layer's accumulator (`False`: a plain fake-quant).
         """
-        return any(piece.source or piece.chain for piece in self._pieces)
+        return any(piece.requantized(ties=True) for piece in self._pieces)
 
     @property
     def bits(self):
@@ -259,14 +270,19 @@ class RequantizingLayer(QuantizerLayer):
 
     def call(self, inputs, training=None):
         outputs = super().call(inputs, training)
-        if not self.computes_file_arithmetic:
-            return outputs
-        written = tf.__internal__.smart_cond.smart_cond(
-            False if training is None else training,
-            lambda: self._all_written(inputs, outputs, ties=False),
-            lambda: self._all_written(inputs, outputs, ties=True),
+        if training is None or isinstance(training, bool):
+            return self._file_values(inputs, outputs, ties=not training)
+        return tf.__internal__.smart_cond.smart_cond(
+            training,
+            lambda: self._file_values(inputs, outputs, ties=False),
+            lambda: self._file_values(inputs, outputs, ties=True),
         )
-        # The file's values forward, the quantizer's gradients backward.
+
+    def _file_values(self, inputs, outputs, ties):
+        """`outputs` with the file's values forward and the quantizer's gradients backward."""
+        if not any(piece.requantized(ties) for piece in self._pieces):
+            return outputs
+        written = self._all_written(inputs, outputs, ties)
         return outputs + tf.stop_gradient(written - outputs)
 
     def _all_written(self, inputs, outputs, ties):
@@ -290,11 +306,10 @@ class RequantizingLayer(QuantizerLayer):
     def _written(self, inputs, outputs, piece, ties=True):
         """What the file writes for one slice: `outputs` where it is a float, else requantized.
 
-        An op's requantized sums (a `chain` or `mean_of` slice) part from
-        the fake-quant only on ties and within float32 error of one; with
-        `ties` False (training) they keep the fake-quant, which costs less.
+        With `ties` False, a slice that differs only on ties keeps `outputs`
+        (`_Piece.requantized`).
         """
-        if not ties and (piece.chain is not None or piece.mean_of is not None):
+        if not piece.requantized(ties):
             return outputs
         if piece.chain is not None:
             step = piece.chain[0][0]().accumulator_step() if _writes_accumulator(piece) else None
