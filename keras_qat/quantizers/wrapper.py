@@ -97,6 +97,10 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     file, on that quantizer's grid (an INT4 grid's carrier, not capped
     yet), which the file's output dequantizes: the wrapper rounds its
     output there too (`output_reader`).
+
+    Its output quantizer, and the quantizer reading its output, round in
+    inference as the file's op requantizes its int32 sums
+    (`accumulator_step`).
     """
 
     def build(self, input_shape):
