@@ -3,13 +3,18 @@
 from keras_qat._keras import keras
 
 # Layers whose int8 TFLite op keeps its input's scale (PAD, STRIDED_SLICE,
-# RESHAPE, MAX_POOL_2D): a range given before them is the range after them.
+# RESHAPE, MAX_POOL_2D), or that are no op in inference (dropout and noise
+# layers): a range given before them is the range after them.
 SCALE_KEEPING = (
     keras.layers.ZeroPadding2D,
     keras.layers.Cropping2D,
     keras.layers.Reshape,
     keras.layers.Flatten,
     keras.layers.MaxPooling2D,
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
 )
 
 # Weightless layers the converter makes pure ops of: two equal ops on the same
