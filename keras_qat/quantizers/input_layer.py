@@ -270,10 +270,8 @@ class RequantizingLayer(QuantizerLayer):
 
     def call(self, inputs, training=None):
         outputs = super().call(inputs, training)
-        if training is None or isinstance(training, bool):
-            return self._file_values(inputs, outputs, ties=not training)
         return tf.__internal__.smart_cond.smart_cond(
-            training,
+            False if training is None else training,
             lambda: self._file_values(inputs, outputs, ties=False),
             lambda: self._file_values(inputs, outputs, ties=True),
         )
@@ -318,8 +316,6 @@ class RequantizingLayer(QuantizerLayer):
             return requantize.accumulator_requantize(
                 tf.round(inputs / step), step, self.grid(), self.bits
             )
-        if piece.source is None:
-            return outputs
         in_scale, zero_point, _ = piece.source().grid()
         if piece.relu:
             levels = tf.round(inputs / in_scale)

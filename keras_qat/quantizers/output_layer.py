@@ -1,6 +1,5 @@
 """The Keras layer that rounds the output of an operation with no quantizer of its own."""
 
-from keras_qat.quantizers import requantize
 from keras_qat.quantizers.input_layer import RequantizingLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
@@ -29,8 +28,7 @@ class OutputQuantizeLayer(RequantizingLayer):
         return 8
 
     def grid(self):
-        variables = self.quantizer_vars
-        return requantize.op_grid(variables["range_min"], variables["range_max"], 8)
+        return TrackedRangeQuantizer.grid(self.quantizer_vars)
 
     def get_config(self):
         return {**super().get_config(), **self.quantizer.get_config()}

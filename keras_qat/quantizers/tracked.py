@@ -78,12 +78,21 @@ class TrackedRangeQuantizer(QuantizerBase):
         if accumulator_step is None or training:
             return rounded
         written = requantize.accumulator_requantize(
-            tf.round(inputs / accumulator_step),
-            accumulator_step,
-            requantize.op_grid(low, high, 8),
-            8,
+            tf.round(inputs / accumulator_step), accumulator_step, self.grid(weights), 8
         )
         return rounded + tf.stop_gradient(written - rounded)
+
+    @staticmethod
+    def grid(weights):
+        """The fake-quant op's grid of the current range: `requantize.op_grid`'s triple.
+
+        Args:
+            weights: The quantizer's variables (`build`'s result).
+
+        Returns:
+            `(scale, zero_point, low)` as float32 scalar tensors.
+        """
+        return requantize.op_grid(weights["range_min"], weights["range_max"], 8)
 
     @staticmethod
     def assign_range(weights, low, high):

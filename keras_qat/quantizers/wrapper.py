@@ -8,7 +8,6 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.converter_facts import own_activation_fuses
-from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
@@ -65,12 +64,12 @@ def separable_depthwise(layer, inputs, kernel):
     )
 
 
-def _quantized(quantizer, values, training, variables, **kwargs):
+def _quantized(quantizer, values, training, variables):
     """`quantizer` applied to `values`, in training or inference mode as `training` says."""
     return tf.__internal__.smart_cond.smart_cond(
         training,
-        lambda: quantizer(values, True, variables, **kwargs),
-        lambda: quantizer(values, False, variables, **kwargs),
+        lambda: quantizer(values, True, variables),
+        lambda: quantizer(values, False, variables),
     )
 
 
@@ -120,13 +119,13 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
             training = keras.backend.learning_phase()
         outputs = self._computed(inputs, training, **kwargs)
         if self._output_quantizers:
-            step = self.accumulator_step()
-            outputs = _quantized(
-                self._output_quantizers[0],
-                outputs,
+            quantizer, variables = self._output_quantizers[0], self._output_quantizer_vars
+            outputs = tf.__internal__.smart_cond.smart_cond(
                 training,
-                self._output_quantizer_vars,
-                **({} if step is None else {"accumulator_step": step}),
+                lambda: quantizer(outputs, True, variables),
+                lambda: quantizer(
+                    outputs, False, variables, accumulator_step=self.accumulator_step()
+                ),
             )
         reader = self.output_reader
         if reader is None:
@@ -207,16 +206,14 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         )
 
     def grid(self):
-        """The grid of the tracked output range: `requantize.op_grid`'s triple."""
-        variables = self._output_quantizer_vars
-        return requantize.op_grid(variables["range_min"], variables["range_max"], 8)
+        """The grid of the tracked output range (`TrackedRangeQuantizer.grid`)."""
+        return TrackedRangeQuantizer.grid(self._output_quantizer_vars)
 
     def intermediate_step(self):
         """The step of a `SeparableConv2D`'s int8 tensor between its two ops, or `None`."""
         if self.intermediate_vars is None:
             return None
-        low, high = self.intermediate_vars["range_min"], self.intermediate_vars["range_max"]
-        return ranges.divided(high - low, 255.0)
+        return TrackedRangeQuantizer.grid(self.intermediate_vars)[0]
 
     def bias_step(self):
         """The step of the bias in the file, `input step * weight step`, or `None` if unknown.
