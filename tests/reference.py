@@ -160,3 +160,37 @@ def xnnpack_requantize(accumulators, multiplier, clip_min, clip_max, bits):
     product = np.asarray(accumulators, np.float32) * np.float32(multiplier)
     level = np.clip(np.rint(product) + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
     return level * scale + low
+
+
+def xnnpack_mean(sums, in_scale, in_zero_point, count, clip_min, clip_max, bits):
+    """XNNPACK's int8 MEAN: the raw sum and the zero points' share scaled apart, in float32.
+
+    `rint(f(raw) * m + f(-count * z) * m)`, `m = f(in_scale / out_scale) * f(1 / count)`;
+    `sums` are of the levels above the int8 zero point `in_zero_point`.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    f = np.float32
+    multiplier = f(f(in_scale) / f(scale)) * (f(1) / f(count))
+    raw = np.asarray(sums, np.int64) + count * in_zero_point
+    scaled = (raw.astype(f) * multiplier).astype(f) + f(f(-count * in_zero_point) * multiplier)
+    level = np.clip(np.rint(scaled) + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
+def xnnpack_add(levels_a, scale_a, levels_b, scale_b, clip_min, clip_max, bits):
+    """XNNPACK's int8 ADD in integers: `(2^(s-1) + m_a l_a + m_b l_b) >> s`.
+
+    `m = lrintf(ratio * 2^s)`, each ratio the float32 quotient of an input
+    scale by the output's, and `s = 20 - exponent(max ratio)`; `levels` are
+    above each input's zero point.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    ratio_a = np.float32(scale_a) / np.float32(scale)
+    ratio_b = np.float32(scale_b) / np.float32(scale)
+    _, exponent = np.frexp(max(ratio_a, ratio_b))  # max = mantissa * 2^exponent, in [0.5, 1)
+    shift = 20 - (int(exponent) - 1)
+    m_a, m_b = (int(np.rint(np.ldexp(r, shift))) for r in (ratio_a, ratio_b))
+    total = (1 << (shift - 1)) + m_a * np.asarray(levels_a, np.int64)
+    total = total + m_b * np.asarray(levels_b, np.int64)
+    level = np.clip((total >> shift) + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low

@@ -28,6 +28,7 @@ from keras_qat.graph.model_check import iter_containers, model_layers
 from keras_qat.layer_table import layer_spec, operand_keys, owner_of
 from keras_qat.quantizers import (
     FileActivation,
+    FileAdd,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
@@ -74,6 +75,11 @@ def _check_graph(model):
                 f"Nested model '{layer.name}' is subclassed; keras_qat inlines nested models "
                 "and needs their layer graph. Rebuild it with the Functional API."
             )
+
+
+def _file_add(layer):
+    """Whether the QAT model computes `layer` as a `FileAdd`: a plain `Add` called once."""
+    return type(layer) is keras.layers.Add and functional.called_once(layer)
 
 
 def plan_batch_norm_folds(model, enabled):
@@ -298,6 +304,8 @@ class GraphRebuilder:
                 config = {**config, "activation": "linear"}
             if layer.name in self.file_activations:
                 copy = FileActivation(config["activation"], name=layer.name)
+            elif self.quantize and _file_add(layer):
+                copy = FileAdd.from_config(config)
             else:
                 copy = type(layer).from_config(config)
         except Exception as e:  # any failure here means the layer cannot be copied

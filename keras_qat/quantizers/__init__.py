@@ -5,6 +5,7 @@ from keras_qat.attention_layers import ATTENTION_LAYERS
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
+from keras_qat.quantizers.file_arithmetic import FileAdd, FileMultiply
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -20,6 +21,8 @@ CUSTOM_OBJECTS = {
         ArqQuantizer,
         BiasQuantizer,
         FileActivation,
+        FileAdd,
+        FileMultiply,
         InputQuantizeLayer,
         OutputQuantizeLayer,
         QatWrapper,
@@ -50,6 +53,8 @@ __all__ = [
     "ArqQuantizer",
     "BiasQuantizer",
     "FileActivation",
+    "FileAdd",
+    "FileMultiply",
     "InputQuantizeLayer",
     "OutputQuantizeLayer",
     "QatWrapper",

@@ -316,13 +316,14 @@ class RequantizingLayer(QuantizerLayer):
             return requantize.accumulator_requantize(
                 tf.round(inputs / step), step, self.grid(), self.bits
             )
-        in_scale, zero_point, _ = piece.source().grid()
+        in_grid = piece.source().grid()
+        in_scale, zero_point, _ = in_grid
         if piece.relu:
             levels = tf.round(inputs / in_scale)
             return requantize.relu_requantize(levels, in_scale, self.grid(), self.bits)
         if piece.mean_of is not None:
             sums = tf.round(inputs * (piece.mean_of / in_scale))
-            return requantize.mean_requantize(sums, in_scale, piece.mean_of, self.grid(), self.bits)
+            return requantize.mean_requantize(sums, in_grid, piece.mean_of, self.grid(), self.bits)
         if piece.pooled:
             levels = requantize.pooled_levels(inputs, in_scale, zero_point)
         else:

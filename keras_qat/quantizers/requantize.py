@@ -27,16 +27,24 @@ fake-quant op's:
 - XNNPACK's convolutions, depthwise convolutions, fully connected ops and
   `MEAN` requantize their int32 sums (the bias included) in float32:
   `rint(float(sum) * ratio)`, half to even, the ratio the float32 quotient
-  of the scales (`accumulator_requantize`, `mean_requantize`). A fake-quant
+  of the scales (`accumulator_requantize`; `mean_requantize` scales the
+  input zero points' share of a `MEAN`'s sum apart). A fake-quant
   of the float sum (divided by the output step, half up) parts from it on
   ties and within float32 error of one (0.02 % of ResNet50's first block
   outputs), and such differences compound with depth.
+
+- XNNPACK's int8 `ADD` scales each input's levels by a fixed-point
+  multiplier of about 21 bits (`lrintf` of the float32 scale ratio times
+  `2^shift`, the shift set by the larger ratio), adds half of `2^shift` and
+  shifts right (floor): half up, on multipliers off the ratios by up to
+  2^-21 of the larger (`add_requantize`).
 
 `pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
 `m * level` stay below 2^24 (int8 levels do); `relu_requantize` in float64,
 exact while the level times the multiplier stays below 2^53.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from keras_qat.quantizers.ranges import divided
@@ -121,20 +129,73 @@ def accumulator_requantize(accumulators, step, out_grid, num_bits):
     return _on_grid(tf.round(accumulators * multiplier), out_grid, num_bits)
 
 
-def mean_requantize(sums, in_scale, count, out_grid, num_bits):
-    """XNNPACK's int8 `MEAN` of `count` levels on step `in_scale`, onto `out_grid`.
+def mean_requantize(sums, in_grid, count, out_grid, num_bits):
+    """XNNPACK's int8 `MEAN` of `count` levels on `in_grid`, onto `out_grid`.
+
+    XNNPACK sums the raw int8 values, zero point included, and scales the
+    sum and the zero points' share apart, in float32, before it rounds:
+    `rint(f(raw) * m + f(-n * z) * m)`, `m = f(s_in / s_out) * f(1 / n)`.
+    A product near a tie may round the other way than the exact sum of the
+    levels would (on a digits CNN: 5 of 4 752 outputs).
 
     Args:
         sums: Float32 integers: the sums of the levels above the input's zero point.
-        in_scale: The input grid's step.
+        in_grid: `op_grid(...)` of the input grid (8 bits, or an INT4
+            grid's int8 carrier: the same zero point).
         count: How many levels each sum adds.
         out_grid, num_bits: As for `file_requantize`.
 
     Returns:
         The output values, as `file_requantize` gives them.
     """
-    multiplier = in_scale / (out_grid[0] * float(count))
-    return _on_grid(tf.round(sums * multiplier), out_grid, num_bits)
+    in_scale, zero_point, _ = in_grid
+    multiplier = divided(in_scale, out_grid[0]) * (np.float32(1) / np.float32(count))
+    offset = float(count) * (zero_point - 128.0)  # the int8 zero points' share of the sum
+    # multiply_no_nan: Grappler would hoist a common factor out of two Muls.
+    raw = tf.math.multiply_no_nan(sums + offset, multiplier)
+    return _on_grid(tf.round(raw + (-offset) * multiplier), out_grid, num_bits)
+
+
+def _power_of_two(exponent):
+    """`2^exponent` as an exact float64 tensor, for an int32 tensor `exponent` (-1022 to 1023)."""
+    return tf.bitcast(tf.bitwise.left_shift(tf.cast(exponent, tf.int64) + 1023, 52), tf.float64)
+
+
+def add_requantize(levels_a, scale_a, levels_b, scale_b, out_grid, num_bits):
+    """XNNPACK's int8 `ADD` of levels on steps `scale_a` and `scale_b`, onto `out_grid`.
+
+    XNNPACK's `xnn_init_qs8_add_minmax_scalar_params`: each ratio of scales
+    `r = float32(s_in / s_out)` becomes the integer `lrintf(r * 2^shift)`
+    with `shift = 20 - exponent(max(r_a, r_b))`; the output level is the
+    sum of the two products plus `2^(shift - 1)`, shifted right by `shift`.
+
+    Args:
+        levels_a: Float32 integers: the first input's levels above its zero point.
+        scale_a: The first input's step.
+        levels_b, scale_b: The same for the second input.
+        out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    ratio_a, ratio_b = divided(scale_a, out_grid[0]), divided(scale_b, out_grid[0])
+    largest = tf.bitcast(tf.maximum(ratio_a, ratio_b), tf.int32)
+    shift = 20 - (tf.bitwise.right_shift(largest, 23) - 127)
+
+    def multiplier(ratio):
+        # The ratio times 2^shift: its exponent bits raised by shift, exact.
+        raised = tf.bitcast(ratio, tf.int32) + tf.bitwise.left_shift(shift, 23)
+        scaled = tf.bitcast(raised, tf.float32)
+        return tf.cast(tf.round(scaled), tf.float64)  # lrintf: half to even
+
+    # Products below 2^30, exact in float64, as XNNPACK's int32 sum.
+    total = (
+        multiplier(ratio_a) * tf.cast(levels_a, tf.float64)
+        + multiplier(ratio_b) * tf.cast(levels_b, tf.float64)
+        + _power_of_two(shift - 1)
+    )
+    levels = tf.floor(total / _power_of_two(shift))
+    return _on_grid(tf.cast(levels, tf.float32), out_grid, num_bits)
 
 
 def _on_grid(levels, grid, num_bits):

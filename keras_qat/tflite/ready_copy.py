@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import (
+    FileAdd,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
@@ -121,6 +122,8 @@ def tflite_ready_copy(qat_model, batches=None):
                 isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
+        if isinstance(layer, FileAdd):
+            return keras.layers.Add.from_config(layer.get_config())  # the converter's ADD
         if isinstance(layer, OutputQuantizeLayer) and layer.computes_file_arithmetic:
             # A plain fake-quant: the converter writes the requantizations itself.
             variables = layer.quantizer_vars

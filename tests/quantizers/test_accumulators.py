@@ -7,7 +7,12 @@ import tensorflow as tf
 import keras_qat
 from keras_qat._keras import keras
 from keras_qat.quantizers import ranges
-from keras_qat.quantizers.requantize import accumulator_requantize, mean_requantize, op_grid
+from keras_qat.quantizers.requantize import (
+    accumulator_requantize,
+    add_requantize,
+    mean_requantize,
+    op_grid,
+)
 from tests import reference
 
 L = keras.layers
@@ -31,11 +36,30 @@ def test_accumulators_round_half_to_even_in_float32(clip, bits):
 
 def test_a_mean_requantizes_its_sums_on_the_ratio_over_the_count():
     grid = op_grid(-0.4, 0.6, 8)
-    in_scale = grid[0] * 2.0  # ratio / count = 2 / 4: odd sums are ties
+    in_grid = op_grid(-0.8, 1.2, 8)  # ratio / count = 2 / 4: odd sums are ties
     sums = np.arange(-700, 700, 1).astype("f4")
-    got = mean_requantize(tf.constant(sums), in_scale, 4, grid, 8).numpy()
+    got = mean_requantize(tf.constant(sums), in_grid, 4, grid, 8).numpy()
     want = reference.xnnpack_requantize(sums, 0.5, -0.4, 0.6, 8)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+
+
+# Steps of a MEAN in a digits CNN's file, on input zero point -128: the sum
+# 225 of 64 levels times the ratio over the count is 10.500009, which the
+# file rounds to 10, scaling the raw sum and the zero points' share apart.
+IN_STEP, OUT_STEP = np.float32(0.007931273430585861), np.float32(0.002655558055266738)
+
+
+def test_a_mean_scales_the_raw_sum_and_the_zero_points_share_apart():
+    in_grid = op_grid(0.0, 255 * IN_STEP, 8)
+    out_grid = op_grid(0.0, 255 * OUT_STEP, 8)
+    assert in_grid[0].numpy() == IN_STEP and out_grid[0].numpy() == OUT_STEP
+    sums = np.arange(0, 64 * 255, 1).astype("f4")
+    mean = tf.function(lambda s: mean_requantize(s, in_grid, 64, out_grid, 8))
+    got = mean(tf.constant(sums)).numpy()
+    want = reference.xnnpack_mean(sums, IN_STEP, -128, 64, 0.0, 255 * OUT_STEP, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    assert round(float(got[225] / OUT_STEP)) == 10
+    np.testing.assert_array_equal(mean_requantize(sums, in_grid, 64, out_grid, 8).numpy(), got)
 
 
 def test_a_division_in_a_graph_is_the_exact_quotient():
@@ -109,3 +133,22 @@ def test_training_keeps_the_fake_quant_and_its_gradients():
     grads = tape.gradient(loss, weights)
     assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
     assert np.any(grads[0].numpy() != 0)
+
+
+@pytest.mark.parametrize(("clip", "bits"), [((-0.5, 0.7), 8), ((0.0, 0.45), 4)])
+def test_an_add_scales_each_input_by_a_fixed_point_multiplier_and_rounds_half_up(clip, bits):
+    grid = op_grid(*clip, bits)
+    out_step = grid[0].numpy()
+    # Ratios 1/2 (odd levels are ties) and 0.37, whose 21-bit multiplier is
+    # not exact; sums far beyond both clip bounds.
+    scale_a, scale_b = out_step / 2, np.float32(out_step * np.float32(0.37))
+    levels_a, levels_b = np.meshgrid(np.arange(-300, 301), np.arange(-300, 301, 7))
+    levels_a, levels_b = levels_a.ravel().astype("f4"), levels_b.ravel().astype("f4")
+    got = add_requantize(levels_a, scale_a, levels_b, scale_b, grid, bits).numpy()
+    want = reference.xnnpack_add(levels_a, scale_a, levels_b, scale_b, *clip, bits)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    # Not the fake-quant of the float sum: ties go up, and the multiplier moves others.
+    exact_sum = levels_a * np.float64(scale_a) + levels_b * np.float64(scale_b)
+    assert np.any(np.abs(reference.ulq(exact_sum, *clip, bits) - want) > 1e-7)
+    low, high, _ = reference.nudged(*clip, bits)
+    np.testing.assert_allclose([got.min(), got.max()], [low, high], atol=1e-7)

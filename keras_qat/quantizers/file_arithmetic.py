@@ -1,0 +1,178 @@
+"""The .tflite's int8 ADD and MUL of two int8 tensors, computed by the QAT model in inference.
+
+An Add or Multiply of two tensors the file holds as int8 (a residual Add;
+an excitation gate; swish's product of its input and the LOGISTIC of it)
+is an int8 op in the file, which writes its result on the grid of the
+quantizer reading it. Its arithmetic is XNNPACK's (`requantize`): a sum
+of levels times fixed-point multipliers for `ADD`, a product of levels
+requantized in float32 for `MUL`. A float result rounded by the reader's
+fake-quant parts from it on ties and near them. In inference the layers
+here compute the file's result, which the reader's fake-quant keeps as it
+is; in training they compute in float, as the Keras layers do.
+"""
+
+import weakref
+
+import tensorflow as tf
+
+from keras_qat._keras import keras
+from keras_qat.converter_facts import SCALE_KEEPING, fused_activation
+from keras_qat.quantizers import requantize
+from keras_qat.quantizers.input_layer import RequantizingLayer
+
+
+def grid_holder(tensor):
+    """The layer whose grid Keras tensor `tensor` is on in the file, or `None`.
+
+    That is a `RequantizingLayer`, a quantized layer rounding its output on
+    a tracked range, or an activation written on its op's fixed grid, behind
+    layers that keep the scale: any layer with a `grid()` for the tensor.
+
+    Args:
+        tensor: A Keras tensor of a Functional model.
+
+    Returns:
+        The layer, or `None`.
+    """
+    while getattr(tensor, "_keras_history", None) is not None:
+        layer, node_index, _ = tensor._keras_history
+        if (
+            isinstance(layer, RequantizingLayer)
+            or getattr(layer, "tracks_output", False)
+            or getattr(layer, "writes_fixed_grid", False)
+        ):
+            return layer
+        inputs = tf.nest.flatten(layer.inbound_nodes[node_index].keras_inputs)
+        if len(inputs) != 1 or not isinstance(layer, SCALE_KEEPING):
+            return None
+        tensor = inputs[0]
+    return None
+
+
+def _sole_reading_call(layer, node_index):
+    """`(layer, node index)` of the one call reading the output of `layer`'s call, or `None`."""
+    node = layer.inbound_nodes[node_index]
+    reads = [read for read in layer.outbound_nodes if node in read.parent_nodes]
+    if len(reads) != 1:
+        return None
+    reader = reads[0].outbound_layer
+    return reader, reader.inbound_nodes.index(reads[0])
+
+
+def output_grid_holder(layer, node_index):
+    """The `RequantizingLayer` on whose grid the file writes `layer`'s call's output, or `None`.
+
+    The converter fuses the activations that follow (each the one reader of
+    the tensor before it) into the op, whose output is then on the grid of
+    the one quantizer reading it, or of a Concatenate alone reading it (the
+    file writes a concatenation's inputs on its one scale).
+
+    Args:
+        layer: A layer of a built Functional model.
+        node_index: The index of its call in `layer.inbound_nodes`.
+
+    Returns:
+        The layer, or `None`.
+    """
+    call = _sole_reading_call(layer, node_index)
+    while call is not None and fused_activation(call[0]):
+        call = _sole_reading_call(*call)
+    if call is not None and isinstance(call[0], keras.layers.Concatenate):
+        call = _sole_reading_call(*call)
+    if call is None or not isinstance(call[0], RequantizingLayer):
+        return None
+    return call[0]
+
+
+def multiply_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+    """XNNPACK's int8 `MUL` of levels on steps `step_a` and `step_b`, onto `out_grid`.
+
+    The product of the levels is an int32 sum of one term on the step
+    `step_a * step_b`, requantized in float32 (`accumulator_requantize`).
+
+    Args:
+        levels_a: Float32 integers: the first input's levels above its zero point.
+        step_a: The first input's step.
+        levels_b, step_b: The same for the second input.
+        out_grid, num_bits: As for `requantize.file_requantize`.
+
+    Returns:
+        The output values, as `requantize.file_requantize` gives them.
+    """
+    return requantize.accumulator_requantize(
+        levels_a * levels_b, step_a * step_b, out_grid, num_bits
+    )
+
+
+class _FileMerge:
+    """What `FileAdd` and `FileMultiply` share: their inputs' grids and their reader's.
+
+    A subclass names the file's arithmetic of two inputs' levels (`_OP`, a
+    function like `requantize.add_requantize`).
+    """
+
+    def __call__(self, inputs, *args, **kwargs):
+        operands = tf.nest.flatten(inputs)
+        if not all(getattr(t, "_keras_history", None) is not None for t in operands):
+            return super().__call__(inputs, *args, **kwargs)
+        holders = [grid_holder(t) for t in operands]
+        outputs = super().__call__(inputs, *args, **kwargs)
+        self._operand_grids = [None if h is None else weakref.ref(h) for h in holders]
+        self._node_index = outputs._keras_history.node_index
+        return outputs
+
+    def call(self, inputs, training=None):
+        outputs = super().call(inputs)
+        return tf.__internal__.smart_cond.smart_cond(
+            False if training is None else training,
+            lambda: outputs,
+            lambda: self._file_values(inputs, outputs),
+        )
+
+    def _file_values(self, inputs, outputs):
+        """What the file writes for `outputs` of `inputs`, or `outputs` where that is unknown."""
+        holders = [None if h is None else h() for h in getattr(self, "_operand_grids", [None])]
+        if len(inputs) != 2 or len(holders) != 2 or None in holders:
+            return outputs
+        reader = output_grid_holder(self, self._node_index)
+        if reader is None:
+            return outputs
+        (step_a, _, _), (step_b, _, _) = (holder.grid() for holder in holders)
+        return self._OP(
+            tf.round(inputs[0] / step_a),
+            step_a,
+            tf.round(inputs[1] / step_b),
+            step_b,
+            reader.grid(),
+            reader.bits,
+        )
+
+
+class FileAdd(_FileMerge, keras.layers.Add):
+    """An `Add` of two int8 tensors, whose inference computes the file's `ADD`.
+
+    Where the .tflite holds both inputs on known grids (an input
+    quantizer's, or a quantized layer's tracked output range) and writes the
+    sum on the grid of the quantizer reading it (behind the activations the
+    converter fuses into the `ADD`), inference gives the values the file
+    writes (`requantize.add_requantize`). Training adds in float, and the
+    quantizer reading the sum rounds it. Elsewhere it is an `Add`.
+
+    Args:
+        **kwargs: `Add` arguments (`name`, ...).
+    """
+
+    _OP = staticmethod(requantize.add_requantize)
+
+
+class FileMultiply(_FileMerge, keras.layers.Multiply):
+    """A `Multiply` of two int8 tensors, whose inference computes the file's `MUL`.
+
+    As `FileAdd`, with `multiply_requantize`: an excitation gate (a sigmoid
+    on its op's fixed grid) times the tensor it scales.
+
+    Args:
+        **kwargs: `Multiply` arguments (`name`, ...).
+    """
+
+    _OP = staticmethod(multiply_requantize)
