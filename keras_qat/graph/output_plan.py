@@ -30,7 +30,7 @@ from keras_qat.converter_facts import (
     fused_activation,
 )
 from keras_qat.layer_table import layer_spec
-from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS
+from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS, MULTIPLYING_ACTIVATIONS
 
 
 def _readers(name, consumers):
@@ -105,9 +105,6 @@ _REQUANTIZING = (
 )
 
 
-_MULTIPLYING_ACTIVATIONS = ("swish", "silu")
-
-
 def _after_a_quantizer(name, sources, enabled, memo):
     """Whether a quantized layer precedes `name` (else it runs in float, before the first one)."""
     if name not in memo:
@@ -133,7 +130,7 @@ def _writes_int8(layer, activation, enabled, sources, memo):
         return spec is not None and spec.operands > 0 and (spec.has_weights or spec.operands > 1)
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
     # A Concatenate's one scale is its own where no input quantizer gives it one.
-    swish = activation in _MULTIPLYING_ACTIVATIONS
+    swish = activation in MULTIPLYING_ACTIVATIONS
     joins = isinstance(layer, keras.layers.Concatenate)
     return (isinstance(layer, _REQUANTIZING) or swish or joins) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]

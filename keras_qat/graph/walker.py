@@ -29,6 +29,7 @@ from keras_qat.layer_table import layer_spec, operand_keys, owner_of
 from keras_qat.quantizers import (
     FileActivation,
     FileAdd,
+    FileMultiply,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
@@ -77,9 +78,15 @@ def _check_graph(model):
             )
 
 
-def _file_add(layer):
-    """Whether the QAT model computes `layer` as a `FileAdd`: a plain `Add` called once."""
-    return type(layer) is keras.layers.Add and functional.called_once(layer)
+# Merge layers the QAT model computes as the file's int8 op in inference.
+_FILE_MERGES = {keras.layers.Add: FileAdd, keras.layers.Multiply: FileMultiply}
+
+
+def _file_merge(layer):
+    """`FileAdd` or `FileMultiply` for a plain `Add` or `Multiply` called once, else `None`."""
+    if not functional.called_once(layer):
+        return None
+    return _FILE_MERGES.get(type(layer))
 
 
 def plan_batch_norm_folds(model, enabled):
@@ -304,8 +311,8 @@ class GraphRebuilder:
                 config = {**config, "activation": "linear"}
             if layer.name in self.file_activations:
                 copy = FileActivation(config["activation"], name=layer.name)
-            elif self.quantize and _file_add(layer):
-                copy = FileAdd.from_config(config)
+            elif self.quantize and _file_merge(layer) is not None:
+                copy = _file_merge(layer).from_config(config)
             else:
                 copy = type(layer).from_config(config)
         except Exception as e:  # any failure here means the layer cannot be copied

@@ -3,6 +3,8 @@
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.quantizers import requantize
+from keras_qat.quantizers.file_arithmetic import FileOperation, grid_holder, multiply_requantize
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
 # TFLite's int8 LOGISTIC and SOFTMAX write on the grid 1/256 (zero point -128),
@@ -31,22 +33,39 @@ FILE_ACTIVATIONS = {
     "tanh": lambda x: _on_grid(tf.math.tanh(x), _TANH_GRID),
     "softmax": lambda x: _on_grid(tf.nn.softmax(x), _SIGMOID_GRID),
 }
-# Those whose output grid is the op's own whatever the data (not swish's MUL).
-FIXED_GRID_ACTIVATIONS = ("sigmoid", "tanh", "softmax")
+# Those whose output grid is the op's own whatever the data (not swish's MUL): its range.
+FIXED_GRID_ACTIVATIONS = {"sigmoid": _SIGMOID_GRID, "tanh": _TANH_GRID, "softmax": _SIGMOID_GRID}
+# Those the file computes with a MUL of the input and its logistic.
+MULTIPLYING_ACTIVATIONS = ("swish", "silu")
 
 
-class FileActivation(keras.layers.Layer):
+class _LogisticGrid:
+    """The grid a `LOGISTIC` writes on, for swish's `MUL`, as a `FileOperation` operand sees it."""
+
+    @staticmethod
+    def grid():
+        return requantize.op_grid(*_SIGMOID_GRID, 8)
+
+
+_LOGISTIC_GRID = _LogisticGrid()
+
+
+class FileActivation(FileOperation, keras.layers.Layer):
     """An `Activation` whose output is rounded to the grid TFLite's int8 op writes it on.
 
     It stands for an `Activation` layer (or an activation split out of a
     quantized layer) inside the int8 part of the model. The rounding is a
     fake-quant op (straight-through gradient), and the converter reads its
-    fixed range, which is the op's own.
+    fixed range, which is the op's own. Swish is `LOGISTIC` then `MUL` of
+    the input and the logistic: in inference the `MUL` is the file's
+    (`FileOperation`) where the input's grid and the reader's are known.
 
     Args:
         activation: A name in `FILE_ACTIVATIONS`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
+
+    _OP = staticmethod(multiply_requantize)
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -62,8 +81,23 @@ class FileActivation(keras.layers.Layer):
         """Whether the output's grid is the op's own whatever the data (not swish's MUL)."""
         return self.activation in FIXED_GRID_ACTIVATIONS
 
-    def call(self, inputs):
-        return FILE_ACTIVATIONS[self.activation](inputs)
+    def grid(self):
+        """The op's fixed output grid (`requantize.op_grid`'s triple), if `writes_fixed_grid`."""
+        return requantize.op_grid(*FIXED_GRID_ACTIVATIONS[self.activation], 8)
+
+    def _operand_grids(self, inputs):
+        if self.activation not in MULTIPLYING_ACTIVATIONS:
+            return []
+        return [grid_holder(inputs), _LOGISTIC_GRID]
+
+    def _operands(self, inputs):
+        return [inputs, _sigmoid(inputs)]
+
+    def call(self, inputs, training=None):
+        outputs = FILE_ACTIVATIONS[self.activation](inputs)
+        if self.activation not in MULTIPLYING_ACTIVATIONS:
+            return outputs
+        return self._in_inference(inputs, outputs, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape

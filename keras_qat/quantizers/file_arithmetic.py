@@ -104,25 +104,47 @@ def multiply_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
     )
 
 
-class _FileMerge:
-    """What `FileAdd` and `FileMultiply` share: their inputs' grids and their reader's.
+class FileOperation:
+    """A mixin for a layer the file computes as an int8 op of two operands, onto its reader's grid.
 
-    A subclass names the file's arithmetic of two inputs' levels (`_OP`, a
-    function like `requantize.add_requantize`).
+    When the layer is called on a Keras tensor, it notes the grid of each
+    operand (`_operand_grids`, layers with a `grid()`) and its call; in
+    inference (`_in_inference`) it computes the file's arithmetic of the
+    operands' levels (`_OP`, a function like `requantize.add_requantize`)
+    onto the grid of the quantizer reading its output
+    (`output_grid_holder`), where all are known. Its `plain_copy` computes
+    as in training everywhere: the layer export's copy calls, from which the
+    converter writes the op itself.
     """
 
+    _plain = False
+
+    def plain_copy(self):
+        """A new layer of the same config that computes as in training, in inference too."""
+        copy = type(self).from_config(self.get_config())
+        copy._plain = True
+        return copy
+
     def __call__(self, inputs, *args, **kwargs):
-        operands = tf.nest.flatten(inputs)
-        if not all(getattr(t, "_keras_history", None) is not None for t in operands):
+        symbolic = all(getattr(t, "_keras_history", None) for t in tf.nest.flatten(inputs))
+        if self._plain or not symbolic:
             return super().__call__(inputs, *args, **kwargs)
-        holders = [grid_holder(t) for t in operands]
+        holders = self._operand_grids(inputs)
         outputs = super().__call__(inputs, *args, **kwargs)
-        self._operand_grids = [None if h is None else weakref.ref(h) for h in holders]
+        self._grids = [None if h is None else weakref.ref(h) for h in holders]
         self._node_index = outputs._keras_history.node_index
         return outputs
 
-    def call(self, inputs, training=None):
-        outputs = super().call(inputs)
+    def _operand_grids(self, inputs):
+        """The layers whose grids the operands are on (`None` where unknown), from Keras tensors."""
+        return [grid_holder(t) for t in tf.nest.flatten(inputs)]
+
+    def _operands(self, inputs):
+        """The two operand tensors of the op, from the layer's inputs."""
+        return inputs
+
+    def _in_inference(self, inputs, outputs, training):
+        """`outputs` in training; in inference, what the file writes (`_file_values`)."""
         return tf.__internal__.smart_cond.smart_cond(
             False if training is None else training,
             lambda: outputs,
@@ -131,21 +153,29 @@ class _FileMerge:
 
     def _file_values(self, inputs, outputs):
         """What the file writes for `outputs` of `inputs`, or `outputs` where that is unknown."""
-        holders = [None if h is None else h() for h in getattr(self, "_operand_grids", [None])]
-        if len(inputs) != 2 or len(holders) != 2 or None in holders:
+        holders = [None if h is None else h() for h in getattr(self, "_grids", [None])]
+        operands = self._operands(inputs)
+        if len(operands) != 2 or len(holders) != 2 or None in holders:
             return outputs
         reader = output_grid_holder(self, self._node_index)
         if reader is None:
             return outputs
         (step_a, _, _), (step_b, _, _) = (holder.grid() for holder in holders)
         return self._OP(
-            tf.round(inputs[0] / step_a),
+            tf.round(operands[0] / step_a),
             step_a,
-            tf.round(inputs[1] / step_b),
+            tf.round(operands[1] / step_b),
             step_b,
             reader.grid(),
             reader.bits,
         )
+
+
+class _FileMerge(FileOperation):
+    """An Add or Multiply as a `FileOperation`."""
+
+    def call(self, inputs, training=None):
+        return self._in_inference(inputs, super().call(inputs), training)
 
 
 class FileAdd(_FileMerge, keras.layers.Add):
@@ -169,7 +199,8 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
     """A `Multiply` of two int8 tensors, whose inference computes the file's `MUL`.
 
     As `FileAdd`, with `multiply_requantize`: an excitation gate (a sigmoid
-    on its op's fixed grid) times the tensor it scales.
+    on its op's fixed grid) times the tensor it scales. (Swish's `MUL` is
+    `FileActivation`'s.)
 
     Args:
         **kwargs: `Multiply` arguments (`name`, ...).

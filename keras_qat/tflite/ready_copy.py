@@ -24,12 +24,12 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.quantizers import (
-    FileAdd,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
     WeightQuantizeConfig,
 )
+from keras_qat.quantizers.file_arithmetic import FileOperation
 from keras_qat.quantizers.input_layer import on_a_grid
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.embedding_table import int8_table
@@ -122,8 +122,8 @@ def tflite_ready_copy(qat_model, batches=None):
                 isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
             )
             return FixedInputQuantizer.freeze(layer, reads_model_input)
-        if isinstance(layer, FileAdd):
-            return keras.layers.Add.from_config(layer.get_config())  # the converter's ADD
+        if isinstance(layer, FileOperation):
+            return layer.plain_copy()
         if isinstance(layer, OutputQuantizeLayer) and layer.computes_file_arithmetic:
             # A plain fake-quant: the converter writes the requantizations itself.
             variables = layer.quantizer_vars

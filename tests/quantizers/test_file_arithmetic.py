@@ -1,0 +1,146 @@
+"""An Add or Multiply of two int8 tensors computes, in inference, the file's int8 op."""
+
+import numpy as np
+import tensorflow as tf
+
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.quantizers import FileAdd, FileMultiply
+from keras_qat.quantizers.tracked import TrackedRangeQuantizer
+from tests import reference
+
+L = keras.layers
+
+# The input step; the sum's reader has twice it, the Dense's output half of it:
+# sums fall on quarter steps of the reader, and half of them are ties.
+STEP = np.float32(0.7) / np.float32(255)
+
+
+def shortcut_model():
+    """h + Dense(h): the Add reads the Dense's input quantizer and its tracked output."""
+    inputs = keras.Input((1,), name="x")
+    hidden = L.Dense(1, use_bias=False, name="stem")(inputs)
+    scaled = L.Dense(1, use_bias=False, name="first")(hidden)
+    total = L.Add(name="add")([hidden, scaled])
+    model = keras.Model(inputs, L.Dense(1, use_bias=False, name="second")(total))
+    for name, weight in (("stem", 1.0), ("first", 0.75), ("second", 1.0)):
+        model.get_layer(name).set_weights([np.array([[weight]], "f4")])
+    return model
+
+
+def test_an_add_writes_the_files_fixed_point_sum_in_inference_and_adds_in_training(tmp_path):
+    x = (np.arange(256, dtype="f4") * STEP)[:, None]  # every input level
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    config = dict.fromkeys(("stem", "first", "second"), per_tensor)
+    qat = keras_qat.apply_retrain_config(shortcut_model(), config, x)
+    assert isinstance(qat.get_layer("add"), FileAdd)
+    first_input, reader = qat.get_layer("first_input_quant"), qat.get_layer("second_input_quant")
+    for quantizer in (qat.get_layer("stem_input_quant"), first_input):
+        quantizer.quantizer.assign_clip_range(quantizer.quantizer_vars, 0.0, 255 * STEP)
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 2 * 255 * STEP)
+    first = qat.get_layer("first")
+    TrackedRangeQuantizer.assign_range(first._output_quantizer_vars, 0.0, 255 * STEP / 2)
+    probe = keras.Model(qat.input, [first_input.output, first.output, reader.output])
+
+    addend, scaled, got = probe.predict(x, verbose=0)
+    step_a, step_b = first_input.grid()[0].numpy(), first.grid()[0].numpy()
+    want = reference.xnnpack_add(
+        np.round(addend / step_a), step_a, np.round(scaled / step_b), step_b,
+        0.0, 2 * 255 * STEP, 8,
+    )  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    # The file computes the same.
+    path = keras_qat.export_tflite(qat, tmp_path / "add.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
+    )
+    # Training adds in float; the reader's fake-quant rounds the sum.
+    addend, scaled, trained = probe(x, training=True)
+    total = addend.numpy().astype("f8") + scaled.numpy()
+    np.testing.assert_allclose(trained, reference.ulq(total, 0.0, 2 * 255 * STEP, 8), atol=1e-6)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(probe(x, training=True)[2])
+    grads = tape.gradient(loss, [first.trainable_weights[0], *reader.trainable_weights])
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def gate_model():
+    """h * sigmoid(Dense(h)): an excitation gate on the LOGISTIC's grid 1/256."""
+    inputs = keras.Input((1,), name="x")
+    hidden = L.Dense(1, use_bias=False, name="stem")(inputs)
+    gate = L.Dense(1, activation="sigmoid", name="gate")(hidden)
+    product = L.Multiply(name="excite")([hidden, gate])
+    model = keras.Model(inputs, L.Dense(1, use_bias=False, name="second")(product))
+    model.get_layer("stem").set_weights([np.array([[1.0]], "f4")])
+    # Gates of 0.002 to 0.02, levels 1 to 5: most products within the reader's range.
+    model.get_layer("gate").set_weights([np.array([[3.0]], "f4"), np.array([-6.0], "f4")])
+    model.get_layer("second").set_weights([np.array([[1.0]], "f4")])
+    return model
+
+
+def test_a_multiply_writes_the_files_product_rounded_half_to_even(tmp_path):
+    x = (np.arange(256, dtype="f4") * STEP)[:, None]
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    config = dict.fromkeys(("stem", "gate", "second"), per_tensor)
+    qat = keras_qat.apply_retrain_config(gate_model(), config, x)
+    assert isinstance(qat.get_layer("excite"), FileMultiply)
+    shared, reader = qat.get_layer("gate_input_quant"), qat.get_layer("second_input_quant")
+    for quantizer in (qat.get_layer("stem_input_quant"), shared):
+        quantizer.quantizer.assign_clip_range(quantizer.quantizer_vars, 0.0, 255 * STEP)
+    # The reader's step is the input's / 128: the product of levels times 1/2, odd ones ties.
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 255 * STEP / 128)
+    gate = qat.get_layer("gate_activation")
+    probe = keras.Model(qat.input, [shared.output, gate.output, reader.output])
+    hidden, gated, got = probe.predict(x, verbose=0)
+    products = np.round(hidden / STEP) * np.round(gated * 256)
+    assert np.any(products % 2 == 1) and np.any(products % 4 == 1)
+    want = reference.xnnpack_requantize(products, 0.5, 0.0, 255 * STEP / 128, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    assert np.mean(products < 510) > 0.5  # not all clipped at the top
+    path = keras_qat.export_tflite(qat, tmp_path / "gate.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
+    )
+
+
+def swish_model():
+    """Dense(swish): the file's LOGISTIC of the Dense's int8 output, then MUL by that output."""
+    inputs = keras.Input((1,), name="x")
+    hidden = L.Dense(1, use_bias=False, name="stem")(inputs)
+    swished = L.Dense(1, activation="swish", use_bias=False, name="act")(hidden)
+    model = keras.Model(inputs, L.Dense(1, use_bias=False, name="second")(swished))
+    # The Dense's outputs span 4 steps: its level times the logistic's (about
+    # 128) stays within the reader's 255 levels.
+    for name, weight in (("stem", 1.0), ("act", 4 / 255), ("second", 1.0)):
+        model.get_layer(name).set_weights([np.array([[weight]], "f4")])
+    return model
+
+
+def test_swish_writes_the_files_product_of_its_input_and_its_logistic(tmp_path):
+    x = (np.arange(256, dtype="f4") * STEP)[:, None]
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    config = dict.fromkeys(("stem", "act", "second"), per_tensor)
+    qat = keras_qat.apply_retrain_config(swish_model(), config, x)
+    act, reader = qat.get_layer("act"), qat.get_layer("second_input_quant")
+    qat.get_layer("stem_input_quant").quantizer.assign_clip_range(
+        qat.get_layer("stem_input_quant").quantizer_vars, 0.0, 255 * STEP
+    )
+    qat.get_layer("act_input_quant").quantizer.assign_clip_range(
+        qat.get_layer("act_input_quant").quantizer_vars, 0.0, 255 * STEP
+    )
+    # The Dense's output on the step STEP; the reader's step STEP / 32 makes
+    # the product of levels times 1/8: products 4 mod 8 are ties.
+    TrackedRangeQuantizer.assign_range(act._output_quantizer_vars, 0.0, 255 * STEP)
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 255 * STEP / 32)
+    probe = keras.Model(qat.input, [act.output, reader.output])
+    linear, got = probe.predict(x, verbose=0)
+    levels = np.round(linear / act.grid()[0].numpy())
+    logistic = np.round(1 / (1 + np.exp(-linear.astype("f8"))) * 256)
+    products = levels * logistic
+    assert np.any(products % 16 == 4)  # ties to even round down where half up goes up
+    want = reference.xnnpack_requantize(products, 0.125, 0.0, 255 * STEP / 32, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    path = keras_qat.export_tflite(qat, tmp_path / "swish.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
+    )
