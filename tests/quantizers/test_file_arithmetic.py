@@ -14,6 +14,28 @@ L = keras.layers
 # The input step; the sum's reader has twice it, the Dense's output half of it:
 # sums fall on quarter steps of the reader, and half of them are ties.
 STEP = np.float32(0.7) / np.float32(255)
+X = (np.arange(256, dtype="f4") * STEP)[:, None]  # every input level
+
+
+def set_clip(qat, name, clip_max):
+    layer = qat.get_layer(name)
+    layer.quantizer.assign_clip_range(layer.quantizer_vars, 0.0, clip_max)
+
+
+def quantized(model, names):
+    """`model`'s QAT model (per-tensor weights), its first two layers' inputs on the step STEP."""
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    qat = keras_qat.apply_retrain_config(model, dict.fromkeys(names, per_tensor), X)
+    for name in names[:2]:
+        set_clip(qat, f"{name}_input_quant", 255 * STEP)
+    return qat
+
+
+def assert_the_file_computes_the_same(qat, path):
+    path = keras_qat.export_tflite(qat, path, X)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, X), qat.predict(X, verbose=0), rtol=0, atol=1e-6
+    )
 
 
 def shortcut_model():
@@ -29,37 +51,28 @@ def shortcut_model():
 
 
 def test_an_add_writes_the_files_fixed_point_sum_in_inference_and_adds_in_training(tmp_path):
-    x = (np.arange(256, dtype="f4") * STEP)[:, None]  # every input level
-    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
-    config = dict.fromkeys(("stem", "first", "second"), per_tensor)
-    qat = keras_qat.apply_retrain_config(shortcut_model(), config, x)
+    qat = quantized(shortcut_model(), ("stem", "first", "second"))
     assert isinstance(qat.get_layer("add"), FileAdd)
     first_input, reader = qat.get_layer("first_input_quant"), qat.get_layer("second_input_quant")
-    for quantizer in (qat.get_layer("stem_input_quant"), first_input):
-        quantizer.quantizer.assign_clip_range(quantizer.quantizer_vars, 0.0, 255 * STEP)
-    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 2 * 255 * STEP)
+    set_clip(qat, "second_input_quant", 2 * 255 * STEP)
     first = qat.get_layer("first")
     TrackedRangeQuantizer.assign_range(first._output_quantizer_vars, 0.0, 255 * STEP / 2)
     probe = keras.Model(qat.input, [first_input.output, first.output, reader.output])
 
-    addend, scaled, got = probe.predict(x, verbose=0)
+    addend, scaled, got = probe.predict(X, verbose=0)
     step_a, step_b = first_input.grid()[0].numpy(), first.grid()[0].numpy()
     want = reference.xnnpack_add(
         np.round(addend / step_a), step_a, np.round(scaled / step_b), step_b,
         0.0, 2 * 255 * STEP, 8,
     )  # fmt: skip
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
-    # The file computes the same.
-    path = keras_qat.export_tflite(qat, tmp_path / "add.tflite", x)
-    np.testing.assert_allclose(
-        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
-    )
+    assert_the_file_computes_the_same(qat, tmp_path / "add.tflite")
     # Training adds in float; the reader's fake-quant rounds the sum.
-    addend, scaled, trained = probe(x, training=True)
+    addend, scaled, trained = probe(X, training=True)
     total = addend.numpy().astype("f8") + scaled.numpy()
     np.testing.assert_allclose(trained, reference.ulq(total, 0.0, 2 * 255 * STEP, 8), atol=1e-6)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(probe(x, training=True)[2])
+        loss = tf.reduce_sum(probe(X, training=True)[2])
     grads = tape.gradient(loss, [first.trainable_weights[0], *reader.trainable_weights])
     assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
 
@@ -79,28 +92,20 @@ def gate_model():
 
 
 def test_a_multiply_writes_the_files_product_rounded_half_to_even(tmp_path):
-    x = (np.arange(256, dtype="f4") * STEP)[:, None]
-    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
-    config = dict.fromkeys(("stem", "gate", "second"), per_tensor)
-    qat = keras_qat.apply_retrain_config(gate_model(), config, x)
+    qat = quantized(gate_model(), ("stem", "gate", "second"))
     assert isinstance(qat.get_layer("excite"), FileMultiply)
     shared, reader = qat.get_layer("gate_input_quant"), qat.get_layer("second_input_quant")
-    for quantizer in (qat.get_layer("stem_input_quant"), shared):
-        quantizer.quantizer.assign_clip_range(quantizer.quantizer_vars, 0.0, 255 * STEP)
     # The reader's step is the input's / 128: the product of levels times 1/2, odd ones ties.
-    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 255 * STEP / 128)
+    set_clip(qat, "second_input_quant", 255 * STEP / 128)
     gate = qat.get_layer("gate_activation")
     probe = keras.Model(qat.input, [shared.output, gate.output, reader.output])
-    hidden, gated, got = probe.predict(x, verbose=0)
+    hidden, gated, got = probe.predict(X, verbose=0)
     products = np.round(hidden / STEP) * np.round(gated * 256)
     assert np.any(products % 2 == 1) and np.any(products % 4 == 1)
     want = reference.xnnpack_requantize(products, 0.5, 0.0, 255 * STEP / 128, 8)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
     assert np.mean(products < 510) > 0.5  # not all clipped at the top
-    path = keras_qat.export_tflite(qat, tmp_path / "gate.tflite", x)
-    np.testing.assert_allclose(
-        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
-    )
+    assert_the_file_computes_the_same(qat, tmp_path / "gate.tflite")
 
 
 def swish_model():
@@ -117,30 +122,18 @@ def swish_model():
 
 
 def test_swish_writes_the_files_product_of_its_input_and_its_logistic(tmp_path):
-    x = (np.arange(256, dtype="f4") * STEP)[:, None]
-    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
-    config = dict.fromkeys(("stem", "act", "second"), per_tensor)
-    qat = keras_qat.apply_retrain_config(swish_model(), config, x)
+    qat = quantized(swish_model(), ("stem", "act", "second"))
     act, reader = qat.get_layer("act"), qat.get_layer("second_input_quant")
-    qat.get_layer("stem_input_quant").quantizer.assign_clip_range(
-        qat.get_layer("stem_input_quant").quantizer_vars, 0.0, 255 * STEP
-    )
-    qat.get_layer("act_input_quant").quantizer.assign_clip_range(
-        qat.get_layer("act_input_quant").quantizer_vars, 0.0, 255 * STEP
-    )
     # The Dense's output on the step STEP; the reader's step STEP / 32 makes
     # the product of levels times 1/8: products 4 mod 8 are ties.
     TrackedRangeQuantizer.assign_range(act._output_quantizer_vars, 0.0, 255 * STEP)
-    reader.quantizer.assign_clip_range(reader.quantizer_vars, 0.0, 255 * STEP / 32)
+    set_clip(qat, "second_input_quant", 255 * STEP / 32)
     probe = keras.Model(qat.input, [act.output, reader.output])
-    linear, got = probe.predict(x, verbose=0)
+    linear, got = probe.predict(X, verbose=0)
     levels = np.round(linear / act.grid()[0].numpy())
     logistic = np.round(1 / (1 + np.exp(-linear.astype("f8"))) * 256)
     products = levels * logistic
     assert np.any(products % 16 == 4)  # ties to even round down where half up goes up
     want = reference.xnnpack_requantize(products, 0.125, 0.0, 255 * STEP / 32, 8)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
-    path = keras_qat.export_tflite(qat, tmp_path / "swish.tflite", x)
-    np.testing.assert_allclose(
-        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
-    )
+    assert_the_file_computes_the_same(qat, tmp_path / "swish.tflite")
