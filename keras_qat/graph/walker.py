@@ -311,8 +311,8 @@ class GraphRebuilder:
                 config = {**config, "activation": "linear"}
             if layer.name in self.file_activations:
                 copy = FileActivation(config["activation"], name=layer.name)
-            elif self.quantize and _file_merge(layer) is not None:
-                copy = _file_merge(layer).from_config(config)
+            elif self.quantize and (merge := _file_merge(layer)) is not None:
+                copy = merge.from_config(config)
             else:
                 copy = type(layer).from_config(config)
         except Exception as e:  # any failure here means the layer cannot be copied

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.quantizers import requantize
-from keras_qat.quantizers.file_arithmetic import FileOperation, grid_holder, multiply_requantize
+from keras_qat.quantizers.file_arithmetic import FileOperation, grid_holder
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
 # TFLite's int8 LOGISTIC and SOFTMAX write on the grid 1/256 (zero point -128),
@@ -65,7 +65,7 @@ class FileActivation(FileOperation, keras.layers.Layer):
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
-    _OP = staticmethod(multiply_requantize)
+    _OP = staticmethod(requantize.multiply_requantize)
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)

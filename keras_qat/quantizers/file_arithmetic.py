@@ -84,26 +84,6 @@ def output_grid_holder(layer, node_index):
     return call[0]
 
 
-def multiply_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
-    """XNNPACK's int8 `MUL` of levels on steps `step_a` and `step_b`, onto `out_grid`.
-
-    The product of the levels is an int32 sum of one term on the step
-    `step_a * step_b`, requantized in float32 (`accumulator_requantize`).
-
-    Args:
-        levels_a: Float32 integers: the first input's levels above its zero point.
-        step_a: The first input's step.
-        levels_b, step_b: The same for the second input.
-        out_grid, num_bits: As for `requantize.file_requantize`.
-
-    Returns:
-        The output values, as `requantize.file_requantize` gives them.
-    """
-    return requantize.accumulator_requantize(
-        levels_a * levels_b, step_a * step_b, out_grid, num_bits
-    )
-
-
 class FileOperation:
     """A mixin for a layer the file computes as an int8 op of two operands, onto its reader's grid.
 
@@ -206,4 +186,4 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
         **kwargs: `Multiply` arguments (`name`, ...).
     """
 
-    _OP = staticmethod(multiply_requantize)
+    _OP = staticmethod(requantize.multiply_requantize)

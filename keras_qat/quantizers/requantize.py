@@ -37,7 +37,8 @@ fake-quant op's:
   multiplier of about 21 bits (`lrintf` of the float32 scale ratio times
   `2^shift`, the shift set by the larger ratio), adds half of `2^shift` and
   shifts right (floor): half up, on multipliers off the ratios by up to
-  2^-21 of the larger (`add_requantize`).
+  2^-21 of the larger (`add_requantize`); its `MUL` requantizes the product
+  of the levels as a convolution its sums (`multiply_requantize`).
 
 `pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
 `m * level` stay below 2^24 (int8 levels do); `relu_requantize` in float64,
@@ -154,6 +155,24 @@ def mean_requantize(sums, in_grid, count, out_grid, num_bits):
     # multiply_no_nan: Grappler would hoist a common factor out of two Muls.
     raw = tf.math.multiply_no_nan(sums + offset, multiplier)
     return _on_grid(tf.round(raw + (-offset) * multiplier), out_grid, num_bits)
+
+
+def multiply_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+    """XNNPACK's int8 `MUL` of levels on steps `step_a` and `step_b`, onto `out_grid`.
+
+    The product of the levels is an int32 sum of one term on the step
+    `step_a * step_b`, requantized in float32 (`accumulator_requantize`).
+
+    Args:
+        levels_a: Float32 integers: the first input's levels above its zero point.
+        step_a: The first input's step.
+        levels_b, step_b: The same for the second input.
+        out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    return accumulator_requantize(levels_a * levels_b, step_a * step_b, out_grid, num_bits)
 
 
 def _power_of_two(exponent):
