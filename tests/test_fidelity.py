@@ -328,3 +328,29 @@ def test_a_dropout_before_a_quantized_layer_keeps_its_readers_grid(digits, tmp_p
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x[:256])
     report = keras_qat.check_tflite(qat, path, digits[2].reshape(-1, 64), measure="steps")
     assert report["outputs"]["probs"]["max_error_steps"] < 0.01, report
+
+
+def test_a_swish_output_read_by_a_convolution_and_an_add_is_rounded_once(digits, tmp_path):
+    """A convolution's swish (split off: LOGISTIC then MUL) read by the next one and a residual Add.
+
+    The file holds the MUL's output once, on the next convolution's grid,
+    and the Add reads it there; the QAT model rounds it once for both (its
+    convolution read the float swish, and the logits were up to 7 steps off
+    on such a model).
+    """
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="swish", name="conv1")(inputs)
+    y = L.Conv2D(8, 3, padding="same", name="conv2")(x)
+    x = L.ReLU(name="relu")(L.Add(name="add")([x, y]))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(x))
+    qat = keras_qat.apply_retrain_config(
+        model, {layer.name: {} for layer in quantizable(model)}, digits[0][:256]
+    )
+    conv2_input = qat.get_layer("conv2").input._keras_history.layer
+    assert conv2_input.name == "conv2_input_quant"
+    assert qat.get_layer("add").input[0]._keras_history.layer is conv2_input
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

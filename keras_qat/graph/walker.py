@@ -269,15 +269,17 @@ class GraphRebuilder:
                 operands = zip(keys, args[0], strict=True)
                 args = ([self._quantized_input((key,), t) for key, t in operands], *args[1:])
         outputs = copy(*args, **kwargs)
+        # The plans name the tensor the layer writes: its split activation's, if any.
+        written = self._split.get(layer.name, layer.name)
         if layer.name in self._split:
             outputs = self._activation(layer)(outputs)
-        if self.quantize and layer.name in self.operation_bounds:
+        if self.quantize and written in self.operation_bounds:
             quantizer = OutputQuantizeLayer(
-                *self.operation_bounds[layer.name], name=self.names(f"{layer.name}_output_quant")
+                *self.operation_bounds[written], name=self.names(f"{written}_output_quant")
             )
-            self.output_quantizers[layer.name] = quantizer
+            self.output_quantizers[written] = quantizer
             outputs = quantizer(outputs)
-        readers = self.shared_inputs.get(layer.name)
+        readers = self.shared_inputs.get(written)
         if readers is not None:
             outputs = self._quantized_input(readers, outputs)
         return outputs
