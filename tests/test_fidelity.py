@@ -354,3 +354,21 @@ def test_a_swish_output_read_by_a_convolution_and_an_add_is_rounded_once(digits,
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
     report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+
+
+def test_a_model_input_read_by_a_quantized_layer_and_an_add_is_rounded_once(digits, tmp_path):
+    """x + Dense(x): the file rounds the model input once, for the Dense and the ADD.
+
+    The QAT model added the float input (logits within one step on 96 %).
+    """
+    x = digits[0].reshape(-1, 64)
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((64,), name="features")
+    hidden = L.Dense(64, name="first")(inputs)
+    hidden = L.ReLU(name="relu")(L.Add(name="add")([inputs, hidden]))
+    model = keras.Model(inputs, L.Dense(10, name="logits")(hidden))
+    qat = keras_qat.apply_retrain_config(model, {"first": {}, "logits": {}}, x[:256])
+    assert qat.get_layer("add").input[0]._keras_history.layer.name == "first_input_quant"
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x[:256])
+    report = keras_qat.check_tflite(qat, path, digits[2].reshape(-1, 64), measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

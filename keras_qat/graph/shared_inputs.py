@@ -2,7 +2,8 @@
 
 A tensor that feeds a quantized layer and also other layers (in MobileNetV2
 and ResNet: a block's output, read by the next block's first convolution and
-by its residual Add; in ResNet also by the shortcut convolution) is one int8
+by its residual Add; in ResNet also by the shortcut convolution; a model
+input read by a Dense and by an Add around it) is one int8
 tensor in the .tflite, on one grid. For the QAT model to compute what the
 file computes, every reader must read the tensor rounded on that grid: one
 input quantizer is applied where the tensor is produced, and every reader
@@ -92,8 +93,7 @@ def shared_input_readers(float_model, settings, bits):
         )
         first = _first_readers(quantized, settings, bits) if quantized else None
         if (
-            isinstance(layer, keras.layers.InputLayer)  # never called: a model input
-            or first is None
+            first is None
             or len(readers) < 2
             or None in readers
             or (

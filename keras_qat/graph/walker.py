@@ -250,7 +250,15 @@ class GraphRebuilder:
             keras.Input(type_spec=t.type_spec, name=name)
             for t, name in zip(self.model.inputs, functional.input_names(self.model), strict=True)
         ]
-        outputs = functional.replay(self.model, inputs, self._call)
+        # A model input that a quantized layer shares with other readers is
+        # rounded once, before all of them (no layer call to follow).
+        read = [
+            self._quantized_input(self.shared_inputs[name], tensor)
+            if name in self.shared_inputs
+            else tensor
+            for tensor, name in zip(inputs, functional.input_names(self.model), strict=True)
+        ]
+        outputs = functional.replay(self.model, read, self._call)
         new_model = keras.Model(inputs, outputs, name=self.model.name)
         self._copy_weights()
         return new_model
