@@ -3,8 +3,8 @@
 A tensor that feeds a quantized layer and also other layers (in MobileNetV2
 and ResNet: a block's output, read by the next block's first convolution and
 by its residual Add; in ResNet also by the shortcut convolution; a model
-input read by a Dense and by an Add around it) is one int8
-tensor in the .tflite, on one grid. For the QAT model to compute what the
+input read by a Dense and by an Add around it) is one int8 tensor in the
+.tflite, on one grid. For the QAT model to compute what the
 file computes, every reader must read the tensor rounded on that grid: one
 input quantizer is applied where the tensor is produced, and every reader
 takes its output. Several quantized readers share it when their
