@@ -246,9 +246,10 @@ class GraphRebuilder:
 
     def build(self):
         """Returns the new Functional model, weights copied from the original."""
+        names = functional.input_names(self.model)
         inputs = [
             keras.Input(type_spec=t.type_spec, name=name)
-            for t, name in zip(self.model.inputs, functional.input_names(self.model), strict=True)
+            for t, name in zip(self.model.inputs, names, strict=True)
         ]
         # A model input that a quantized layer shares with other readers is
         # rounded once, before all of them (no layer call to follow).
@@ -256,7 +257,7 @@ class GraphRebuilder:
             self._quantized_input(self.shared_inputs[name], tensor)
             if name in self.shared_inputs
             else tensor
-            for tensor, name in zip(inputs, functional.input_names(self.model), strict=True)
+            for tensor, name in zip(inputs, names, strict=True)
         ]
         outputs = functional.replay(self.model, read, self._call)
         new_model = keras.Model(inputs, outputs, name=self.model.name)

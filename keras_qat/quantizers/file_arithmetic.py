@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.converter_facts import SCALE_KEEPING, fused_activation
 from keras_qat.quantizers import requantize
-from keras_qat.quantizers.input_layer import RequantizingLayer
+from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
 
 
 def grid_holder(tensor):
@@ -51,8 +51,7 @@ def grid_holder(tensor):
 
 def _sole_reading_call(layer, node_index):
     """`(layer, node index)` of the one call reading the output of `layer`'s call, or `None`."""
-    node = layer.inbound_nodes[node_index]
-    reads = [read for read in layer.outbound_nodes if node in read.parent_nodes]
+    reads = reading_nodes(layer, node_index)
     if len(reads) != 1:
         return None
     reader = reads[0].outbound_layer

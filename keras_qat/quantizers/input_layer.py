@@ -63,11 +63,23 @@ def _plain_relu(layer):
     return fused_activation(layer) and activation_bounds(layer) == (0.0, None)
 
 
+def reading_nodes(layer, node_index):
+    """The nodes (calls) that read the output of `layer`'s call `node_index`.
+
+    Args:
+        layer: A layer of a built Functional model.
+        node_index: The index of the call in `layer.inbound_nodes`.
+
+    Returns:
+        A list of nodes, each its reader's call (`node.outbound_layer`).
+    """
+    node = layer.inbound_nodes[node_index]
+    return [read for read in layer.outbound_nodes if node in read.parent_nodes]
+
+
 def _readers(link):
     """The layers that read the output of the call `link` (`(layer weakref, node index)`)."""
-    layer, node_index = link[0](), link[1]
-    node = layer.inbound_nodes[node_index]
-    return [read.outbound_layer for read in layer.outbound_nodes if node in read.parent_nodes]
+    return [read.outbound_layer for read in reading_nodes(link[0](), link[1])]
 
 
 def _accumulator_chain(tensor):

@@ -180,8 +180,8 @@ def _power_of_two(exponent):
     return tf.bitcast(tf.bitwise.left_shift(tf.cast(exponent, tf.int64) + 1023, 52), tf.float64)
 
 
-def add_requantize(levels_a, scale_a, levels_b, scale_b, out_grid, num_bits):
-    """XNNPACK's int8 `ADD` of levels on steps `scale_a` and `scale_b`, onto `out_grid`.
+def add_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+    """XNNPACK's int8 `ADD` of levels on steps `step_a` and `step_b`, onto `out_grid`.
 
     XNNPACK's `xnn_init_qs8_add_minmax_scalar_params`: each ratio of scales
     `r = float32(s_in / s_out)` becomes the integer `lrintf(r * 2^shift)`
@@ -189,15 +189,13 @@ def add_requantize(levels_a, scale_a, levels_b, scale_b, out_grid, num_bits):
     sum of the two products plus `2^(shift - 1)`, shifted right by `shift`.
 
     Args:
-        levels_a: Float32 integers: the first input's levels above its zero point.
-        scale_a: The first input's step.
-        levels_b, scale_b: The same for the second input.
-        out_grid, num_bits: As for `file_requantize`.
+        levels_a, step_a, levels_b, step_b, out_grid, num_bits: As for
+            `multiply_requantize`.
 
     Returns:
         The output values, as `file_requantize` gives them.
     """
-    ratio_a, ratio_b = divided(scale_a, out_grid[0]), divided(scale_b, out_grid[0])
+    ratio_a, ratio_b = divided(step_a, out_grid[0]), divided(step_b, out_grid[0])
     largest = tf.bitcast(tf.maximum(ratio_a, ratio_b), tf.int32)
     shift = 20 - (tf.bitwise.right_shift(largest, 23) - 127)
 
