@@ -2,20 +2,39 @@
 
 from keras_qat._keras import keras
 
-# Layers whose int8 TFLite op keeps its input's scale (PAD, STRIDED_SLICE,
-# RESHAPE, MAX_POOL_2D), or that are no op in inference (dropout and noise
-# layers): a range given before them is the range after them.
-SCALE_KEEPING = (
+# Layers whose int8 TFLite op keeps its input's scale and each value on its
+# channel (PAD, STRIDED_SLICE, MAX_POOL_2D), or that are no op in inference
+# (dropout and noise layers).
+_CHANNEL_KEEPING = (
     keras.layers.ZeroPadding2D,
     keras.layers.Cropping2D,
-    keras.layers.Reshape,
-    keras.layers.Flatten,
     keras.layers.MaxPooling2D,
     keras.layers.Dropout,
     keras.layers.GaussianNoise,
     keras.layers.GaussianDropout,
     keras.layers.AlphaDropout,
 )
+
+# Layers whose int8 TFLite op keeps its input's scale (those above, and
+# RESHAPE): a range given before them is the range after them.
+SCALE_KEEPING = (*_CHANNEL_KEEPING, keras.layers.Reshape, keras.layers.Flatten)
+
+
+def keeps_channels(layer):
+    """Whether `layer` keeps its input's scale and each value on its channel.
+
+    A per-channel step still applies after it (the channels on the last axis).
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True for padding, cropping and max pooling over channels_last
+        tensors, and for the dropout and noise layers (no op in inference).
+    """
+    channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+    return isinstance(layer, _CHANNEL_KEEPING) and channels_last
+
 
 # Weightless layers the converter makes pure ops of: two equal ops on the same
 # tensors are merged into one, so the file holds one output tensor for them.

@@ -7,7 +7,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
-from keras_qat.converter_facts import SCALE_KEEPING, activation_bounds, fused_activation
+from keras_qat.converter_facts import (
+    SCALE_KEEPING,
+    activation_bounds,
+    fused_activation,
+    keeps_channels,
+)
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.ulq import UlqQuantizer
@@ -86,12 +91,15 @@ def _accumulator_chain(tensor):
     """The calls from a quantized layer's op to `tensor`, if the op may write it, else `None`.
 
     That is a wrapper (a layer with an `accumulator_step`) without an output
-    quantizer of its own, then fused activation layers only: `((layer weakref,
-    node index), ...)`, the wrapper's call first. Whether each call is the
-    one reader of the one before is known only once the model is built
+    quantizer of its own, then fused activation layers, then layers that
+    keep each value and its channel (`keeps_channels`: ResNet's stem pads
+    and max-pools its first convolution's output): `((layer weakref, node
+    index), ...)`, the wrapper's call first. Whether each call is the one
+    reader of the one before is known only once the model is built
     (`_writes_accumulator`).
     """
     chain = []
+    activated = False  # whether a fused activation was passed (no padding before one)
     while getattr(tensor, "_keras_history", None) is not None:
         layer, node_index, _ = tensor._keras_history
         chain.insert(0, (weakref.ref(layer), node_index))
@@ -99,7 +107,11 @@ def _accumulator_chain(tensor):
             rounds = layer._output_quantizers or layer.quantize_config.output_on_reader
             return None if rounds else tuple(chain)
         _, inputs = _producer(tensor)
-        if not (fused_activation(layer) and len(inputs) == 1):
+        if len(inputs) != 1:
+            return None
+        if fused_activation(layer):
+            activated = True
+        elif activated or not keeps_channels(layer):
             return None
         tensor = inputs[0]
     return None
@@ -235,7 +247,8 @@ class RequantizingLayer(QuantizerLayer):
     instead (`requantize`): the values the file writes, with the
     quantizer's own gradients. So does inference for the output of a
     quantized layer's op (behind the activations the converter fuses into
-    it), which the file requantizes from the op's int32 sums, and for a
+    it, and padding or max pooling), which the file requantizes from the
+    op's int32 sums, and for a
     global average pooling of a grid (an int8 `MEAN`); training keeps the
     fake-quant there, which parts from them on ties only. Subclasses give
     the quantizer's grid (`grid`) and its width (`bits`).

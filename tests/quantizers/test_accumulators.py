@@ -71,19 +71,27 @@ def test_a_division_in_a_graph_is_the_exact_quotient():
     assert grid[0].numpy() == np.float32(0.7578685) / np.float32(255)
 
 
-def tie_model():
-    """Dense, Dense: input step 2^-7, weight steps 2^-7, output steps 2^-12: ratio 1/4.
+def tie_model(padded=False):
+    """First layer, second layer: input step 2^-7, weight steps 2^-7, output steps 2^-12: ratio 1/4.
 
     The first layer's sums times 1/4 are ties wherever a sum is 2 mod 4;
-    its second output channel is 127 times the first, far above the reader's top.
+    its second output channel is 127 times the first, far above the reader's
+    top. Dense layers, or (`padded`) 1x1 convolutions of one pixel with
+    ResNet's stem between them: padding and a max pooling, which keep the
+    first one's sums and their scale.
     """
-    inputs = keras.Input((1,), name="x")
-    hidden = L.Dense(2, name="first")(inputs)
-    model = keras.Model(inputs, L.Dense(1, name="second")(hidden))
-    model.get_layer("first").set_weights(
-        [np.array([[2**-7, 127 * 2**-7]], "f4"), np.zeros(2, "f4")]
-    )
-    model.get_layer("second").set_weights([np.array([[1.0], [0.0]], "f4"), np.zeros(1, "f4")])
+    if padded:
+        inputs = keras.Input((1, 1, 1), name="x")
+        hidden = L.Conv2D(2, 1, name="first")(inputs)
+        hidden = L.MaxPooling2D(2, strides=1, name="pool")(L.ZeroPadding2D(name="pad")(hidden))
+        outputs = L.Conv2D(1, 1, name="second")(hidden)
+    else:
+        inputs = keras.Input((1,), name="x")
+        outputs = L.Dense(1, name="second")(L.Dense(2, name="first")(inputs))
+    model = keras.Model(inputs, outputs)
+    first, second = model.get_layer("first"), model.get_layer("second")
+    first.set_weights([np.reshape([2**-7, 127 * 2**-7], first.kernel.shape), np.zeros(2, "f4")])
+    second.set_weights([np.reshape([1.0, 0.0], second.kernel.shape), np.zeros(1, "f4")])
     return model
 
 
@@ -92,10 +100,12 @@ def set_clip(model, name, clip_max):
     layer.quantizer.assign_clip_range(layer.quantizer_vars, 0.0, clip_max)
 
 
-def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_path):
-    model = tie_model()
+@pytest.mark.parametrize("padded", [False, True], ids=["dense", "padded_pooled"])
+def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_path, padded):
+    model = tie_model(padded)
     per_tensor = {"retrain_weight_config": {"channel_wise": False}}
-    x = (np.arange(256, dtype="f4") * 2**-7)[:, None]  # every input level
+    x = np.arange(256, dtype="f4") * 2**-7  # every input level
+    x = x.reshape((256, *model.input.shape[1:]))
     qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
     set_clip(qat, "first", 255 * 2**-7)
     set_clip(qat, "second", 255 * 2**-12)
@@ -103,6 +113,8 @@ def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_pat
     got = keras.Model(qat.input, reader.output).predict(x, verbose=0)
     levels = np.arange(256)[:, None] * np.array([1, 127])
     want = reference.xnnpack_requantize(levels, 0.25, 0.0, 255 * 2**-12, 8)
+    # Each pooled window holds the pixel and padding (0, on level 0).
+    want = np.broadcast_to(want.reshape(len(x), *[1] * (got.ndim - 2), 2), got.shape)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     # The file computes the same.
     path = keras_qat.export_tflite(qat, tmp_path / "ties.tflite", x)
