@@ -19,6 +19,12 @@ from keras_qat.errors import ExportError
 class _DeployLayer(keras.layers.Layer):
     """A conv-like layer with a `kernel` (h, w, in, out), a bias and an activation.
 
+    Subclasses add the bias and apply the activation (`_finish`) right after
+    the op, before any reshape: the converter fuses them into the op only
+    there. Behind a reshape the bias is an int8 ADD of its own, which rounds
+    the op's output on a grid of the converter's calibration and again after
+    the bias.
+
     Args:
         filters: Output channels.
         kernel_size: `(h, w)` of the 4-D kernel (`()`: a 2-D kernel).
@@ -86,7 +92,7 @@ class DenseAsConv(_DeployLayer):
     def call(self, inputs):
         pixels = tf.reshape(inputs, (-1, 1, 1, inputs.shape[-1]))
         outputs = tf.nn.conv2d(pixels, self.kernel, 1, "VALID")
-        return self._finish(_reshape_last(outputs, inputs, self.filters))
+        return _reshape_last(self._finish(outputs), inputs, self.filters)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
@@ -169,7 +175,7 @@ class Conv1DAsConv2D(_DeployLayer):
             padding,
             dilations=(1, self.dilation_rate),
         )
-        return self._finish(outputs[:, 0])
+        return self._finish(outputs)[:, 0]
 
     def get_config(self):
         return {
