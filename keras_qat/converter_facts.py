@@ -2,26 +2,28 @@
 
 from keras_qat._keras import keras
 
-# Layers whose int8 TFLite op keeps its input's scale and each value on its
-# channel (PAD, STRIDED_SLICE, MAX_POOL_2D), or that are no op in inference
-# (dropout and noise layers).
+# Layers whose int8 TFLite op keeps its input's scale and each value, on its
+# channel (PAD, STRIDED_SLICE, MAX_POOL_2D, REDUCE_MAX, RESIZE_NEAREST_NEIGHBOR),
+# or that are no op in inference (dropout and noise layers).
 _CHANNEL_KEEPING = (
+    keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
+    keras.layers.Cropping1D,
     keras.layers.Cropping2D,
+    keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.UpSampling2D,
     keras.layers.Dropout,
     keras.layers.GaussianNoise,
     keras.layers.GaussianDropout,
     keras.layers.AlphaDropout,
 )
 
-# Layers whose int8 TFLite op keeps its input's scale (those above, and
-# RESHAPE): a range given before them is the range after them.
-SCALE_KEEPING = (*_CHANNEL_KEEPING, keras.layers.Reshape, keras.layers.Flatten)
-
 
 def keeps_channels(layer):
-    """Whether `layer` keeps its input's scale and each value on its channel.
+    """Whether `layer` keeps its input's scale and each value, on its channel.
 
     A per-channel step still applies after it (the channels on the last axis).
 
@@ -29,11 +31,28 @@ def keeps_channels(layer):
         layer: A tf_keras layer.
 
     Returns:
-        True for padding, cropping and max pooling over channels_last
-        tensors, and for the dropout and noise layers (no op in inference).
+        True for padding, cropping, max pooling and nearest up-sampling over
+        channels_last tensors, and for the dropout and noise layers (no op
+        in inference).
     """
     channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
-    return isinstance(layer, _CHANNEL_KEEPING) and channels_last
+    nearest = getattr(layer, "interpolation", "nearest") == "nearest"
+    return isinstance(layer, _CHANNEL_KEEPING) and channels_last and nearest
+
+
+def keeps_scale(layer):
+    """Whether `layer`'s int8 op keeps its input's scale and each value on that grid.
+
+    A range given before it is the range after it, and a tensor on a
+    quantizer's grid is on it after it.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True for the `keeps_channels` layers and for reshapes (RESHAPE).
+    """
+    return keeps_channels(layer) or isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten))
 
 
 # Weightless layers the converter makes pure ops of: two equal ops on the same

@@ -372,3 +372,68 @@ def test_a_model_input_read_by_a_quantized_layer_and_an_add_is_rounded_once(digi
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x[:256])
     report = keras_qat.check_tflite(qat, path, digits[2].reshape(-1, 64), measure="steps")
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+
+
+def build_skip_connection():
+    """U-Net's pattern: a convolution's output max-pooled for the next one and concatenated.
+
+    The file writes it on the next convolution's grid (through the MAX_POOL)
+    and requantizes it once for the concatenation, beside the up-sampled
+    deeper output (RESIZE_NEAREST_NEIGHBOR keeps the scale) written on the
+    concatenation's grid. At INT8 the converter failed on the
+    concatenation's same-scale constraint; at W4A4 the logits were up to 8
+    steps off.
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    skip = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="down")(L.MaxPooling2D()(skip))
+    x = L.Concatenate(name="join")([L.UpSampling2D(name="upsample")(x), skip])
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="up")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
+def build_gated_conv1d():
+    """WaveNet's pattern: causal dilated Conv1D, tanh times sigmoid, residual Adds, max pooling.
+
+    A per-channel Conv1D is a CONV_2D between reshapes in the file, its
+    bias fused only when added before the squeeze (it was an int8 ADD of its
+    own: top-1 agreement 0.55); the global max pooling (REDUCE_MAX) keeps the
+    scale, so the last Add writes on the Dense's grid (its tracked range was
+    a second one the file did not use).
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv1D(16, 3, padding="causal", name="conv1")(L.Reshape((64, 1), name="flat")(inputs))
+    for k, rate in enumerate((1, 2)):
+        tanh = L.Conv1D(16, 3, padding="causal", dilation_rate=rate, activation="tanh",
+                        name=f"tanh{k}")(x)  # fmt: skip
+        gate = L.Conv1D(16, 3, padding="causal", dilation_rate=rate, activation="sigmoid",
+                        name=f"gate{k}")(x)  # fmt: skip
+        y = L.Conv1D(16, 1, name=f"residual{k}")(L.Multiply(name=f"gated{k}")([tanh, gate]))
+        x = L.Add(name=f"add{k}")([x, y])
+    x = L.GlobalMaxPooling1D(name="pool")(L.ReLU(name="relu")(x))
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
+@pytest.mark.parametrize(
+    ("build", "recipe"),
+    [
+        (build_skip_connection, "INT8"),
+        (build_skip_connection, "W4A4"),
+        (build_gated_conv1d, "INT8"),
+    ],
+    ids=["skip_connection-INT8", "skip_connection-W4A4", "gated_conv1d-INT8"],
+)
+def test_a_unet_skip_and_a_gated_conv1d_export_as_trained(digits, tmp_path, build, recipe):
+    keras.utils.set_random_seed(0)
+    model = build()
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)  # nonzero biases
+    if recipe == "INT8":
+        config = {layer.name: {} for layer in quantizable(model)}
+    else:
+        config = int4_except_ends(model)
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

@@ -25,9 +25,9 @@ from typing import NamedTuple
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
-    SCALE_KEEPING,
     activation_bounds,
     fused_activation,
+    keeps_scale,
 )
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS, MULTIPLYING_ACTIVATIONS
@@ -37,7 +37,7 @@ def _readers(name, consumers):
     """The layers reading `name`'s output, behind scale-keeping layers (None: a model output)."""
     readers = []
     for consumer in consumers.get(name, []):
-        if isinstance(consumer, SCALE_KEEPING):
+        if keeps_scale(consumer):
             readers.extend(_readers(consumer.name, consumers))
         else:
             readers.append(consumer)

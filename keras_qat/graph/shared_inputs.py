@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.converter_facts import SCALE_KEEPING
+from keras_qat.converter_facts import keeps_scale
 from keras_qat.layer_table import layer_spec
 
 
@@ -55,7 +55,7 @@ def _on_a_grid(layer, sources, settings, planned):
         if isinstance(layer, keras.layers.AveragePooling2D) and layer.name in settings:
             return True
         producers = sources.get(layer.name, [])
-        if not isinstance(layer, SCALE_KEEPING) or len(producers) != 1:
+        if not keeps_scale(layer) or len(producers) != 1:
             return False
         layer = producers[0]
     return True

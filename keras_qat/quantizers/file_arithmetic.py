@@ -16,7 +16,7 @@ import weakref
 import tensorflow as tf
 
 from keras_qat._keras import keras
-from keras_qat.converter_facts import SCALE_KEEPING, fused_activation
+from keras_qat.converter_facts import fused_activation, keeps_scale
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
 
@@ -43,7 +43,7 @@ def grid_holder(tensor):
         ):
             return layer
         inputs = tf.nest.flatten(layer.inbound_nodes[node_index].keras_inputs)
-        if len(inputs) != 1 or not isinstance(layer, SCALE_KEEPING):
+        if len(inputs) != 1 or not keeps_scale(layer):
             return None
         tensor = inputs[0]
     return None
@@ -63,8 +63,9 @@ def output_grid_holder(layer, node_index):
 
     The converter fuses the activations that follow (each the one reader of
     the tensor before it) into the op, whose output is then on the grid of
-    the one quantizer reading it, or of a Concatenate alone reading it (the
-    file writes a concatenation's inputs on its one scale).
+    the one quantizer reading it, behind layers that keep the scale (a
+    global max pooling), or of a Concatenate alone reading it (the file
+    writes a concatenation's inputs on its one scale).
 
     Args:
         layer: A layer of a built Functional model.
@@ -75,6 +76,8 @@ def output_grid_holder(layer, node_index):
     """
     call = _sole_reading_call(layer, node_index)
     while call is not None and fused_activation(call[0]):
+        call = _sole_reading_call(*call)
+    while call is not None and keeps_scale(call[0]):
         call = _sole_reading_call(*call)
     if call is not None and isinstance(call[0], keras.layers.Concatenate):
         call = _sole_reading_call(*call)

@@ -8,10 +8,10 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
-    SCALE_KEEPING,
     activation_bounds,
     fused_activation,
     keeps_channels,
+    keeps_scale,
 )
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
@@ -135,6 +135,28 @@ def _writes_accumulator(piece):
     return sum(isinstance(reader, RequantizingLayer) for reader in readers) == 1
 
 
+def _scale_giver(piece):
+    """The `RequantizingLayer` whose grid the file writes `piece`'s op's output on, or `None`.
+
+    When several layers read that output (a U-Net's skip connection: a max
+    pooling before the next quantizer, and a Concatenate), the converter
+    gives it the scale of the one quantizer reading it behind layers that
+    keep the scale; the Concatenate requantizes it from there.
+    """
+    if piece.chain is None or any(link[0]() is None for link in piece.chain):
+        return None
+    givers, links = set(), [piece.chain[-1]]
+    while links:
+        layer, node_index = links.pop()
+        for read in reading_nodes(layer(), node_index):
+            reader = read.outbound_layer
+            if isinstance(reader, RequantizingLayer):
+                givers.add(reader)
+            elif keeps_scale(reader):
+                links.append((weakref.ref(reader), reader.inbound_nodes.index(read)))
+    return givers.pop() if len(givers) == 1 else None
+
+
 _GLOBAL_AVERAGES = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
 
 
@@ -182,7 +204,7 @@ def _grid_piece(tensor, width):
             pooling = isinstance(layer, keras.layers.AveragePooling2D)
             if (pooled or relu) and pooling:
                 break
-            if not (pooling or isinstance(layer, SCALE_KEEPING)):
+            if not (pooling or keeps_scale(layer)):
                 break
             pooled = pooled or pooling
         tensor = inputs[0]
@@ -200,6 +222,27 @@ def on_a_grid(tensor):
     """
     piece = _grid_piece(tensor, None)
     return piece.source is not None and not piece.relu
+
+
+def scale_given_elsewhere(tensor):
+    """Whether an op writes `tensor` on the grid of a quantizer that reads it elsewhere.
+
+    That is an op's output read by a quantizer behind layers that keep the
+    scale, and by other layers (`_scale_giver`), which the file requantize
+    it for.
+
+    Args:
+        tensor: A Keras tensor of a built Functional model.
+
+    Returns:
+        A bool.
+    """
+    piece = _grid_piece(tensor, None)
+    return (
+        piece.chain is not None
+        and not _writes_accumulator(piece)
+        and _scale_giver(piece) is not None
+    )
 
 
 def pooling_source(tensor):
@@ -335,12 +378,7 @@ class RequantizingLayer(QuantizerLayer):
         if not piece.requantized(ties):
             return outputs
         if piece.chain is not None:
-            step = piece.chain[0][0]().accumulator_step() if _writes_accumulator(piece) else None
-            if step is None:
-                return outputs
-            return requantize.accumulator_requantize(
-                tf.round(inputs / step), step, self.grid(), self.bits
-            )
+            return self._written_from_sums(inputs, outputs, piece)
         in_grid = piece.source().grid()
         in_scale, zero_point, _ = in_grid
         if piece.relu:
@@ -354,6 +392,28 @@ class RequantizingLayer(QuantizerLayer):
         else:
             levels = tf.round(inputs / in_scale)
         return requantize.file_requantize(levels, in_scale, self.grid(), self.bits)
+
+    def _written_from_sums(self, inputs, outputs, piece):
+        """What the file writes for a slice an op writes from its sums (`piece.chain`).
+
+        The op writes on this quantizer's grid, or on another's that the
+        file requantizes from (`_scale_giver`); `outputs` where neither is
+        known.
+        """
+        sums_step = piece.chain[0][0]().accumulator_step()
+        if sums_step is None:
+            return outputs
+        sums = tf.round(inputs / sums_step)
+        if _writes_accumulator(piece):
+            return requantize.accumulator_requantize(sums, sums_step, self.grid(), self.bits)
+        giver = _scale_giver(piece)
+        if giver is None:
+            return outputs
+        # On an INT4 grid's int8 carrier: the MINIMUM capping it is on the giver's path only.
+        given_scale = giver.grid()[0]
+        written = requantize.accumulator_requantize(sums, sums_step, giver.grid(), 8)
+        levels = tf.round(written / given_scale)
+        return requantize.file_requantize(levels, given_scale, self.grid(), self.bits)
 
 
 class InputQuantizeLayer(RequantizingLayer):

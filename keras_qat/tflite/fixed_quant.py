@@ -191,30 +191,45 @@ class QuantizedBefore(AroundLayer):
       the inputs already on a grid are requantized to it once. (Rounded
       there too, a grid's tensor made the converter fail on the
       concatenation's same-scale constraint.)
+    - A U-Net's skip connection, a convolution's output read by a max
+      pooling before another quantizer and by the Concatenate: rounded
+      before the concatenation, the converter failed on that constraint
+      (INT8); left float, it wrote the convolution on the concatenation's
+      scale and requantized it for the pooling. Rounded behind a cap (an
+      int8 MINIMUM, as an INT4 grid's), the convolution writes on the
+      pooling's reader's grid and the file requantizes it once for the
+      concatenation, as the QAT model does.
 
     Args:
         layer: The reshaping or concatenating layer (shared, not copied).
         quantizer: The reader's `FixedInputQuantizer` config.
         on_grid: Positions of the inputs already on a grid, left as they
             are. Defaults to `()`.
+        capped: Positions of the inputs rounded behind a cap. Defaults to `()`.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
-    def __init__(self, layer, quantizer, on_grid=(), **kwargs):
+    def __init__(self, layer, quantizer, on_grid=(), capped=(), **kwargs):
         super().__init__(layer, **kwargs)
         self.quantizer = FixedInputQuantizer.from_config(quantizer)
+        self.capping = FixedInputQuantizer.from_config({**quantizer, "cap": True})
         self.on_grid = tuple(on_grid)
+        self.capped = tuple(capped)
 
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)):
             return self.layer(self.quantizer(inputs))
-        return self.layer(
-            [x if i in self.on_grid else self.quantizer(x) for i, x in enumerate(inputs)]
-        )
+        return self.layer([self._rounded(i, x) for i, x in enumerate(inputs)])
+
+    def _rounded(self, position, tensor):
+        if position in self.on_grid:
+            return tensor
+        return (self.capping if position in self.capped else self.quantizer)(tensor)
 
     def get_config(self):
         return {
             **super().get_config(),
             "quantizer": self.quantizer.get_config(),
             "on_grid": list(self.on_grid),
+            "capped": list(self.capped),
         }

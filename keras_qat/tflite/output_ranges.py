@@ -19,7 +19,7 @@ import json
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.calibration.collect import tensor_ranges
-from keras_qat.converter_facts import SCALE_KEEPING
+from keras_qat.converter_facts import keeps_scale
 from keras_qat.quantizers import InputQuantizeLayer, OutputQuantizeLayer
 from keras_qat.quantizers.introspection import clip_range
 from keras_qat.tflite.fixed_quant import AroundLayer, fixed_fake_quant
@@ -144,16 +144,18 @@ def _carries_range(layer, sources, ranged):
     """Whether `layer`'s output tensor has a range from `ranged` in the export copy.
 
     It has when the layer is ranged, or keeps the scale of a tensor that has
-    one: padding, cropping and the other `SCALE_KEEPING` layers, an average
+    one: padding, cropping and the other `keeps_scale` layers, an average
     pooling (TFLite's int8 AVERAGE_POOL_2D outputs its input's scale) and an
     input quantizer that becomes an identity (`merged_quantizers`).
     """
     while layer.name not in ranged:
-        keeps_scale = isinstance(layer, (*SCALE_KEEPING, keras.layers.AveragePooling2D)) or (
-            isinstance(layer, InputQuantizeLayer) and layer.bits == 8
+        scale_kept = (
+            keeps_scale(layer)
+            or isinstance(layer, keras.layers.AveragePooling2D)
+            or (isinstance(layer, InputQuantizeLayer) and layer.bits == 8)
         )
         producers = sources.get(layer.name, [])
-        if not keeps_scale or len(producers) != 1:
+        if not scale_kept or len(producers) != 1:
             return False
         layer = producers[0]
     return True

@@ -30,7 +30,7 @@ from keras_qat.quantizers import (
     WeightQuantizeConfig,
 )
 from keras_qat.quantizers.file_arithmetic import FileOperation
-from keras_qat.quantizers.input_layer import on_a_grid
+from keras_qat.quantizers.input_layer import on_a_grid, scale_given_elsewhere
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.embedding_table import int8_table
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer, QuantizedBefore
@@ -132,8 +132,10 @@ def tflite_ready_copy(qat_model, batches=None):
         reader = _quantized_before_reader(layer, sources, consumers)
         if reader is not None and reader.name not in merged and layer.name not in ranges:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()
-            on_grid = [i for i, x in enumerate(tf.nest.flatten(layer.input)) if on_a_grid(x)]
-            return QuantizedBefore(layer, quantizer, on_grid, name=layer.name)
+            inputs = list(enumerate(tf.nest.flatten(layer.input)))
+            on_grid = [i for i, x in inputs if on_a_grid(x)]
+            capped = [i for i, x in inputs if scale_given_elsewhere(x)]
+            return QuantizedBefore(layer, quantizer, on_grid, capped, name=layer.name)
         if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             if isinstance(layer.layer, keras.layers.Embedding):
                 return int8_table(layer)
