@@ -17,6 +17,7 @@ from keras_qat.litert import check_tflite, deciding_measure, describe_check, ref
 from keras_qat.quantizers.introspection import checked_quantized_layers
 from keras_qat.record import quant_record
 from keras_qat.tflite.bias_scales import repair_bias_scales
+from keras_qat.tflite.converter_log import captured_stderr
 from keras_qat.tflite.float_front import convert_with_float_front, float_kinds
 from keras_qat.tflite.float_layers import float_layers, run_in_float
 from keras_qat.tflite.float_ops import run_weightless_in_float
@@ -132,7 +133,7 @@ def export_tflite(
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), captured_stderr() as log:
             # Feeding representative data by name, the converter opens a
             # tf.lite.Interpreter itself; its deprecation notice is not for the
             # user. Nor is its note that the inputs have no range statistics:
@@ -152,6 +153,10 @@ def export_tflite(
     except Exception as e:  # the converter raises several types; all mean "rejected"
         message = str(e)
         start = message.find("error:")
+        # The quantizer's own rejection is a bare RuntimeError: its reason is in the log.
+        reason = (
+            message[start : start + 500] if start >= 0 else message[:500]
+        ) or log.first_error()
         recurrent = [layer.name for layer in copy.layers if isinstance(layer, keras.layers.RNN)]
         hint = (
             f" The model's recurrent layers {recurrent} stay float (keras_qat does not quantize "
@@ -161,8 +166,7 @@ def export_tflite(
             else ""
         )
         raise ExportError(
-            f"TFLite conversion of model '{qat_model.name}' failed: "
-            f"{message[start : start + 500] if start >= 0 else message[:500]}{hint}"
+            f"TFLite conversion of model '{qat_model.name}' failed: {reason}{hint}"
         ) from e
     # The converter's weights and biases are corrected on one parsed copy of the file.
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))

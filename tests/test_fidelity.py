@@ -437,3 +437,27 @@ def test_a_unet_skip_and_a_gated_conv1d_export_as_trained(digits, tmp_path, buil
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
     report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+
+
+def test_an_activation_op_that_no_quantizer_reads_writes_on_a_tracked_range(digits, tmp_path):
+    """A GELU convolution before a global average pooling: GELU is an int8 op of its own.
+
+    Its output got the converter's calibrated range, which the QAT model
+    never rounded on (logits within one step on 84 %, up to 4 steps off);
+    now an output quantizer rounds it on a tracked range the file uses.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = L.Conv2D(8, 3, padding="same", activation="gelu", name="conv2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(x))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=2, batch_size=64, verbose=0)
+    qat = keras_qat.apply_retrain_config(
+        model, {layer.name: {} for layer in quantizable(model)}, digits[0][:256]
+    )
+    assert "conv2_activation_output_quant" in [layer.name for layer in qat.layers]
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

@@ -7,7 +7,9 @@ product and an Add of int8 tensors. When an input quantizer reads that
 tensor (directly or behind layers that keep the scale, such as max pooling),
 the file uses the quantizer's grid, which the QAT model already rounds on.
 When none does (the logits; the input of a global average pooling, of an
-Add or of an unfused activation), the QAT model
+Add or of an unfused activation; the output of an activation op the file
+computes on a range of its own, ELU, GELU or LEAKY_RELU, which the
+converter otherwise calibrates), the QAT model
 rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
 own activation; or, where a ReLU/ReLU6 layer follows that the converter
 fuses into the op (its range then comes from the ReLU's output, not from a
@@ -85,7 +87,8 @@ class OutputPlan(NamedTuple):
             where unbounded).
         tensors: Layer name -> `(floor, ceiling)` of an `OutputQuantizeLayer`
             right after that layer: a ReLU the converter fuses into the
-            quantized layer or Add before it, or such an Add itself.
+            quantized layer or Add before it, such an Add itself, or an
+            activation op of its own (`_own_range_activation`).
         activations: `Activation` layer name -> its activation, for those
             the file computes in int8 on a fixed output grid (sigmoid, swish,
             tanh, softmax: `FileActivation`).
@@ -103,6 +106,29 @@ _REQUANTIZING = (
     keras.layers.Multiply,
     keras.layers.Average,
 )
+
+
+# Activation layers the file computes as int8 ops of their own, not fused into
+# the op before them (an `Activation` of any activation the converter does not
+# fuse, unless `FILE_ACTIVATIONS` simulates it).
+_ACTIVATION_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+)
+
+
+def _own_range_activation(layer):
+    """Whether the file computes `layer` as an activation op writing on a range of its own.
+
+    Such an op (ELU, LEAKY_RELU, GELU, ...) writes its output on a scale
+    of its own: the converter's calibration, unless a fake-quant reads the
+    output directly.
+    """
+    if not isinstance(layer, _ACTIVATION_LAYERS) or fused_activation(layer):
+        return False
+    return layer.get_config().get("activation") not in FILE_ACTIVATIONS
 
 
 def _after_a_quantizer(name, sources, enabled, memo):
@@ -164,6 +190,14 @@ def plan_output_quantizers(float_model, enabled):
             and _after_a_quantizer(layer.name, sources, enabled, memo)
         ):
             plan.activations[layer.name] = activation
+        if (
+            _own_range_activation(layer)
+            and functional.called_once(layer)
+            and _after_a_quantizer(layer.name, sources, enabled, memo)
+            and _rounded_by_no_quantizer(layer, consumers, enabled)
+        ):
+            plan.tensors[layer.name] = (None, None)
+            continue
         if not _writes_int8(layer, activation, enabled, sources, memo):
             continue
         end = _fused_end(layer, consumers)
