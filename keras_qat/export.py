@@ -154,9 +154,8 @@ def export_tflite(
         message = str(e)
         start = message.find("error:")
         # The quantizer's own rejection is a bare RuntimeError: its reason is in the log.
-        reason = (
-            message[start : start + 500] if start >= 0 else message[:500]
-        ) or log.first_error()
+        reason = message[start : start + 500] if start >= 0 else message[:500]
+        reason = reason or log.first_error()
         recurrent = [layer.name for layer in copy.layers if isinstance(layer, keras.layers.RNN)]
         hint = (
             f" The model's recurrent layers {recurrent} stay float (keras_qat does not quantize "

@@ -139,9 +139,11 @@ def _scale_giver(piece):
     """The `RequantizingLayer` whose grid the file writes `piece`'s op's output on, or `None`.
 
     When several layers read that output (a U-Net's skip connection: a max
-    pooling before the next quantizer, and a Concatenate), the converter
-    gives it the scale of the one quantizer reading it behind layers that
-    keep the scale; the Concatenate requantizes it from there.
+    pooling before the next quantizer, and a Concatenate), it is on the
+    grid of the one quantizer reading it behind layers that keep the scale,
+    and the Concatenate requantizes it from there (the export rounds it
+    before the Concatenate behind a cap, which makes the converter do so:
+    `tflite.fixed_quant.QuantizedBefore`).
     """
     if piece.chain is None or any(link[0]() is None for link in piece.chain):
         return None
@@ -227,9 +229,9 @@ def on_a_grid(tensor):
 def scale_given_elsewhere(tensor):
     """Whether an op writes `tensor` on the grid of a quantizer that reads it elsewhere.
 
-    That is an op's output read by a quantizer behind layers that keep the
-    scale, and by other layers (`_scale_giver`), which the file requantize
-    it for.
+    That is an op's output read by one quantizer behind layers that keep
+    the scale and by other layers (`_scale_giver`), for which the file
+    requantizes it.
 
     Args:
         tensor: A Keras tensor of a built Functional model.
@@ -291,10 +293,11 @@ class RequantizingLayer(QuantizerLayer):
     quantizer's own gradients. So does inference for the output of a
     quantized layer's op (behind the activations the converter fuses into
     it, and padding or max pooling), which the file requantizes from the
-    op's int32 sums, and for a
-    global average pooling of a grid (an int8 `MEAN`); training keeps the
-    fake-quant there, which parts from them on ties only. Subclasses give
-    the quantizer's grid (`grid`) and its width (`bits`).
+    op's int32 sums, and for a global average pooling of a grid (an int8
+    `MEAN`); training keeps the fake-quant there, which parts from them on
+    ties only (and where the file rounds a skip connection twice, by up to
+    a step). Subclasses give the quantizer's grid (`grid`) and its width
+    (`bits`).
 
     Args:
         quantizer: The activation quantizer.
@@ -400,15 +403,13 @@ class RequantizingLayer(QuantizerLayer):
         file requantizes from (`_scale_giver`); `outputs` where neither is
         known.
         """
-        sums_step = piece.chain[0][0]().accumulator_step()
+        giver = self if _writes_accumulator(piece) else _scale_giver(piece)
+        sums_step = None if giver is None else piece.chain[0][0]().accumulator_step()
         if sums_step is None:
             return outputs
         sums = tf.round(inputs / sums_step)
-        if _writes_accumulator(piece):
+        if giver is self:
             return requantize.accumulator_requantize(sums, sums_step, self.grid(), self.bits)
-        giver = _scale_giver(piece)
-        if giver is None:
-            return outputs
         # On an INT4 grid's int8 carrier: the MINIMUM capping it is on the giver's path only.
         given_scale = giver.grid()[0]
         written = requantize.accumulator_requantize(sums, sums_step, giver.grid(), 8)
