@@ -17,6 +17,7 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from keras_qat._keras import keras
 from keras_qat.layer_table import layer_spec
 from keras_qat.tflite.ops import (
     BIASED_OPS,
@@ -130,8 +131,23 @@ def _float_constants(float_file):
     return constants
 
 
+# Convolutions keras_qat does not quantize (no `layer_table` entry), which the
+# converter still makes int8 ops of, with weights it quantizes itself.
+_UNQUANTIZED_CONVOLUTIONS = (
+    keras.layers.SeparableConv1D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv3D,
+    keras.layers.Conv3DTranspose,
+)
+
+
 def float_layers(model):
-    """Names of the layers of `model` of a quantizable kind that are not quantized.
+    """Names of the layers of `model` with weights that are not quantized, of a kind the file runs.
+
+    That is a quantizable kind (`retrain_enable: false`), or a convolution
+    keras_qat does not quantize (a `SeparableConv1D`, say): the QAT model
+    computes them in float.
 
     Args:
         model: The export copy.
@@ -140,7 +156,10 @@ def float_layers(model):
         A list of layer names.
     """
     return [
-        layer.name for layer in model.layers if (spec := layer_spec(layer)) and spec.has_weights
+        layer.name
+        for layer in model.layers
+        if ((spec := layer_spec(layer)) and spec.has_weights)
+        or isinstance(layer, _UNQUANTIZED_CONVOLUTIONS)
     ]
 
 
