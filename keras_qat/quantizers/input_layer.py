@@ -36,6 +36,8 @@ class _Piece(NamedTuple):
         chain: The calls from a quantized layer's op to the slice
             (`_accumulator_chain`), whose int32 accumulator the file may
             requantize straight onto the reader's grid, or `None`.
+        model_input: Whether the slice is a model input (behind layers
+            that keep the scale), which the file `QUANTIZE`s from float.
     """
 
     width: int | None
@@ -44,15 +46,17 @@ class _Piece(NamedTuple):
     relu: bool = False
     mean_of: int | None = None
     chain: tuple | None = None
+    model_input: bool = False
 
     def requantized(self, ties):
         """Whether the file's values may differ from the fake-quant's on this slice.
 
-        An op's requantized sums (`chain`, `mean_of`) differ only on ties
-        and within float32 error of one: with `ties` False (training) they
-        count as the fake-quant's, which costs less.
+        An op's requantized sums (`chain`, `mean_of`) and a quantized model
+        input differ only on ties and within float32 error of one: with
+        `ties` False (training) they count as the fake-quant's, which costs
+        less.
         """
-        if self.chain is not None or self.mean_of is not None:
+        if self.chain is not None or self.mean_of is not None or self.model_input:
             return ties
         return self.source is not None
 
@@ -192,6 +196,8 @@ def _grid_piece(tensor, width):
             relu, tensor = True, inputs[0]
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
+        if isinstance(layer, keras.layers.InputLayer):
+            return _Piece(width, None, model_input=not (pooled or relu or mean_of))
         # A quantized layer's output on its tracked range is a grid to a MEAN.
         tracked = mean_of is not None and getattr(layer, "tracks_output", False)
         if isinstance(layer, RequantizingLayer) or tracked:
@@ -382,6 +388,8 @@ class RequantizingLayer(QuantizerLayer):
             return outputs
         if piece.chain is not None:
             return self._written_from_sums(inputs, outputs, piece)
+        if piece.model_input:
+            return requantize.float_quantize(inputs, self.grid(), self.bits)
         in_grid = piece.source().grid()
         in_scale, zero_point, _ = in_grid
         if piece.relu:

@@ -40,6 +40,13 @@ fake-quant op's:
   2^-21 of the larger (`add_requantize`); its `MUL` requantizes the product
   of the levels as a convolution its sums (`multiply_requantize`).
 
+- XNNPACK's `QUANTIZE` of a float tensor (a model input) multiplies it by
+  the float32 reciprocal of the scale and rounds half to even
+  (`float_quantize`), where the fake-quant subtracts the range's low end
+  first and rounds half up: on a barely trained ResNet50 at 64x64, 3 of
+  588 000 input values a step apart, which grew to a fifth of the last
+  block's outputs.
+
 `pooled_levels` and `file_requantize` compute them in float32, exactly while the levels and
 `m * level` stay below 2^24 (int8 levels do); `relu_requantize` in float64,
 exact while the level times the multiplier stays below 2^53.
@@ -112,6 +119,20 @@ def file_requantize(levels, in_scale, out_grid, num_bits):
     """
     multiplier = tf.round(256.0 * (in_scale / out_grid[0]))  # lrintf: half to even
     return _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
+
+
+def float_quantize(values, out_grid, num_bits):
+    """XNNPACK's `QUANTIZE` of float32 `values` onto `out_grid`: `rint(x * f32(1 / scale))`.
+
+    Args:
+        values: Float32 tensor.
+        out_grid: `op_grid(...)` of the output grid.
+        num_bits: The output grid's bit width.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    return _on_grid(tf.round(values * (1.0 / out_grid[0])), out_grid, num_bits)
 
 
 def accumulator_requantize(accumulators, step, out_grid, num_bits):

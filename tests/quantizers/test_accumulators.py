@@ -164,3 +164,20 @@ def test_an_add_scales_each_input_by_a_fixed_point_multiplier_and_rounds_half_up
     assert np.any(np.abs(reference.ulq(exact_sum, *clip, bits) - want) > 1e-7)
     low, high, _ = reference.nudged(*clip, bits)
     np.testing.assert_allclose([got.min(), got.max()], [low, high], atol=1e-7)
+
+
+def test_a_model_input_is_quantized_as_the_files_quantize_half_to_even(tmp_path):
+    model = tie_model()
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    x = ((np.arange(255, dtype="f4") + 0.5) * 2**-7)[:, None]  # every input a tie
+    qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
+    set_clip(qat, "first", 255 * 2**-7)
+    set_clip(qat, "second", 255 * 2**-7)
+    quantized = keras.Model(qat.input, qat.get_layer("first_input_quant").output)
+    np.testing.assert_array_equal(quantized.predict(x, verbose=0), np.round(x * 2**7) * 2**-7)
+    # Training keeps the fake-quant's half up (and its gradients).
+    np.testing.assert_array_equal(quantized(x, training=True), np.floor(x * 2**7 + 0.5) * 2**-7)
+    path = keras_qat.export_tflite(qat, tmp_path / "ties.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
+    )
