@@ -9,7 +9,7 @@ C++, past Python's `sys.stderr`.
 import contextlib
 import os
 import sys
-import tempfile
+import threading
 
 
 class ConverterLog:
@@ -34,8 +34,8 @@ class ConverterLog:
 def captured_stderr():
     """Copies what is written to file descriptor 2 meanwhile into a `ConverterLog`.
 
-    The text is written on to the real stderr afterwards, so nothing the user
-    would have seen is hidden.
+    A thread relays it to the real stderr as it comes, so nothing the user
+    would have seen is hidden or held back, not even by a native abort.
 
     Yields:
         The `ConverterLog`, its `text` set when the block ends.
@@ -43,15 +43,25 @@ def captured_stderr():
     log = ConverterLog()
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield log
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            data = capture.read()
-            log.text = data.decode(errors="replace")
-            os.write(2, data)
+    read_end, write_end = os.pipe()
+    chunks = []
+
+    def relay():
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while data := pipe.read(65536):
+                chunks.append(data)
+                while data:
+                    data = data[os.write(saved, data) :]
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield log
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the relay reads to its end
+        thread.join()
+        os.close(saved)
+        log.text = b"".join(chunks).decode(errors="replace")

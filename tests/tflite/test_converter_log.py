@@ -1,6 +1,7 @@
 """The converter's reason for rejecting a model, read from file descriptor 2."""
 
 import os
+import time
 
 from keras_qat.tflite.converter_log import captured_stderr
 
@@ -18,3 +19,16 @@ def test_no_error_line_gives_an_empty_reason():
     with captured_stderr() as log:
         os.write(2, b"INFO: nothing wrong\n")
     assert log.first_error() == ""
+
+
+def test_stderr_reaches_the_user_while_the_block_runs(capfd):
+    # A native abort inside the block must not take the converter's last lines with it.
+    with captured_stderr():
+        os.write(2, b"error: about to abort\n")
+        seen = ""
+        for _ in range(200):
+            seen += capfd.readouterr().err
+            if "about to abort" in seen:
+                break
+            time.sleep(0.01)
+    assert "about to abort" in seen
