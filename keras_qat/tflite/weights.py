@@ -10,14 +10,17 @@ int32 bias, on the step `input_scale * weight_scale`, is coarse at 4 bits (up
 to 0.7 output steps off the float bias). `pin_weights` writes the exact
 integers `k` and scales `s` back, an INT4 kernel as int8 values `16 k` on the
 scale `s / 16` (the same real values; XNNPACK runs the op, and the bias step
-is 16 times finer), and each bias requantized from the model's float bias on
-the step the file gives it.
+is 16 times finer), and each bias as the integers the QAT model adds
+(`bias_units`), or, where it adds its float bias, requantized onto the step
+the file gives it.
 """
 
 import numpy as np
+import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_qat import kernel_layout
+from keras_qat.quantizers.bias import bias_units
 from keras_qat.quantizers.introspection import quantized_layers, weight_scales
 from keras_qat.quantizers.wrapper import INT4_SPREAD, kernel_entries, quantized_variables
 from keras_qat.tflite.ops import (
@@ -50,8 +53,8 @@ def integer_kernels(model):
         List of `(integers, scales, bias)`: the fake-quantized kernel divided
         by its scales, as in its Keras layout, and spread to int8 when it is
         INT4 (`INT4_SPREAD`); the scales (one or per channel) to match; and
-        the float bias the op adds after this kernel (the layer's bias for
-        its last kernel, else `None`).
+        the bias the op adds after this kernel (the layer's bias for its
+        last kernel, else `None`) as `_bias_in_steps` gives it.
     """
     kernels = []
     for wrapper in quantized_layers(model)[1].values():
@@ -66,11 +69,24 @@ def integer_kernels(model):
             quantized = quantizer(kernel, False, variables)
             channels_last = kernel_layout.to_channels_last(quantized, quantizer.layout).numpy()
             integers = np.round(channels_last / scales[attr]).astype(np.int32) * spread
-            own_bias = bias.numpy() if bias is not None and index == count - 1 else None
+            own_bias = _bias_in_steps(wrapper, bias) if bias is not None and index == count - 1 else None
             kernels.append(
                 (integers.reshape(quantized.shape).astype(np.int8), scales[attr] / spread, own_bias)
             )
     return kernels
+
+
+def _bias_in_steps(wrapper, bias):
+    """`(values, step)`: the bias the QAT model adds, in units of `step`.
+
+    Where the model rounds its bias (`BiasQuantizer`), the values are those
+    integers and `step` their step; where it adds the float bias, `step` is 1.
+    """
+    step = wrapper.bias_step()
+    if step is None:
+        return bias.numpy(), 1.0
+    step = tf.cast(step, bias.dtype)
+    return bias_units(bias, step).numpy(), step.numpy()
 
 
 def _along(scales, ndim, dimension):
@@ -112,14 +128,20 @@ def _stored_integers(tensor, buffer):
 
 
 def _set_bias(tflite, subgraph, op, code, weight_scales_, bias, users):
-    """Writes `round(bias / (input_scale * weight_scale))` into the op's int32 bias."""
+    """Writes `bias` (`_bias_in_steps`) into the op's int32 bias on the step the file gives it.
+
+    That step is the model's own where it rounds its bias (the file's input
+    and weight scales are its steps): its integers then go in as they are.
+    """
     found = bias_input(subgraph, op, code)
     if found is None:
         return
     data, bias_tensor = found
+    values, step = bias
     # One step per weight scale (one, or per channel), as the runtime expects.
     steps = bias_steps(data, weight_scales_)
-    store_bias(tflite, bias_tensor, bias / np.broadcast_to(steps, bias.shape), steps, users)
+    units = values * (np.asarray(step, np.float64) / np.broadcast_to(steps, values.shape))
+    store_bias(tflite, bias_tensor, units, steps, users)
 
 
 def pin_weights(tflite, model):

@@ -5,6 +5,7 @@ import tensorflow as tf
 import keras_qat
 from keras_qat._keras import keras
 from keras_qat.quantizers import BiasQuantizer
+from keras_qat.quantizers.wrapper import quantized_variables
 
 L = keras.layers
 
@@ -94,3 +95,62 @@ def test_bias_rounding_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(
         loaded.get_layer("d").bias_step().numpy(), qat.get_layer("d").bias_step().numpy()
     )
+
+
+def float32_ties(step, count):
+    """Biases whose quotient by `step` is a .5 in float32 and rounds the other way in float64.
+
+    Returns:
+        `(biases, float32 units)`: the units NumPy rounds from the float32
+        quotient, half to even, as the QAT model does.
+    """
+    biases = []
+    k = 40_000
+    while len(biases) < count:
+        k += 1
+        candidate = np.float32((k + 0.5) * np.float64(step))
+        for _ in range(64):
+            quotient32 = candidate / step
+            exact = np.float64(candidate) / np.float64(step)
+            if quotient32 == k + 0.5 and np.round(exact) != np.round(quotient32):
+                biases.append(candidate)
+                break
+            candidate = np.nextafter(candidate, np.float32(np.inf))
+    biases = np.array(biases, np.float32)
+    return biases, np.round(biases / step)
+
+
+def test_the_file_holds_the_bias_integers_the_qat_model_adds(tmp_path):
+    # The quotient bias / step taken in float64 crosses a .5 the QAT model's
+    # float32 one sits on, for about one channel in a thousand: the file's
+    # sum is then one unit off in that channel (3 of ResNet50's channels).
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6,))
+    hidden = L.Dense(4, name="d")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="next")(hidden))
+    data = {"clip_min": -2.0, "clip_max": 3.0, "dst_type": "INT8"}
+    config = {
+        "d": {"retrain_data_config": data, "retrain_weight_config": {"channel_wise": False}},
+        "next": {"retrain_data_config": data},
+    }
+    qat = keras_qat.apply_retrain_config(model, config)
+    wrapper = qat.get_layer("d")
+    step = np.float32(wrapper.bias_step().numpy())
+    biases, units = float32_ties(step, 4)
+    quantized_variables(wrapper)[-1].assign(biases)
+    # 0 is on the input grid: the layer's output is its bias.
+    probe = keras.Model(qat.inputs, wrapper.output)
+    np.testing.assert_array_equal(probe(np.zeros((1, 6), np.float32))[0], units * step)
+
+    rng = np.random.default_rng(0)
+    representative = rng.uniform(-2.0, 3.0, (32, 6)).astype(np.float32)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", representative)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
+    (dense,) = [op for op in ops if op["op_name"] == "FULLY_CONNECTED" and op["inputs"][2] >= 0]
+    bias = interpreter.get_tensor_details()[dense["inputs"][2]]
+    np.testing.assert_allclose(bias["quantization_parameters"]["scales"], [step], rtol=0)
+    np.testing.assert_array_equal(interpreter.get_tensor(bias["index"]), units)
