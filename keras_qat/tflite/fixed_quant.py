@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.quantizers import ranges
-from keras_qat.quantizers.introspection import clip_range
+from keras_qat.quantizers.introspection import clip_range, output_range_vars
 
 
 def _near(value, ulps=2):
@@ -54,6 +54,29 @@ def unambiguous_bounds(clip_min, clip_max):
             if high - low == width and ranges.op_nudge(low, high, 8).zero_point == grid.zero_point:
                 return float(low), float(high)
     return grid.low, grid.high
+
+
+def settle_tracked_ranges(wrapper):
+    """Moves the tracked ranges of an export copy's wrapper onto `unambiguous_bounds`.
+
+    The converter takes a fake-quant's step as `(max - min) / 255` in
+    float64, the op as `float32(max - min) / 255`: on a tracked range (two
+    arbitrary float32 numbers) the file's step was an ulp off the QAT
+    model's for a good share of tensors, enough to move a requantized sum
+    sitting within 1e-7 of a .5 (one of ResNet50's residual branches, 2
+    steps after its Add). On these bounds the width is a float32 number
+    and both take the same step.
+
+    Args:
+        wrapper: A `QatWrapper` of the copy (its variables are its own).
+    """
+    for variables in (output_range_vars(wrapper), wrapper.intermediate_vars):
+        if variables is not None:
+            low, high = unambiguous_bounds(
+                float(variables["range_min"]), float(variables["range_max"])
+            )
+            variables["range_min"].assign(low)
+            variables["range_max"].assign(high)
 
 
 def fixed_fake_quant(inputs, clip_min, clip_max):

@@ -10,10 +10,12 @@ several, and concatenations joining such a tensor, get an explicit output
 range (`output_ranges`), and a global pooling's output reshaped for a
 quantized layer, and the inputs of a concatenation an input quantizer
 reads, are rounded before the reshape or concatenation too
-(`QuantizedBefore`). One
-change of numbers is deliberate: an INT8 input quantizer reading a tensor
-that already has a range becomes an identity, since a tensor has one range
-in a .tflite (the converter drops a second one anyway). The weight-quantized
+(`QuantizedBefore`). The tracked ranges of output quantizers and of the
+rebuilt wrappers move onto bounds on which the converter takes the fake-quant
+op's step (`unambiguous_bounds`). One change of numbers is deliberate: an
+INT8 input quantizer reading a tensor that already has a range becomes an
+identity, since a tensor has one range in a .tflite (the converter drops a
+second one anyway). The weight-quantized
 layers are rebuilt, with the QAT model's weights, so that their bias
 rounding reads the fixed input quantizers of the copy, not the QAT model's
 variables; every other layer is shared with the QAT model.
@@ -33,7 +35,11 @@ from keras_qat.quantizers.file_arithmetic import FileOperation
 from keras_qat.quantizers.input_layer import on_a_grid, scale_given_elsewhere
 from keras_qat.tflite.deploy_layers import DEPLOY_FORMS, DenseOnRows
 from keras_qat.tflite.embedding_table import int8_table
-from keras_qat.tflite.fixed_quant import FixedInputQuantizer, QuantizedBefore
+from keras_qat.tflite.fixed_quant import (
+    FixedInputQuantizer,
+    QuantizedBefore,
+    settle_tracked_ranges,
+)
 from keras_qat.tflite.output_ranges import RangedOutput, export_ranges, merged_quantizers
 
 
@@ -124,8 +130,9 @@ def tflite_ready_copy(qat_model, batches=None):
             return FixedInputQuantizer.freeze(layer, reads_model_input)
         if isinstance(layer, FileOperation):
             return layer.plain_copy()
-        if isinstance(layer, OutputQuantizeLayer) and layer.computes_file_arithmetic:
-            # A plain fake-quant: the converter writes the requantizations itself.
+        if isinstance(layer, OutputQuantizeLayer):
+            # A plain fake-quant: the converter writes the requantizations
+            # itself; on fixed bounds it takes the op's step (`unambiguous_bounds`).
             variables = layer.quantizer_vars
             bounds = (float(variables["range_min"]), float(variables["range_max"]))
             return FixedInputQuantizer(*bounds, "INT8", name=layer.name)
@@ -144,8 +151,9 @@ def tflite_ready_copy(qat_model, batches=None):
                 form = None
             if isinstance(layer.layer, keras.layers.Dense) and layer.input.shape.rank > 2:
                 form = form or DenseOnRows
-            replaced[layer.name] = (layer, form)
-            return _rebuilt_wrapper(layer, form)
+            rebuilt = _rebuilt_wrapper(layer, form)
+            replaced[layer.name] = (layer, form, rebuilt)
+            return rebuilt
         return layer
 
     def clone(layer):
@@ -155,6 +163,7 @@ def tflite_ready_copy(qat_model, batches=None):
         return rewritten
 
     copy = keras.models.clone_model(qat_model, clone_function=clone)
-    for name, (source, form) in replaced.items():
-        _copy_weights(source, copy.get_layer(name), form)
+    for source, form, rebuilt in replaced.values():
+        _copy_weights(source, rebuilt, form)
+        settle_tracked_ranges(rebuilt)
     return copy

@@ -69,7 +69,8 @@ def integer_kernels(model):
             quantized = quantizer(kernel, False, variables)
             channels_last = kernel_layout.to_channels_last(quantized, quantizer.layout).numpy()
             integers = np.round(channels_last / scales[attr]).astype(np.int32) * spread
-            own_bias = _bias_in_steps(wrapper, bias) if bias is not None and index == count - 1 else None
+            last = bias is not None and index == count - 1
+            own_bias = _bias_in_steps(wrapper, bias) if last else None
             kernels.append(
                 (integers.reshape(quantized.shape).astype(np.int8), scales[attr] / spread, own_bias)
             )

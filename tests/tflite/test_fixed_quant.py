@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
-from keras_qat.quantizers import InputQuantizeLayer, UlqQuantizer, ranges
+import keras_qat
+from keras_qat._keras import keras
+from keras_qat.quantizers import InputQuantizeLayer, OutputQuantizeLayer, UlqQuantizer, ranges
+from keras_qat.quantizers.introspection import output_range_vars
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer, unambiguous_bounds
 
 HAND_WRITTEN = [(-a, b) for a in (0.0, 0.25, 1.0, 1.3, 4.0) for b in (0.25, 1.0, 2.1, 4.0)]
@@ -65,3 +69,41 @@ def test_unambiguous_bounds_round_as_the_clip_range_and_agree_in_float64():
         np.testing.assert_array_equal(fake_quant(x, low, high), fake_quant(x, clip_min, clip_max))
         zero_point = ranges.op_nudge(clip_min, clip_max, 8).zero_point
         assert float64_zero_point(low, high) == zero_point, (clip_min, clip_max)
+
+
+def float64_width_ranges(count, seed=0):
+    """Ranges whose float64 width over 255 is another float32 step than the op's."""
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        low, high = np.float32(rng.uniform(-3, -0.1)), np.float32(rng.uniform(0.5, 4))
+        op_step = (high - low) / np.float32(255)
+        if np.float32((np.float64(high) - np.float64(low)) / 255) != op_step:
+            found.append((float(low), float(high), op_step))
+    return found
+
+
+def test_tracked_ranges_reach_the_file_on_the_ops_step(tmp_path):
+    # Two convolutions added (their outputs and the sum are tracked ranges,
+    # no input quantizer reads them), the sum averaged for a Dense.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 1, name="b")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Add(name="sum")([a, b]))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="d")(pooled))
+    data = np.random.default_rng(1).normal(size=(32, 6, 6, 3)).astype(np.float32)
+    qat = keras_qat.apply_retrain_config(model, {name: {} for name in "abd"}, data)
+    tracked = [output_range_vars(qat.get_layer(name)) for name in ("a", "b")]
+    tracked += [v.quantizer_vars for v in qat.layers if isinstance(v, OutputQuantizeLayer)]
+    assert len(tracked) == 3
+    planted = float64_width_ranges(len(tracked))
+    for variables, (low, high, _) in zip(tracked, planted, strict=True):
+        variables["range_min"].assign(low)
+        variables["range_max"].assign(high)
+
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    tensors = Interpreter(model_path=str(path)).get_tensor_details()
+    steps = {np.float32(t["quantization"][0]) for t in tensors}
+    assert {step for *_, step in planted} <= steps, sorted(steps)
+    assert all(float(v["range_min"]) == low for v, (low, *_) in zip(tracked, planted, strict=True))
