@@ -130,6 +130,29 @@ def fused_activation(layer):
     return isinstance(layer, keras.layers.Activation) and own_activation_fuses(layer)
 
 
+def leaky_slope(layer):
+    """The slope below 0 of a layer the file computes as an int8 `LEAKY_RELU`, or `None`.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        The slope (a float, not 0) of a `LeakyReLU` layer, or of a `ReLU`
+        layer with a negative slope and neither threshold nor ceiling;
+        `None` for any other layer.
+    """
+    if isinstance(layer, keras.layers.LeakyReLU):
+        slope = layer.get_config()["alpha"]
+    elif isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        if config.get("threshold") or config.get("max_value") is not None:
+            return None
+        slope = config.get("negative_slope")
+    else:
+        return None
+    return float(slope) if slope else None
+
+
 def activation_bounds(layer):
     """`(floor, ceiling)` of the output of a fused activation, `None` where unbounded.
 

@@ -117,6 +117,24 @@ def file_requantize(levels, in_scale, clip_min, clip_max, bits, top=None):
     return level * scale + low
 
 
+def xnnpack_leaky_relu(levels, in_scale, slope, clip_min, clip_max, bits):
+    """XNNPACK's int8 LEAKY_RELU in integers: ((level * m + 128) >> 8), one m per sign.
+
+    m = lrintf(256 * r), r the float32 ratio of the scales, times the
+    float32 slope below 0.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    positive = np.float32(in_scale) / np.float32(scale)
+    negative = positive * np.float32(slope)
+    levels = np.asarray(levels, np.int64)
+    multiplier = np.where(
+        levels >= 0, np.rint(np.float32(256) * positive), np.rint(np.float32(256) * negative)
+    ).astype(np.int64)
+    shifted = (levels * multiplier + 128) >> 8
+    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
 def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
     """LiteRT's built-in int8 RELU on levels >= 0, in C integers.
 

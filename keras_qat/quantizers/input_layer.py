@@ -10,8 +10,8 @@ from keras_qat._keras import keras
 from keras_qat.converter_facts import (
     activation_bounds,
     fused_activation,
-    keeps_channels,
     keeps_scale,
+    leaky_slope,
 )
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
@@ -30,6 +30,9 @@ class _Piece(NamedTuple):
         pooled: Whether an int8 average pooling of that grid wrote it.
         relu: Whether an int8 RELU of that grid writes it on the reader's
             grid (requantizing in its own arithmetic).
+        leaky: The slope of an int8 LEAKY_RELU of that grid (the source may
+            be a quantized layer's tracked output) that writes the slice,
+            or `None`.
         mean_of: The number of values a global average pooling of that
             grid averaged into the slice (an int8 `MEAN` in the file), or
             `None`.
@@ -45,6 +48,7 @@ class _Piece(NamedTuple):
     pooled: bool = False
     relu: bool = False
     mean_of: int | None = None
+    leaky: float | None = None
     chain: tuple | None = None
     model_input: bool = False
 
@@ -96,8 +100,9 @@ def _accumulator_chain(tensor):
 
     That is a wrapper (a layer with an `accumulator_step`) without an output
     quantizer of its own, then fused activation layers, then layers that
-    keep each value and its channel (`keeps_channels`: ResNet's stem pads
-    and max-pools its first convolution's output): `((layer weakref, node
+    keep each value on the op's grid (`keeps_scale`: ResNet's stem pads and
+    max-pools its first convolution's output; a Flatten before a Dense,
+    channels last, which `_laid_out` follows): `((layer weakref, node
     index), ...)`, the wrapper's call first. Whether each call is the one
     reader of the one before is known only once the model is built
     (`_writes_accumulator`).
@@ -113,12 +118,33 @@ def _accumulator_chain(tensor):
         _, inputs = _producer(tensor)
         if len(inputs) != 1:
             return None
+        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
         if fused_activation(layer):
             activated = True
-        elif activated or not keeps_channels(layer):
+        elif activated or not (keeps_scale(layer) and channels_last):
             return None
         tensor = inputs[0]
     return None
+
+
+def _laid_out(step, values):
+    """An op's accumulator `step` for each of `values`, its output behind `_accumulator_chain`.
+
+    The chain keeps the channel the fastest-varying index of every sample,
+    through a Flatten or Reshape too, where a per-channel step no longer
+    broadcasts: it is tiled over each sample in that order.
+
+    Args:
+        step: A scalar, or one step per output channel of the op.
+        values: The chain's output (or a slice of it along the last axis).
+
+    Returns:
+        A tensor that broadcasts against `values`.
+    """
+    if step.shape.rank == 0 or step.shape[0] == 1:
+        return step
+    per_sample = tf.shape(values)[1:]
+    return tf.reshape(tf.tile(step, [tf.reduce_prod(per_sample) // tf.size(step)]), per_sample)
 
 
 def _writes_accumulator(piece):
@@ -183,34 +209,39 @@ def _grid_piece(tensor, width):
     one's rounded sums), or a global average pooling of such a tensor (a
     `MEAN`, which requantizes its sums). A ReLU read directly (not fused
     into the op before it, as after a Concatenate) leaves a grid that its
-    RELU op requantizes.
+    RELU op requantizes; so does a leaky ReLU (a LEAKY_RELU), also of a
+    quantized layer's tracked output.
     """
     chain = _accumulator_chain(tensor)
     if chain is not None:
         return _Piece(width, None, chain=chain)
     pooled = relu = False
-    mean_of = None
+    mean_of = leaky = None
     if getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
         if _plain_relu(layer) and len(inputs) == 1:
             relu, tensor = True, inputs[0]
+        elif leaky_slope(layer) is not None and len(inputs) == 1:
+            leaky, tensor = leaky_slope(layer), inputs[0]
+    requantized = relu or leaky is not None
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
         if isinstance(layer, keras.layers.InputLayer):
-            return _Piece(width, None, model_input=not (pooled or relu or mean_of))
-        # A quantized layer's output on its tracked range is a grid to a MEAN.
-        tracked = mean_of is not None and getattr(layer, "tracks_output", False)
+            return _Piece(width, None, model_input=not (pooled or requantized or mean_of))
+        # A quantized layer's output on its tracked range is a grid to a MEAN or a LEAKY_RELU.
+        reads_tracked = mean_of is not None or leaky is not None
+        tracked = reads_tracked and getattr(layer, "tracks_output", False)
         if isinstance(layer, RequantizingLayer) or tracked:
-            return _Piece(width, weakref.ref(layer), pooled, relu, mean_of)
+            return _Piece(width, weakref.ref(layer), pooled, relu, mean_of, leaky=leaky)
         if len(inputs) != 1 or mean_of is not None:
             break  # a global average pooling reads its grid directly
         if isinstance(layer, _GLOBAL_AVERAGES):
-            mean_of = None if pooled or relu else _averaged(layer, inputs[0])
+            mean_of = None if pooled or requantized else _averaged(layer, inputs[0])
             if mean_of is None:
                 break
         else:
             pooling = isinstance(layer, keras.layers.AveragePooling2D)
-            if (pooled or relu) and pooling:
+            if (pooled or requantized) and pooling:
                 break
             if not (pooling or keeps_scale(layer)):
                 break
@@ -229,7 +260,7 @@ def on_a_grid(tensor):
         A bool.
     """
     piece = _grid_piece(tensor, None)
-    return piece.source is not None and not piece.relu
+    return piece.source is not None and not piece.relu and piece.leaky is None
 
 
 def scale_given_elsewhere(tensor):
@@ -264,7 +295,7 @@ def pooling_source(tensor):
         layers that keep the scale) of a tensor on that layer's grid.
     """
     piece = _grid_piece(tensor, None)
-    if piece.source is None or not piece.pooled or piece.relu:
+    if piece.source is None or not piece.pooled or piece.relu or piece.leaky is not None:
         return None
     return piece.source()
 
@@ -395,6 +426,14 @@ class RequantizingLayer(QuantizerLayer):
         if piece.relu:
             levels = tf.round(inputs / in_scale)
             return requantize.relu_requantize(levels, in_scale, self.grid(), self.bits)
+        if piece.leaky is not None:
+            # The activation's input levels: its output, below 0 divided by the slope.
+            levels = tf.round(tf.where(inputs >= 0, inputs, inputs / piece.leaky) / in_scale)
+            written, accepted = requantize.leaky_relu_requantize(
+                levels, in_scale, piece.leaky, self.grid(), self.bits
+            )
+            # Where XNNPACK declines the op, LiteRT's built-in kernel runs it: not simulated.
+            return tf.where(accepted, written, outputs)
         if piece.mean_of is not None:
             sums = tf.round(inputs * (piece.mean_of / in_scale))
             return requantize.mean_requantize(sums, in_grid, piece.mean_of, self.grid(), self.bits)
@@ -415,6 +454,7 @@ class RequantizingLayer(QuantizerLayer):
         sums_step = None if giver is None else piece.chain[0][0]().accumulator_step()
         if sums_step is None:
             return outputs
+        sums_step = _laid_out(sums_step, inputs)
         sums = tf.round(inputs / sums_step)
         if giver is self:
             return requantize.accumulator_requantize(sums, sums_step, self.grid(), self.bits)

@@ -262,6 +262,41 @@ def _quantized_multiplier(ratio):
     return tf.where(carry, q / 2.0, q), tf.where(carry, shift + 1.0, shift)
 
 
+# XNNPACK runs an int8 LEAKY_RELU whose scale ratios lie within these bounds
+# (in magnitude); outside them LiteRT's built-in kernel does.
+_LEAKY_RATIOS = (2.0**-8, 2.0**7)
+
+
+def leaky_relu_requantize(levels, in_scale, slope, out_grid, num_bits):
+    """XNNPACK's int8 `LEAKY_RELU` of `levels` on step `in_scale`, onto `out_grid`.
+
+    It multiplies each level by an 8-bit multiplier, `lrintf(256 * r)`, of
+    the ratio `r` of the scales (times the slope below 0, in float32), adds
+    half and shifts right: as `file_requantize`, with a multiplier per sign.
+
+    Args:
+        levels: Float32 integers: the input's levels above its zero point
+            (before the activation).
+        in_scale: The input grid's step.
+        slope: The activation's slope below 0.
+        out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        `(values, accepted)`: the output values as `file_requantize` gives
+        them, and whether XNNPACK takes the op (a bool scalar tensor).
+    """
+    positive = divided(in_scale, out_grid[0])
+    negative = positive * np.float32(slope)
+    low, high = _LEAKY_RATIOS
+    accepted = tf.logical_and(
+        tf.logical_and(positive >= low, positive <= high),
+        tf.logical_and(tf.abs(negative) >= low, tf.abs(negative) <= high),
+    )
+    multiplier = tf.round(256.0 * tf.where(levels >= 0, positive, negative))
+    written = _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
+    return written, accepted
+
+
 def relu_requantize(levels, in_scale, out_grid, num_bits):
     """LiteRT's built-in int8 `RELU` of `levels` on step `in_scale`, onto `out_grid`.
 

@@ -123,6 +123,31 @@ def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_pat
     )
 
 
+def test_a_flattened_per_channel_output_is_requantized_channel_by_channel(tmp_path):
+    # Two pixels, two channels with weight steps 2^-9 and 2^-7 (levels 127),
+    # flattened for a Dense: ratios 1/16 and 1/4 onto its grid (step 2^-12),
+    # alternating along the flattened axis. Sums of 127 * level are ties
+    # at 8 mod 16 and 2 mod 4.
+    inputs = keras.Input((1, 2, 1), name="x")
+    first = L.Conv2D(2, 1, name="first")
+    model = keras.Model(inputs, L.Dense(1, name="second")(L.Flatten(name="flat")(first(inputs))))
+    first.set_weights([np.reshape([127 * 2**-9, 127 * 2**-7], (1, 1, 1, 2)), np.zeros(2, "f4")])
+    model.get_layer("second").set_weights([np.eye(4, 1, dtype="f4"), np.zeros(1, "f4")])
+    levels = np.stack([np.arange(256), np.arange(256)[::-1]], axis=1)  # the two pixels
+    x = (levels * 2**-7).astype("f4").reshape((256, 1, 2, 1))
+    qat = keras_qat.apply_retrain_config(model, {"first": {}, "second": {}}, x)
+    set_clip(qat, "first", 255 * 2**-7)
+    set_clip(qat, "second", 255 * 2**-12)
+    got = keras.Model(qat.input, qat.get_layer("second_input_quant").output).predict(x, verbose=0)
+    sums = np.repeat(levels * 127, 2, axis=1)  # pixel 0 channels 0, 1, pixel 1 channels 0, 1
+    want = reference.xnnpack_requantize(sums, np.array([1 / 16, 1 / 4] * 2), 0.0, 255 * 2**-12, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    path = keras_qat.export_tflite(qat, tmp_path / "flat.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), atol=1e-6
+    )
+
+
 def test_training_keeps_the_fake_quant_and_its_gradients():
     model = tie_model()
     x = (np.arange(256, dtype="f4") * 2**-7)[:, None]

@@ -12,6 +12,7 @@ from keras_qat.quantizers import (
 )
 from keras_qat.quantizers.requantize import (
     file_requantize,
+    leaky_relu_requantize,
     op_grid,
     pooled_levels,
     relu_requantize,
@@ -75,6 +76,41 @@ def test_relu_requantize_matches_litert_fixed_point(in_scale, reader, bits):
     # a step) already writes 1; above 1 it rounds once, as the fake-quant.
     once = reference.ulq(levels * in_scale, *reader, bits)
     assert np.any(np.abs(once - want) > 1e-6) == (bits == 4)
+
+
+# (input step, reader clip, reader bits, slope): 256 times the ratio a tie
+# (32.5, lrintf rounds it to 32; 16.25 below 0), a leaky ReLU read by an
+# INT8 convolution (scales of a digits CNN), and a slope of 0.01.
+LEAKY_CASES = [
+    (0.125 * 0.126953125, (-0.5, 1.375), 4, 0.5),
+    (0.019998843, (-2.1916535, 2.1720474), 8, 0.3),
+    (0.05, (-1.0, 3.0), 8, 0.01),
+]
+
+
+@pytest.mark.parametrize(("in_scale", "reader", "bits", "slope"), LEAKY_CASES)
+def test_leaky_relu_requantize_matches_xnnpack(in_scale, reader, bits, slope):
+    levels = np.arange(-128, 128)
+    grid = op_grid(*reader, bits)
+    got, accepted = leaky_relu_requantize(
+        tf.constant(levels, tf.float32), np.float32(in_scale), slope, grid, bits
+    )
+    want = reference.xnnpack_leaky_relu(levels, in_scale, slope, *reader, bits)
+    assert bool(accepted)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    # The fake-quant of the float activation rounds some levels elsewhere.
+    activated = np.where(levels >= 0, levels, levels * slope) * np.float32(in_scale)
+    assert np.any(np.abs(reference.ulq(activated, *reader, bits) - want) > 1e-6)
+
+
+def test_leaky_relu_requantize_tells_where_xnnpack_declines():
+    grid = op_grid(-1.0, 1.0, 8)
+    levels = tf.constant([-3.0, 5.0])
+    # Ratio 1 (0.001 below 0: too small), 1 (0.01), 255 (too large).
+    cases = [(grid[0], 0.001, False), (grid[0], 0.01, True), (2.0, 0.1, False)]
+    for in_scale, slope, taken in cases:
+        _, accepted = leaky_relu_requantize(levels, in_scale, slope, grid, 8)
+        assert bool(accepted) == taken, (in_scale, slope)
 
 
 @pytest.mark.parametrize("zero_point", [0, 37, 255])
