@@ -490,3 +490,27 @@ def test_a_leaky_relu_writes_as_xnnpacks_leaky_relu(digits, tmp_path, added, rec
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
     report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+
+
+@pytest.mark.parametrize(("activation", "pooled"), [("tanh", False), ("sigmoid", True)])
+def test_a_fixed_grid_activation_read_through_a_flatten_or_pooling_stays_on_its_grid(
+    digits, tmp_path, activation, pooled
+):
+    """The file drops the reader's quantizer behind layers that keep the scale too.
+
+    A tanh convolution flattened for a Dense, or a sigmoid one max-pooled for
+    a convolution: the file reads TANH's 1/128 or LOGISTIC's 1/256 grid,
+    where the QAT model rounded on the reader's own range (untrained: 93 %
+    and 88 % of the logits within one step, up to 2 steps off).
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, activation=activation, name="conv1")(inputs)
+    if pooled:
+        x = L.Conv2D(8, 3, name="conv2")(L.MaxPooling2D(name="pool")(x))
+    model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
+    config = {layer.name: {} for layer in quantizable(model)}
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

@@ -37,6 +37,7 @@ from keras_qat.quantizers import (
     WeightQuantizeConfig,
 )
 from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
+from keras_qat.quantizers.file_arithmetic import grid_holder
 from keras_qat.quantizers.input_layer import pooling_source
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 from keras_qat.quantizers.wrapper import quantized_variables
@@ -297,17 +298,17 @@ class GraphRebuilder:
         """Records `tensor` as the input of layers `names`; returns it through their quantizer.
 
         A tensor a `FileActivation` writes on its fixed grid (a softmax's,
-        read by an attention product) is read as it is: the file keeps that
-        grid and drops a quantizer after it. An int8 average pooling's output
-        that a Concatenate joins too is requantized once in the file, onto the
-        concatenation's grid: its quantizer follows that grid
-        (`InputQuantizeLayer`'s `follows_pooling`).
+        read by an attention product; a tanh's, behind a Flatten too) is read
+        as it is: the file keeps that grid and drops a quantizer after it.
+        An int8 average pooling's output that a Concatenate joins too is
+        requantized once in the file, onto the concatenation's grid: its
+        quantizer follows that grid (`InputQuantizeLayer`'s `follows_pooling`).
         """
         for name in names:
             self.layer_inputs.setdefault(name, []).append(tensor)
-        source = functional.producing_layer(tensor)
-        if not self.quantize or getattr(source, "writes_fixed_grid", False):
+        if not self.quantize or getattr(grid_holder(tensor), "writes_fixed_grid", False):
             return tensor
+        source = functional.producing_layer(tensor)
         follows = source.name in self._joined_poolings and pooling_source(tensor) is not None
         return self._input_quantizer(names, follows)(tensor)
 
