@@ -463,26 +463,29 @@ def test_an_activation_op_that_no_quantizer_reads_writes_on_a_tracked_range(digi
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
 
 
-def build_leaky(added):
+def build_leaky(reader):
     """A convolution, a LeakyReLU (an int8 LEAKY_RELU of its tracked output), then a
-    convolution reading it, or an Add of it and that convolution's output."""
+    convolution reading it, an Add of it and that convolution's output, or a
+    Flatten of it for the Dense."""
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.LeakyReLU(0.3, name="leaky")(L.Conv2D(16, 3, padding="same", name="conv1")(inputs))
-    y = L.Conv2D(16, 1, name="conv2")(x)
-    x = L.Add(name="add")([x, y]) if added else y
+    if reader != "flattened":
+        y = L.Conv2D(16, 1, name="conv2")(x)
+        x = L.Add(name="add")([x, y]) if reader == "added" else y
     return keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
 
 
 @pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
-@pytest.mark.parametrize("added", [False, True], ids=["read", "added"])
-def test_a_leaky_relu_writes_as_xnnpacks_leaky_relu(digits, tmp_path, added, recipe):
+@pytest.mark.parametrize("reader", ["read", "added", "flattened"])
+def test_a_leaky_relu_writes_as_xnnpacks_leaky_relu(digits, tmp_path, reader, recipe):
     """XNNPACK's LEAKY_RELU requantizes with an 8-bit multiplier per sign.
 
     The QAT model rounded the float activation: untrained, the logits were up
-    to 1 (INT8) and 11 or 12 (W4A4) steps off, top-1 agreement 0.964 at W4A4.
+    to 1 (INT8) and 11 or 12 (W4A4) steps off, top-1 agreement 0.964 at W4A4;
+    behind a Flatten, 2 and 13 steps.
     """
     keras.utils.set_random_seed(0)
-    model = build_leaky(added)
+    model = build_leaky(reader)
     config = {layer.name: {} for layer in quantizable(model)}
     if recipe == "W4A4":
         config = int4_except_ends(model)

@@ -208,21 +208,29 @@ def _grid_piece(tensor, width):
     input's grid; after two, the Keras values no longer tell the first
     one's rounded sums), or a global average pooling of such a tensor (a
     `MEAN`, which requantizes its sums). A ReLU read directly (not fused
-    into the op before it, as after a Concatenate) leaves a grid that its
-    RELU op requantizes; so does a leaky ReLU (a LEAKY_RELU), also of a
-    quantized layer's tracked output.
+    into the op before it, as after a Concatenate), behind layers that keep
+    the scale too, leaves a grid that its RELU op requantizes; so does a
+    leaky ReLU (a LEAKY_RELU), also of a quantized layer's tracked output.
     """
     chain = _accumulator_chain(tensor)
     if chain is not None:
         return _Piece(width, None, chain=chain)
     pooled = relu = False
     mean_of = leaky = None
-    if getattr(tensor, "_keras_history", None) is not None:
-        layer, inputs = _producer(tensor)
-        if _plain_relu(layer) and len(inputs) == 1:
+    # The activation op writes on the reader's grid behind layers that keep the scale too.
+    activated = tensor
+    while getattr(activated, "_keras_history", None) is not None:
+        layer, inputs = _producer(activated)
+        if len(inputs) != 1:
+            break
+        if _plain_relu(layer):
             relu, tensor = True, inputs[0]
-        elif leaky_slope(layer) is not None and len(inputs) == 1:
+        elif leaky_slope(layer) is not None:
             leaky, tensor = leaky_slope(layer), inputs[0]
+        elif keeps_scale(layer):
+            activated = inputs[0]
+            continue
+        break
     requantized = relu or leaky is not None
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
