@@ -162,30 +162,42 @@ def build_nasnet_cell():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        build_plain,
-        build_residual,
-        build_squeeze_excite,
-        build_inception_cell,
-        build_inception_tail,
-        build_dense_block,
-        build_nasnet_cell,
-    ],
-    ids=[
-        "plain",
-        "residual",
-        "squeeze_excite",
-        "inception_cell",
-        "inception_tail",
-        "dense_block",
-        "nasnet_cell",
-    ],
-)
+TOPOLOGIES = {
+    "plain": build_plain,
+    "residual": build_residual,
+    "squeeze_excite": build_squeeze_excite,
+    "inception_cell": build_inception_cell,
+    "inception_tail": build_inception_tail,
+    "dense_block": build_dense_block,
+    "nasnet_cell": build_nasnet_cell,
+}
+# The recipes of each topology the default run exports; the others run with
+# the slow tests (each case trains and converts a model: ~30-100 s).
+DEFAULT_RECIPES = {
+    "plain": ("INT8", "W4A4"),
+    "residual": ("W4A4",),
+    "squeeze_excite": ("INT8",),
+    "inception_cell": ("INT8",),
+    "inception_tail": ("INT8",),
+    "dense_block": ("W4A4",),
+    "nasnet_cell": ("INT8",),
+}
+MATRIX = [
+    pytest.param(
+        name,
+        recipe,
+        id=f"{name}-{recipe}",
+        marks=() if recipe in DEFAULT_RECIPES[name] else pytest.mark.slow,
+    )
+    for name in TOPOLOGIES
+    for recipe in ("INT8", "W4A4")
+]
+
+
+@pytest.fixture(scope="module")
 def float_model(request, digits):
     keras.utils.set_random_seed(0)
-    model = request.param()
+    model = TOPOLOGIES[request.param]()
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
     model.fit(digits[0], digits[1], epochs=8, batch_size=64, verbose=0)
     return model
@@ -217,7 +229,7 @@ def int4_except_ends(model):
     }
 
 
-@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
+@pytest.mark.parametrize(("float_model", "recipe"), MATRIX, indirect=["float_model"])
 def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
     x_train, y_train, x_test = digits[0], digits[1], digits[2]
     if recipe == "INT8":
@@ -238,7 +250,11 @@ def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("activation", "recipe"), [("softmax", "INT8"), ("sigmoid", "W4A4")], ids=["softmax", "sigmoid"]
+    ("activation", "recipe"),
+    [
+        pytest.param("softmax", "INT8", id="softmax"),
+        pytest.param("sigmoid", "W4A4", id="sigmoid", marks=pytest.mark.slow),
+    ],
 )
 def test_a_classifier_head_with_its_activation_exports_as_trained(
     digits, tmp_path, activation, recipe
@@ -418,11 +434,10 @@ def build_gated_conv1d():
 @pytest.mark.parametrize(
     ("build", "recipe"),
     [
-        (build_skip_connection, "INT8"),
-        (build_skip_connection, "W4A4"),
-        (build_gated_conv1d, "INT8"),
+        pytest.param(build_skip_connection, "INT8", id="skip_connection-INT8"),
+        pytest.param(build_skip_connection, "W4A4", id="skip_connection-W4A4"),
+        pytest.param(build_gated_conv1d, "INT8", id="gated_conv1d-INT8", marks=pytest.mark.slow),
     ],
-    ids=["skip_connection-INT8", "skip_connection-W4A4", "gated_conv1d-INT8"],
 )
 def test_a_unet_skip_and_a_gated_conv1d_export_as_trained(digits, tmp_path, build, recipe):
     keras.utils.set_random_seed(0)

@@ -77,6 +77,7 @@ def test_refusals_come_before_the_search(float_model, digits, tmp_path):
         search_mixed_precision(float_model, int4, x[:256], (x_test, y_test))
 
 
+@pytest.mark.slow  # ~80 s: a search with fine-tuning, through the CLI
 def test_cli_search_writes_a_config_with_a_fine_tuned_budget(float_model, digits, tmp_path, capsys):
     x, y, x_test, y_test = digits
     model_file, config = tmp_path / "m.keras", tmp_path / "c.json"
