@@ -120,6 +120,31 @@ def row_order(key):
     return position, family, recipe
 
 
+def write_table(out, rows, commit, train, test):
+    """Writes `rows` (`(family, recipe, result)`) into `out`/fidelity.md over the earlier ones."""
+    measured = {
+        (family, recipe): (
+            f"| {family} | {recipe} | {r['agreement']:.4f} | {r['exact']:.4f} "
+            f"| {r['max_steps']:.2f} | {commit or '?'} |"
+        )
+        for family, recipe, r in rows
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    table = {**earlier_rows(out / "fidelity.md"), **measured}
+    lines = [
+        "| network | recipe | top-1 agreement | logits exact | max error (output steps) | commit |",
+        "|---|---|---:|---:|---:|---|",
+        *(table[key] for key in sorted(table, key=row_order)),
+    ]
+    (out / "fidelity.md").write_text(
+        "# Fidelity: the .tflite against the QAT model\n\n"
+        f"Written by `python benchmarks/fidelity.py` ({train} training images, "
+        f"{test} test images; see its docstring for the protocol). A run over some "
+        "families replaces their rows and keeps the others; the last column is the commit "
+        "each row was measured at.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
@@ -127,8 +152,11 @@ def main():
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--out", default="docs", help="directory for fidelity.md")
     args = parser.parse_args()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    out = pathlib.Path(args.out)
     x_train, y_train, x_test, _ = load_fashion_mnist()
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
             size = SIZES.get(family, 64)
@@ -143,36 +171,14 @@ def main():
             )
             model.compile(keras.optimizers.Adam(1e-3), LOSS)
             model.fit(data[0], data[1], batch_size=32, epochs=1, verbose=0)
+            rows = []
             for recipe in ("INT8", "W4A4"):
                 result = measure(model, recipe, data, pathlib.Path(tmp))
                 rows.append((family, recipe, result))
                 print(family, recipe, result, flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    measured = {
-        (family, recipe): (
-            f"| {family} | {recipe} | {r['agreement']:.4f} | {r['exact']:.4f} "
-            f"| {r['max_steps']:.2f} | {commit or '?'} |"
-        )
-        for family, recipe, r in rows
-    }
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = {**earlier_rows(out / "fidelity.md"), **measured}
-    lines = [
-        "| network | recipe | top-1 agreement | logits exact | max error (output steps) | commit |",
-        "|---|---|---:|---:|---:|---|",
-        *(table[key] for key in sorted(table, key=row_order)),
-    ]
-    (out / "fidelity.md").write_text(
-        "# Fidelity: the .tflite against the QAT model\n\n"
-        f"Written by `python benchmarks/fidelity.py` ({args.train} training images, "
-        f"{args.test} test images; see its docstring for the protocol). A run over some "
-        "families replaces their rows and keeps the others; the last column is the commit "
-        "each row was measured at.\n\n" + "\n".join(lines) + "\n"
-    )
-    print(f"written: {out / 'fidelity.md'}")
+            # Each network's rows as soon as they are measured: a long run may be cut short.
+            write_table(out, rows, commit, args.train, args.test)
+            print(f"written: {out / 'fidelity.md'}", flush=True)
 
 
 if __name__ == "__main__":
