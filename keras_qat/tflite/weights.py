@@ -141,7 +141,7 @@ def _set_bias(tflite, subgraph, op, code, weight_scales_, bias, users):
     values, step = bias
     # One step per weight scale (one, or per channel), as the runtime expects.
     steps = bias_steps(data, weight_scales_)
-    units = values * (np.asarray(step, np.float64) / np.broadcast_to(steps, values.shape))
+    units = values * np.asarray(step, np.float64) / np.broadcast_to(steps, values.shape)
     store_bias(tflite, bias_tensor, units, steps, users)
 
 
