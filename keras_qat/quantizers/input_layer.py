@@ -225,8 +225,8 @@ def _grid_piece(tensor, width):
             break
         if _plain_relu(layer):
             relu, tensor = True, inputs[0]
-        elif leaky_slope(layer) is not None:
-            leaky, tensor = leaky_slope(layer), inputs[0]
+        elif (slope := leaky_slope(layer)) is not None:
+            leaky, tensor = slope, inputs[0]
         elif keeps_scale(layer):
             activated = inputs[0]
             continue

@@ -118,6 +118,11 @@ def file_requantize(levels, in_scale, out_grid, num_bits):
         (`level * scale + low`).
     """
     multiplier = tf.round(256.0 * (in_scale / out_grid[0]))  # lrintf: half to even
+    return _eight_bit_multiplied(levels, multiplier, out_grid, num_bits)
+
+
+def _eight_bit_multiplied(levels, multiplier, out_grid, num_bits):
+    """XNNPACK's `(level * m + 128) >> 8` (half up), on `out_grid` (`_on_grid`)."""
     return _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
 
 
@@ -293,8 +298,7 @@ def leaky_relu_requantize(levels, in_scale, slope, out_grid, num_bits):
         tf.logical_and(tf.abs(negative) >= low, tf.abs(negative) <= high),
     )
     multiplier = tf.round(256.0 * tf.where(levels >= 0, positive, negative))
-    written = _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
-    return written, accepted
+    return _eight_bit_multiplied(levels, multiplier, out_grid, num_bits), accepted
 
 
 def relu_requantize(levels, in_scale, out_grid, num_bits):
