@@ -212,3 +212,59 @@ def xnnpack_add(levels_a, scale_a, levels_b, scale_b, clip_min, clip_max, bits):
     total = total + m_b * np.asarray(levels_b, np.int64)
     level = np.clip((total >> shift) + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
     return level * scale + low
+
+
+def _int16_multiplier(ratio):
+    """`QuantizeMultiplier` of a float32 ratio, then `DownScaleInt32ToInt16Multiplier`."""
+    fraction, shift = np.frexp(np.float64(ratio))
+    q = int(np.floor(fraction * 2.0**31 + 0.5))
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    return min((q + 2**15) >> 16, 2**15 - 1), int(shift)
+
+
+def _c_division(numerators, power):
+    """C's integer division by a power of two: toward zero."""
+    return np.sign(numerators) * (np.abs(numerators) // power)
+
+
+def _rounding_high_mul(a, b):
+    """gemmlowp's SaturatingRoundingDoublingHighMul (b >= 0: it never saturates)."""
+    product = a * b
+    return _c_division(product + np.where(product >= 0, 2**14, 1 - 2**14), 2**15)
+
+
+def _rounding_divide(values, exponent):
+    """gemmlowp's RoundingDivideByPOT: ties away from zero."""
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (values < 0)
+    return (values >> exponent) + ((values & mask) > threshold)
+
+
+def litert_hard_swish(levels, in_scale, clip_min, clip_max, bits):
+    """LiteRT's built-in int8 HARD_SWISH (reference_ops::HardSwish), in C integers.
+
+    The level times 2^7; two 16-bit multipliers of it, one onto the output
+    step (`SaturatingRoundingDoublingHighMul`), one onto the step on which
+    3 is 2^15 (saturating shifts around it), that one mapped from [-1, 1]
+    to [0, 1] and multiplied into the other (`SaturatingDoublingHighMul`,
+    toward zero), then `RoundingDivideByPOT` by the output exponent.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    hires_scale = np.float32(in_scale) * np.float32(1 / 128)
+    out_q, out_exponent = _int16_multiplier(hires_scale / np.float32(scale))
+    relu_q, relu_exponent = _int16_multiplier(hires_scale / np.float32(3 / 2**15))
+    hires = np.asarray(levels, np.int64) * 128
+    preshift = _rounding_high_mul(hires, out_q)
+    reluish = hires
+    if relu_exponent > 0:
+        reluish = np.clip(reluish << (relu_exponent - 1), -(2**15), 2**15 - 1)
+    reluish = _rounding_high_mul(reluish, relu_q)
+    if relu_exponent > 0:
+        reluish = np.clip(reluish << 1, -(2**15), 2**15 - 1)
+    if relu_exponent < 0:
+        reluish = _rounding_divide(reluish, -relu_exponent)
+    reluish = (reluish + 2**15) >> 1
+    written = _rounding_divide(_c_division(reluish * preshift, 2**15), -out_exponent)
+    level = np.clip(written + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low

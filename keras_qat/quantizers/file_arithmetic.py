@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.converter_facts import fused_activation, keeps_scale
 from keras_qat.quantizers import requantize
+from keras_qat.quantizers.hard_swish import hard_sigmoid_input, hard_swish_requantize
 from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
 
 
@@ -182,10 +183,43 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
 
     As `FileAdd`, with `multiply_requantize`: an excitation gate (a sigmoid
     on its op's fixed grid) times the tensor it scales. (Swish's `MUL` is
-    `FileActivation`'s.)
+    `FileActivation`'s.) A tensor times its hard sigmoid is one
+    `HARD_SWISH` in the file (`hard_swish`): inference computes that op
+    from the tensor's grid.
 
     Args:
         **kwargs: `Multiply` arguments (`name`, ...).
     """
 
     _OP = staticmethod(requantize.multiply_requantize)
+
+    def _operand_grids(self, inputs):
+        self._swished = _swished_operand(inputs)
+        if self._swished is None:
+            return super()._operand_grids(inputs)
+        return [grid_holder(inputs[self._swished])]
+
+    def _file_values(self, inputs, outputs):
+        if getattr(self, "_swished", None) is None:
+            return super()._file_values(inputs, outputs)
+        # The grid's holder is known once the call has returned (`__call__`).
+        grid = getattr(self, "_grids", [None])[0]
+        holder = None if grid is None else grid()
+        if holder is None:
+            return outputs
+        reader = output_grid_holder(self, self._node_index)
+        if reader is None:
+            return outputs
+        step = holder.grid()[0]
+        levels = tf.round(inputs[self._swished] / step)
+        return hard_swish_requantize(levels, step, reader.grid(), reader.bits)
+
+
+def _swished_operand(inputs):
+    """The index of `x` when the two `inputs` are `x` and its hard sigmoid, else `None`."""
+    if len(inputs) != 2:
+        return None
+    for index in (0, 1):
+        if hard_sigmoid_input(inputs[1 - index]) is inputs[index]:
+            return index
+    return None

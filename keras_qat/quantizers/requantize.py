@@ -122,8 +122,8 @@ def file_requantize(levels, in_scale, out_grid, num_bits):
 
 
 def _eight_bit_multiplied(levels, multiplier, out_grid, num_bits):
-    """XNNPACK's `(level * m + 128) >> 8` (half up), on `out_grid` (`_on_grid`)."""
-    return _on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
+    """XNNPACK's `(level * m + 128) >> 8` (half up), on `out_grid` (`on_grid`)."""
+    return on_grid(tf.floor((levels * multiplier + 128.0) / 256.0), out_grid, num_bits)
 
 
 def float_quantize(values, out_grid, num_bits):
@@ -137,7 +137,7 @@ def float_quantize(values, out_grid, num_bits):
     Returns:
         The output values, as `file_requantize` gives them.
     """
-    return _on_grid(tf.round(values * (1.0 / out_grid[0])), out_grid, num_bits)
+    return on_grid(tf.round(values * (1.0 / out_grid[0])), out_grid, num_bits)
 
 
 def accumulator_requantize(accumulators, step, out_grid, num_bits):
@@ -153,7 +153,7 @@ def accumulator_requantize(accumulators, step, out_grid, num_bits):
         The output values, as `file_requantize` gives them.
     """
     multiplier = step / out_grid[0]
-    return _on_grid(tf.round(accumulators * multiplier), out_grid, num_bits)
+    return on_grid(tf.round(accumulators * multiplier), out_grid, num_bits)
 
 
 def mean_requantize(sums, in_grid, count, out_grid, num_bits):
@@ -180,7 +180,7 @@ def mean_requantize(sums, in_grid, count, out_grid, num_bits):
     offset = float(count) * (zero_point - 128.0)  # the int8 zero points' share of the sum
     # multiply_no_nan: Grappler would hoist a common factor out of two Muls.
     raw = tf.math.multiply_no_nan(sums + offset, multiplier)
-    return _on_grid(tf.round(raw + (-offset) * multiplier), out_grid, num_bits)
+    return on_grid(tf.round(raw + (-offset) * multiplier), out_grid, num_bits)
 
 
 def multiply_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
@@ -238,16 +238,25 @@ def add_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
         + _power_of_two(shift - 1)
     )
     levels = tf.floor(total / _power_of_two(shift))
-    return _on_grid(tf.cast(levels, tf.float32), out_grid, num_bits)
+    return on_grid(tf.cast(levels, tf.float32), out_grid, num_bits)
 
 
-def _on_grid(levels, grid, num_bits):
-    """The values of `levels` (above the zero point) on `grid`, clipped to its `num_bits` levels."""
+def on_grid(levels, grid, num_bits):
+    """The values of `levels` on `grid`, clipped to its `num_bits` levels.
+
+    Args:
+        levels: Float32 integers: levels above the grid's zero point.
+        grid: `op_grid(...)` of the grid.
+        num_bits: The grid's bit width.
+
+    Returns:
+        The values, as the fake-quant op writes them (`level * scale + low`).
+    """
     scale, zero_point, low = grid
     return tf.clip_by_value(levels + zero_point, 0.0, float(2**num_bits - 1)) * scale + low
 
 
-def _quantized_multiplier(ratio):
+def quantized_multiplier(ratio):
     """TFLite's `QuantizeMultiplier`: `(q, shift)`, ratio = q * 2^(shift - 31), q a 31-bit integer.
 
     Args:
@@ -314,11 +323,11 @@ def relu_requantize(levels, in_scale, out_grid, num_bits):
         The output values, as `file_requantize` gives them.
     """
     ratio = tf.cast(in_scale, tf.float64) / tf.cast(out_grid[0], tf.float64)
-    q, shift = _quantized_multiplier(ratio)
+    q, shift = quantized_multiplier(ratio)
     left = tf.pow(tf.constant(2.0, tf.float64), tf.maximum(shift, 0.0))
     right = tf.pow(tf.constant(2.0, tf.float64), tf.maximum(-shift, 0.0))
     # SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT (both half
     # up on the non-negative products here).
     high = tf.floor((tf.cast(levels, tf.float64) * left * q + 2.0**30) / 2.0**31)
     shifted = tf.floor((high + tf.floor(right / 2.0)) / right)
-    return _on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
+    return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
