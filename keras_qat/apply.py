@@ -106,6 +106,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         shared_inputs=shared_inputs,
         operation_bounds=plan.tensors,
         file_activations=plan.activations,
+        scalar_operations=plan.scalar_operations,
     )
     qat_model = builder.build()
     for key, (clip_max, clip_min) in clip_ranges.items():

@@ -1,5 +1,7 @@
 """What the TFLite converter makes of Keras layers, where keras_qat's numbers depend on it."""
 
+import numpy as np
+
 from keras_qat._keras import keras
 
 # Layers whose int8 TFLite op keeps its input's scale and each value, on its
@@ -181,3 +183,58 @@ def own_activation_fuses(layer):
     """
     activation = layer.get_config().get("activation")
     return activation in _FUSED_ACTIVATIONS
+
+
+# TFOpLambda symbols of element-wise adds, multiplies and divisions (`x + 3.0`, `x / 6.0`).
+_SCALAR_OPS = {
+    "__operators__.add": "add",
+    "math.add": "add",
+    "math.multiply": "multiply",
+    "math.truediv": "divide",
+}
+
+
+def scalar_operation(layer, args, kwargs):
+    """What a call of `layer` computes, when it adds, multiplies or divides one tensor by a number.
+
+    The converter writes an add or a multiply as an int8 `ADD` or `MUL`
+    with a constant operand, which it quantizes on its own grid: `[0, c]`
+    (or `[c, 0]`) in 255 steps.
+
+    Args:
+        layer: A tf_keras layer.
+        args: The call's positional arguments.
+        kwargs: The call's keyword arguments.
+
+    Returns:
+        `(kind, constant, operand)`: "add", "multiply" or "divide" (the
+        tensor by the number), the number as a float32 (not 0), and the
+        tensor argument; `None` for any other call.
+    """
+    kind = _SCALAR_OPS.get(getattr(layer, "symbol", None))
+    values = [*args, *(value for key, value in kwargs.items() if key != "name")]
+    tensors = [value for value in values if hasattr(value, "_keras_history")]
+    if kind is None or len(values) != 2 or len(tensors) != 1:
+        return None
+    (number,) = (value for value in values if value is not tensors[0])
+    if np.shape(number) != () or not np.float32(number):
+        return None
+    if kind == "divide" and values[0] is not tensors[0]:
+        return None
+    return kind, np.float32(number), tensors[0]
+
+
+def written_by_scalar_operation(tensor):
+    """`scalar_operation` of the call that produced Keras tensor `tensor`, or `None`.
+
+    Args:
+        tensor: A Keras tensor of a Functional model.
+
+    Returns:
+        As `scalar_operation`.
+    """
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    node = history.layer.inbound_nodes[history.node_index]
+    return scalar_operation(history.layer, node.call_args, node.call_kwargs)

@@ -14,7 +14,10 @@ rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
 own activation; or, where a ReLU/ReLU6 layer follows that the converter
 fuses into the op (its range then comes from the ReLU's output, not from a
 fake-quant before it), in an `OutputQuantizeLayer` after the ReLU, as after
-an Add. A tensor read by an input quantizer and by other layers gets that
+an Add. An add or multiply of an int8 tensor and a number (`x + 3`, `x * (1 / 6)`:
+MobileNetV3's hard sigmoid gate, unless the converter fuses it into a hard
+swish) is an int8 op too, and is rounded so where no quantizer reads it.
+A tensor read by an input quantizer and by other layers gets that
 quantizer in front of all its readers (`shared_inputs`). The inputs of a
 Concatenate are written on its one scale: where no input quantizer reads the
 concatenation directly (a ReLU after it is an int8 RELU of its own, which
@@ -30,9 +33,11 @@ from keras_qat.converter_facts import (
     activation_bounds,
     fused_activation,
     keeps_scale,
+    scalar_operation,
 )
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS, MULTIPLYING_ACTIVATIONS
+from keras_qat.quantizers.hard_swish import hard_swish_layers
 
 
 def _readers(name, consumers):
@@ -92,11 +97,16 @@ class OutputPlan(NamedTuple):
         activations: `Activation` layer name -> its activation, for those
             the file computes in int8 on a fixed output grid (sigmoid, swish,
             tanh, softmax: `FileActivation`).
+        scalar_operations: TFOpLambda layer name -> `(kind, constant)`, for
+            an add or multiply of an int8 tensor and a number, which the
+            file computes as an int8 op writing on a range of its own
+            (`FileScalarOperation`).
     """
 
     wrappers: dict
     tensors: dict
     activations: dict
+    scalar_operations: dict
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -129,6 +139,21 @@ def _own_range_activation(layer):
     if not isinstance(layer, _ACTIVATION_LAYERS) or fused_activation(layer):
         return False
     return layer.get_config().get("activation") not in FILE_ACTIVATIONS
+
+
+def _scalar_operation(layer, fused):
+    """`(kind, constant)` of an add or multiply of a tensor and a number that `layer` computes.
+
+    `None` for other layers, for a layer called more than once, and for the
+    layers in `fused`, which the converter fuses into a hard swish.
+    """
+    if layer.name in fused or not functional.called_once(layer):
+        return None
+    node = layer.inbound_nodes[0]
+    operation = scalar_operation(layer, node.call_args, node.call_kwargs)
+    if operation is None or operation[0] == "divide":
+        return None
+    return operation[:2]
 
 
 def _after_a_quantizer(name, sources, enabled, memo):
@@ -167,8 +192,9 @@ def plan_output_quantizers(float_model, enabled):
     """The int8 tensors of the file that no input quantizer reads, and where to round them.
 
     Those are the outputs of quantized convolution and dense layers and of
-    Add-like layers and Concatenates after them (behind a ReLU the
-    converter fuses in) that no input quantizer and no Concatenate reads.
+    Add-like layers, Concatenates and adds or multiplies by a number after
+    them (behind a ReLU the converter fuses in) that no input quantizer and
+    no Concatenate reads.
 
     Args:
         float_model: The flat float copy of the model (nested models inlined,
@@ -181,9 +207,15 @@ def plan_output_quantizers(float_model, enabled):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {}, {})
+    plan = OutputPlan({}, {}, {}, {})
+    fused = hard_swish_layers(float_model)
     for layer in float_model.layers:
         activation = layer.get_config().get("activation")
+        scalar = _scalar_operation(layer, fused)
+        if scalar is not None and all(
+            _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
+        ):
+            plan.scalar_operations[layer.name] = scalar
         if (
             isinstance(layer, keras.layers.Activation)
             and activation in FILE_ACTIVATIONS
@@ -198,7 +230,8 @@ def plan_output_quantizers(float_model, enabled):
         ):
             plan.tensors[layer.name] = (None, None)
             continue
-        if not _writes_int8(layer, activation, enabled, sources, memo):
+        written = layer.name in plan.scalar_operations
+        if not (written or _writes_int8(layer, activation, enabled, sources, memo)):
             continue
         end = _fused_end(layer, consumers)
         if not _rounded_by_no_quantizer(end, consumers, enabled):

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.converter_facts import own_activation_fuses
+from keras_qat.converter_facts import own_activation_fuses, scalar_operation
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
@@ -30,6 +30,7 @@ from keras_qat.quantizers import (
     FileActivation,
     FileAdd,
     FileMultiply,
+    FileScalarOperation,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
@@ -166,6 +167,9 @@ class GraphRebuilder:
         file_activations: `Activation` layer name -> activation, for those
             that become a `FileActivation` (`OutputPlan.activations`).
             Defaults to none.
+        scalar_operations: TFOpLambda layer name -> `(kind, constant)`, for
+            those that become a `FileScalarOperation`
+            (`OutputPlan.scalar_operations`). Defaults to none.
     """
 
     def __init__(
@@ -178,6 +182,7 @@ class GraphRebuilder:
         shared_inputs=None,
         operation_bounds=None,
         file_activations=None,
+        scalar_operations=None,
     ):
         _check_graph(model)
         self.model = model
@@ -192,6 +197,7 @@ class GraphRebuilder:
         self.shared_inputs = shared_inputs or {}
         self.operation_bounds = operation_bounds or {}
         self.file_activations = file_activations or {}
+        self.scalar_operations = scalar_operations or {}
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
         by_name = {layer.name: layer for layer in model_layers(model)}
@@ -271,6 +277,8 @@ class GraphRebuilder:
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
         copy = self._copy(layer)
+        if isinstance(copy, FileScalarOperation):  # called on its tensor operand alone
+            args, kwargs = (scalar_operation(layer, args, kwargs)[2],), {}
         if layer.name in self.layers and layer.name not in self._sharing:
             keys = operand_keys(layer.name, layer_spec(layer))
             if len(keys) == 1:
@@ -323,6 +331,8 @@ class GraphRebuilder:
                 config = {**config, "activation": "linear"}
             if layer.name in self.file_activations:
                 copy = FileActivation(config["activation"], name=layer.name)
+            elif self.quantize and layer.name in self.scalar_operations:
+                copy = FileScalarOperation(*self.scalar_operations[layer.name], name=layer.name)
             elif self.quantize and (merge := _file_merge(layer)) is not None:
                 copy = merge.from_config(config)
             else:

@@ -5,7 +5,7 @@ from keras_qat.attention_layers import ATTENTION_LAYERS
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
-from keras_qat.quantizers.file_arithmetic import FileAdd, FileMultiply
+from keras_qat.quantizers.file_arithmetic import FileAdd, FileMultiply, FileScalarOperation
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -23,6 +23,7 @@ CUSTOM_OBJECTS = {
         FileActivation,
         FileAdd,
         FileMultiply,
+        FileScalarOperation,
         InputQuantizeLayer,
         OutputQuantizeLayer,
         QatWrapper,
@@ -55,6 +56,7 @@ __all__ = [
     "FileActivation",
     "FileAdd",
     "FileMultiply",
+    "FileScalarOperation",
     "InputQuantizeLayer",
     "OutputQuantizeLayer",
     "QatWrapper",

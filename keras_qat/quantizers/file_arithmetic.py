@@ -13,6 +13,7 @@ is; in training they compute in float, as the Keras layers do.
 
 import weakref
 
+import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
@@ -223,3 +224,65 @@ def _swished_operand(inputs):
         if hard_sigmoid_input(inputs[1 - index]) is inputs[index]:
             return index
     return None
+
+
+class FileScalarOperation(FileOperation, keras.layers.Layer):
+    """An add or multiply of an int8 tensor and a number, whose inference computes the file's op.
+
+    It stands for a TFOpLambda `x + c` or `x * c` (MobileNetV3's hard
+    sigmoid gate: `relu6(x + 3) * (1 / 6)`), which the file computes as an
+    int8 `ADD` or `MUL` with a constant operand that the converter
+    quantizes on `[0, c]` (or `[c, 0]`) in 255 steps: `c` is 255 levels
+    of the step `|c| / 255`. Where the file holds `x` on a known grid and
+    writes the result on the grid of the quantizer reading it (behind the
+    ReLU or ReLU6 it fuses), inference computes that op
+    (`add_requantize`, `multiply_requantize`); training computes in float.
+
+    Args:
+        kind: "add" or "multiply".
+        constant: The number (not 0).
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, kind, constant, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("add", "multiply"):
+            raise ValueError(f"kind must be 'add' or 'multiply'. Received: kind={kind!r}")
+        self.kind = kind
+        self.constant = float(constant)
+
+    def _operand_grids(self, inputs):
+        return [grid_holder(inputs)]
+
+    def call(self, inputs, training=None):
+        constant = tf.constant(self.constant, inputs.dtype)
+        outputs = inputs + constant if self.kind == "add" else inputs * constant
+        return self._in_inference(inputs, outputs, training)
+
+    def _file_values(self, inputs, outputs):
+        grid = getattr(self, "_grids", [None])[0]  # known once the call has returned
+        holder = None if grid is None else grid()
+        reader = None if holder is None else output_grid_holder(self, self._node_index)
+        if reader is None:
+            return outputs
+        step = holder.grid()[0]
+        # The converter's step for the constant: float32 of the float64 quotient.
+        constant = np.float32(self.constant)
+        constant_step = np.float32(abs(np.float64(constant)) / 255.0)
+        operation = (
+            requantize.add_requantize if self.kind == "add" else requantize.multiply_requantize
+        )
+        return operation(
+            tf.round(inputs / step),
+            step,
+            tf.constant(255.0 if constant > 0 else -255.0),
+            constant_step,
+            reader.grid(),
+            reader.bits,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "constant": self.constant}

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.converter_facts import written_by_scalar_operation
 from keras_qat.quantizers.ranges import divided
 from keras_qat.quantizers.requantize import on_grid, quantized_multiplier
 
@@ -96,29 +97,12 @@ def hard_swish_requantize(levels, in_scale, out_grid, num_bits):
     return on_grid(tf.cast(written, tf.float32), out_grid, num_bits)
 
 
-# TFOpLambda symbols of the element-wise ops a hard sigmoid is written with.
-_ADDS = ("__operators__.add", "math.add")
-_MULTIPLIES = ("math.multiply", "__operators__.mul")
-_DIVIDES = ("math.truediv", "__operators__.truediv", "math.divide")
-
-
-def _op_of_constant(tensor, symbols, constant):
-    """The tensor operand of `tensor`'s TFOpLambda op (in `symbols`) with `constant`, or `None`.
-
-    The constant is a Python number, or a scalar tensor (`3.0 + x` holds one).
-    """
-    history = getattr(tensor, "_keras_history", None)
-    if history is None or getattr(history.layer, "symbol", None) not in symbols:
+def _op_of_constant(tensor, kind, constant):
+    """The tensor operand of `tensor`'s `scalar_operation` of `kind` with `constant`, or `None`."""
+    operation = written_by_scalar_operation(tensor)
+    if operation is None or operation[:2] != (kind, np.float32(constant)):
         return None
-    node = history.layer.inbound_nodes[history.node_index]
-    args = [*node.call_args, *(v for k, v in node.call_kwargs.items() if k != "name")]
-    tensors = [arg for arg in args if hasattr(arg, "_keras_history")]
-    if len(args) != 2 or len(tensors) != 1:
-        return None
-    (other,) = (arg for arg in args if arg is not tensors[0])
-    if np.shape(other) != () or np.float32(other) != np.float32(constant):
-        return None
-    return tensors[0]
+    return operation[2]
 
 
 def _relu6_input(tensor):
@@ -137,6 +121,21 @@ def _relu6_input(tensor):
     return inputs[0] if relu6 and len(inputs) == 1 else None
 
 
+def _hard_sigmoid_steps(tensor):
+    """The Keras tensors `relu6(x + 3) / 6` is computed through, from `tensor` back to `x`.
+
+    Returns:
+        `[tensor, relu6 output, sum, x]`, or `None` when TFOpLambda ops and
+        a ReLU6 did not write `tensor` so (or `* (1 / 6)`).
+    """
+    clamped = _op_of_constant(tensor, "multiply", 1.0 / 6.0)
+    if clamped is None:
+        clamped = _op_of_constant(tensor, "divide", 6.0)
+    shifted = None if clamped is None else _relu6_input(clamped)
+    x = None if shifted is None else _op_of_constant(shifted, "add", 3.0)
+    return None if x is None else [tensor, clamped, shifted, x]
+
+
 def hard_sigmoid_input(tensor):
     """The Keras tensor `x` of which `tensor` is `relu6(x + 3) / 6` (or `* (1 / 6)`), or `None`.
 
@@ -146,8 +145,33 @@ def hard_sigmoid_input(tensor):
     Returns:
         `x`, when TFOpLambda ops and a ReLU6 wrote `tensor` so.
     """
-    clamped = _op_of_constant(tensor, _MULTIPLIES, 1.0 / 6.0)
-    if clamped is None:
-        clamped = _op_of_constant(tensor, _DIVIDES, 6.0)
-    shifted = None if clamped is None else _relu6_input(clamped)
-    return None if shifted is None else _op_of_constant(shifted, _ADDS, 3.0)
+    steps = _hard_sigmoid_steps(tensor)
+    return None if steps is None else steps[-1]
+
+
+def hard_swish_layers(model):
+    """The names of `model`'s hard-sigmoid layers that the converter fuses into hard swishes.
+
+    Those are the add, ReLU6 and multiply (or divide) of `relu6(x + 3) / 6`
+    when a `Multiply` of `x` and it reads it: the file computes them as one
+    `HARD_SWISH`, with no tensor between them.
+
+    Args:
+        model: A Functional model (its own layers; nested models are not searched).
+
+    Returns:
+        A set of layer names.
+    """
+    names = set()
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Multiply):
+            continue
+        for node in layer.inbound_nodes:
+            operands = tf.nest.flatten(node.keras_inputs)
+            if len(operands) != 2:
+                continue
+            for index in (0, 1):
+                steps = _hard_sigmoid_steps(operands[1 - index])
+                if steps is not None and steps[-1] is operands[index]:
+                    names.update(step._keras_history.layer.name for step in steps[:-1])
+    return names

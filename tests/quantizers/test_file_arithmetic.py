@@ -5,7 +5,7 @@ import tensorflow as tf
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.quantizers import FileAdd, FileMultiply
+from keras_qat.quantizers import FileAdd, FileMultiply, FileScalarOperation
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from tests import reference
 
@@ -137,3 +137,52 @@ def test_swish_writes_the_files_product_of_its_input_and_its_logistic(tmp_path):
     want = reference.xnnpack_requantize(products, 0.125, 0.0, 255 * STEP / 32, 8)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
     assert_the_file_computes_the_same(qat, tmp_path / "swish.tflite")
+
+
+def clip_of(layer):
+    """The range of `layer`'s grid (an 8-bit `OutputQuantizeLayer`'s)."""
+    scale, _, low = (value.numpy() for value in layer.grid())
+    return low, low + 255 * scale
+
+
+def hard_gate_model():
+    """h * relu6(Dense(h) + 3) * (1 / 6): MobileNetV3's excitation gate, two ops with a constant."""
+    inputs = keras.Input((1,), name="x")
+    hidden = L.Dense(1, use_bias=False, name="stem")(inputs)
+    gate = L.ReLU(6.0, name="relu6")(L.Dense(1, name="gate")(hidden) + 3.0) * (1.0 / 6.0)
+    product = L.Multiply(name="excite")([hidden, gate])
+    model = keras.Model(inputs, L.Dense(1, use_bias=False, name="second")(product))
+    model.get_layer("stem").set_weights([np.array([[1.0]], "f4")])
+    # Dense outputs from -3.5 to 1.2: the gate's sum runs from below 0 to 4.2.
+    model.get_layer("gate").set_weights([np.array([[6.7]], "f4"), np.array([-3.5], "f4")])
+    model.get_layer("second").set_weights([np.array([[1.0]], "f4")])
+    return model
+
+
+def test_an_add_and_a_multiply_by_a_number_write_the_files_ops(tmp_path):
+    qat = quantized(hard_gate_model(), ("stem", "gate", "second"))
+    add, scale = qat.get_layer("tf.__operators__.add"), qat.get_layer("tf.math.multiply")
+    assert isinstance(add, FileScalarOperation) and isinstance(scale, FileScalarOperation)
+    assert (add.kind, add.constant, scale.kind) == ("add", 3.0, "multiply")
+    gate, shifted = qat.get_layer("gate"), qat.get_layer("relu6_output_quant")
+    scaled = qat.get_layer("tf.math.multiply_output_quant")
+    probe = keras.Model(qat.input, [gate.output, shifted.output, scaled.output])
+    linear, got_sum, got_scaled = probe.predict(X, verbose=0)
+    step, (low, high) = gate.grid()[0].numpy(), clip_of(shifted)
+    # The constant 3 is level 255 on the step 3 / 255; the fused ReLU6 clamps.
+    want_sum = reference.xnnpack_add(
+        np.round(linear / step), step, 255, np.float32(3 / 255), low, high, 8
+    )
+    np.testing.assert_allclose(got_sum, np.maximum(want_sum, 0.0), rtol=0, atol=1e-6)
+    sum_step = shifted.grid()[0].numpy()
+    products = np.round(got_sum / sum_step) * 255
+    ratio = np.float32(sum_step * np.float32(np.float32(1 / 6) / np.float32(255)))
+    ratio = ratio / scaled.grid()[0].numpy()
+    low, high = clip_of(scaled)
+    want_scaled = reference.xnnpack_requantize(products, ratio, low, high, 8)
+    np.testing.assert_allclose(got_scaled, want_scaled, rtol=0, atol=1e-6)
+    assert len(np.unique(got_scaled)) > 20  # the gate's range is used, not clipped
+    assert_the_file_computes_the_same(qat, tmp_path / "hard_gate.tflite")
+    # Training adds in float; the output quantizer after the ReLU6 rounds.
+    linear, total = keras.Model(qat.input, [gate.output, add.output])(X, training=True)
+    np.testing.assert_allclose(total, linear.numpy() + np.float32(3), rtol=0, atol=0)
