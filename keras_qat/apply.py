@@ -107,6 +107,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         operation_bounds=plan.tensors,
         file_activations=plan.activations,
         scalar_operations=plan.scalar_operations,
+        swish_products=plan.swish_products,
     )
     qat_model = builder.build()
     for key, (clip_max, clip_min) in clip_ranges.items():

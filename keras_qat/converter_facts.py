@@ -110,6 +110,9 @@ def is_opaque(layer):
 # Activations the converter fuses into the convolution or FULLY_CONNECTED
 # before them: the op's int8 output is the activation's output.
 _FUSED_ACTIVATIONS = {None, "linear", "relu", "relu6"}
+# The same as TensorFlow ops called on Keras tensors (TFOpLambda symbols), with
+# their output's bounds: a Keras 3 model's hard sigmoid is `tf.nn.relu6(x + 3) / 6`.
+_FUSED_OPS = {"nn.relu": (0.0, None), "nn.relu6": (0.0, 6.0)}
 
 
 def fused_activation(layer):
@@ -120,7 +123,8 @@ def fused_activation(layer):
 
     Returns:
         True for a plain ReLU or ReLU6 (a `ReLU` layer without slope or
-        threshold, or an `Activation` layer of relu, relu6 or linear).
+        threshold, an `Activation` layer of relu, relu6 or linear, or
+        `tf.nn.relu` or `tf.nn.relu6` called on a Keras tensor).
     """
     if isinstance(layer, keras.layers.ReLU):
         config = layer.get_config()
@@ -129,6 +133,8 @@ def fused_activation(layer):
             and not config.get("threshold")
             and config.get("max_value") in (None, 6.0)
         )
+    if getattr(layer, "symbol", None) in _FUSED_OPS:
+        return True
     return isinstance(layer, keras.layers.Activation) and own_activation_fuses(layer)
 
 
@@ -165,6 +171,8 @@ def activation_bounds(layer):
     Returns:
         `(0, None)` for relu, `(0, 6)` for relu6, `(None, None)` for linear.
     """
+    if getattr(layer, "symbol", None) in _FUSED_OPS:
+        return _FUSED_OPS[layer.symbol]
     config = layer.get_config()
     if isinstance(layer, keras.layers.ReLU):
         return 0.0, config.get("max_value")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_qat
 from keras_qat._keras import keras
@@ -510,13 +511,32 @@ def test_a_leaky_relu_writes_as_xnnpacks_leaky_relu(digits, tmp_path, reader, re
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
 
 
-def hard_sigmoid(x):
-    """tf_keras.applications.MobileNetV3's hard sigmoid: TFOpLambda add and multiply, a ReLU6."""
-    return L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+def hard_sigmoid(x, form):
+    """A hard sigmoid as tf_keras.applications.MobileNetV3 writes it, or a Keras 3 one rebuilt.
+
+    "layers": TFOpLambda add and multiply around a ReLU(6) layer; "ops":
+    `tf.nn.relu6(x + 3) / 6`, the TensorFlow function keras_qat rebuilds
+    Keras 3's `hard_sigmoid` activation as.
+    """
+    if form == "layers":
+        return L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    return tf.nn.relu6(x + 3.0) / 6.0
 
 
-@pytest.mark.parametrize("recipe", ["INT8", pytest.param("W4A4", marks=pytest.mark.slow)])
-def test_mobilenet_v3s_hard_swish_and_gate_write_as_the_file_computes(digits, tmp_path, recipe):
+def hard_swish(x, form):
+    """A Multiply layer of `x` and its hard sigmoid, or (a Keras 3 rebuild) a TFOpLambda one."""
+    if form == "layers":
+        return L.Multiply()([x, hard_sigmoid(x, form)])
+    return x * hard_sigmoid(x, form)
+
+
+@pytest.mark.parametrize(
+    ("form", "recipe"),
+    [("layers", "INT8"), ("ops", "INT8"), pytest.param("layers", "W4A4", marks=pytest.mark.slow)],
+)
+def test_mobilenet_v3s_hard_swish_and_gate_write_as_the_file_computes(
+    digits, tmp_path, form, recipe
+):
     """A hard swish is one HARD_SWISH; an excitation gate's hard sigmoid an ADD and a MUL.
 
     LiteRT's built-in HARD_SWISH computes in 16-bit fixed point; the gate's
@@ -530,11 +550,10 @@ def test_mobilenet_v3s_hard_swish_and_gate_write_as_the_file_computes(digits, tm
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, name="conv1")(inputs)
-    x = L.Multiply()([x, hard_sigmoid(x)])
+    x = hard_swish(x, form)
     gate = L.Conv2D(4, 1, activation="relu", name="se1")(L.GlobalAveragePooling2D(keepdims=True)(x))
-    x = L.Multiply()([x, hard_sigmoid(L.Conv2D(8, 1, name="se2")(gate))])
-    x = L.Conv2D(8, 3, name="conv2")(x)
-    x = L.Multiply()([x, hard_sigmoid(x)])
+    x = L.Multiply()([x, hard_sigmoid(L.Conv2D(8, 1, name="se2")(gate), form)])
+    x = hard_swish(L.Conv2D(8, 3, name="conv2")(x), form)
     model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
     config = {layer.name: {} for layer in quantizable(model)}
     if recipe == "W4A4":

@@ -27,6 +27,8 @@ range of its own.
 
 from typing import NamedTuple
 
+import numpy as np
+
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
@@ -37,7 +39,7 @@ from keras_qat.converter_facts import (
 )
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS, MULTIPLYING_ACTIVATIONS
-from keras_qat.quantizers.hard_swish import hard_swish_layers
+from keras_qat.quantizers.hard_swish import hard_swishes
 
 
 def _readers(name, consumers):
@@ -101,12 +103,15 @@ class OutputPlan(NamedTuple):
             an add or multiply of an int8 tensor and a number, which the
             file computes as an int8 op writing on a range of its own
             (`FileScalarOperation`).
+        swish_products: Names of the TFOpLambda products `x * hard
+            sigmoid(x)` (a `HARD_SWISH` in the file: a `FileMultiply`).
     """
 
     wrappers: dict
     tensors: dict
     activations: dict
     scalar_operations: dict
+    swish_products: set
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -141,19 +146,41 @@ def _own_range_activation(layer):
     return layer.get_config().get("activation") not in FILE_ACTIVATIONS
 
 
-def _scalar_operation(layer, fused):
-    """`(kind, constant)` of an add or multiply of a tensor and a number that `layer` computes.
+def _scalar_call(layer):
+    """`(kind, constant)` of `layer`'s one call when it is a `scalar_operation`, else `None`.
 
-    `None` for other layers, for a layer called more than once, and for the
-    layers in `fused`, which the converter fuses into a hard swish.
+    A division by `c` is a multiply by `1 / c` (in float32), as the
+    converter writes it.
     """
-    if layer.name in fused or not functional.called_once(layer):
+    if not functional.called_once(layer):
         return None
     node = layer.inbound_nodes[0]
     operation = scalar_operation(layer, node.call_args, node.call_kwargs)
-    if operation is None or operation[0] == "divide":
+    if operation is None:
         return None
-    return operation[:2]
+    kind, constant, _ = operation
+    if kind == "divide":
+        return "multiply", np.float32(1) / constant
+    return kind, constant
+
+
+def _scalar_operation(layer, fused, consumers):
+    """`(kind, constant)` of an add or multiply of a tensor and a number that `layer` computes.
+
+    `None` for other layers, for a layer called more than once, for the
+    layers in `fused`, which the converter fuses into a hard swish, and
+    where a TFOpLambda op reads the result that is neither a fused
+    activation nor such an operation (its int8 op the QAT model does not
+    know).
+    """
+    operation = _scalar_call(layer)
+    if layer.name in fused or operation is None:
+        return None
+    for reader in consumers.get(layer.name, []):
+        known = fused_activation(reader) or _scalar_call(reader) is not None
+        if hasattr(reader, "symbol") and not known:
+            return None
+    return operation
 
 
 def _after_a_quantizer(name, sources, enabled, memo):
@@ -207,15 +234,19 @@ def plan_output_quantizers(float_model, enabled):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {}, {}, {})
-    fused = hard_swish_layers(float_model)
+    plan = OutputPlan({}, {}, {}, {}, set())
+    swishes = hard_swishes(float_model)
+    fused = set().union(*swishes.values())
     for layer in float_model.layers:
         activation = layer.get_config().get("activation")
-        scalar = _scalar_operation(layer, fused)
-        if scalar is not None and all(
+        after = layer.name in sources and all(
             _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
-        ):
+        )
+        scalar = _scalar_operation(layer, fused, consumers)
+        if scalar is not None and after:
             plan.scalar_operations[layer.name] = scalar
+        if layer.name in swishes and hasattr(layer, "symbol") and after:
+            plan.swish_products.add(layer.name)
         if (
             isinstance(layer, keras.layers.Activation)
             and activation in FILE_ACTIVATIONS
@@ -230,7 +261,7 @@ def plan_output_quantizers(float_model, enabled):
         ):
             plan.tensors[layer.name] = (None, None)
             continue
-        written = layer.name in plan.scalar_operations
+        written = layer.name in plan.scalar_operations or layer.name in plan.swish_products
         if not (written or _writes_int8(layer, activation, enabled, sources, memo)):
             continue
         end = _fused_end(layer, consumers)

@@ -39,6 +39,7 @@ from keras_qat.quantizers import (
 )
 from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
 from keras_qat.quantizers.file_arithmetic import grid_holder
+from keras_qat.quantizers.hard_swish import product_operands
 from keras_qat.quantizers.input_layer import pooling_source
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 from keras_qat.quantizers.wrapper import quantized_variables
@@ -170,6 +171,8 @@ class GraphRebuilder:
         scalar_operations: TFOpLambda layer name -> `(kind, constant)`, for
             those that become a `FileScalarOperation`
             (`OutputPlan.scalar_operations`). Defaults to none.
+        swish_products: Names of the TFOpLambda products that become a
+            `FileMultiply` (`OutputPlan.swish_products`). Defaults to none.
     """
 
     def __init__(
@@ -183,6 +186,7 @@ class GraphRebuilder:
         operation_bounds=None,
         file_activations=None,
         scalar_operations=None,
+        swish_products=(),
     ):
         _check_graph(model)
         self.model = model
@@ -198,6 +202,7 @@ class GraphRebuilder:
         self.operation_bounds = operation_bounds or {}
         self.file_activations = file_activations or {}
         self.scalar_operations = scalar_operations or {}
+        self.swish_products = set(swish_products)
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
         by_name = {layer.name: layer for layer in model_layers(model)}
@@ -277,8 +282,11 @@ class GraphRebuilder:
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
         copy = self._copy(layer)
-        if isinstance(copy, FileScalarOperation):  # called on its tensor operand alone
+        # TFOpLambda ops the QAT model computes as the file does, called on their tensors alone.
+        if isinstance(copy, FileScalarOperation):
             args, kwargs = (scalar_operation(layer, args, kwargs)[2],), {}
+        elif layer.name in self.swish_products and self.quantize:
+            args, kwargs = (product_operands(layer, args, kwargs),), {}
         if layer.name in self.layers and layer.name not in self._sharing:
             keys = operand_keys(layer.name, layer_spec(layer))
             if len(keys) == 1:
@@ -333,6 +341,8 @@ class GraphRebuilder:
                 copy = FileActivation(config["activation"], name=layer.name)
             elif self.quantize and layer.name in self.scalar_operations:
                 copy = FileScalarOperation(*self.scalar_operations[layer.name], name=layer.name)
+            elif self.quantize and layer.name in self.swish_products:
+                copy = FileMultiply(name=layer.name)
             elif self.quantize and (merge := _file_merge(layer)) is not None:
                 copy = merge.from_config(config)
             else:

@@ -19,7 +19,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.converter_facts import fused_activation, keeps_scale
 from keras_qat.quantizers import requantize
-from keras_qat.quantizers.hard_swish import hard_sigmoid_input, hard_swish_requantize
+from keras_qat.quantizers.hard_swish import hard_swish_requantize, swished_operand
 from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
 
 
@@ -195,7 +195,7 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
     _OP = staticmethod(requantize.multiply_requantize)
 
     def _operand_grids(self, inputs):
-        self._swished = _swished_operand(inputs)
+        self._swished = swished_operand(inputs)
         if self._swished is None:
             return super()._operand_grids(inputs)
         return [grid_holder(inputs[self._swished])]
@@ -214,16 +214,6 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
         step = holder.grid()[0]
         levels = tf.round(inputs[self._swished] / step)
         return hard_swish_requantize(levels, step, reader.grid(), reader.bits)
-
-
-def _swished_operand(inputs):
-    """The index of `x` when the two `inputs` are `x` and its hard sigmoid, else `None`."""
-    if len(inputs) != 2:
-        return None
-    for index in (0, 1):
-        if hard_sigmoid_input(inputs[1 - index]) is inputs[index]:
-            return index
-    return None
 
 
 class FileScalarOperation(FileOperation, keras.layers.Layer):

@@ -149,29 +149,65 @@ def hard_sigmoid_input(tensor):
     return None if steps is None else steps[-1]
 
 
-def hard_swish_layers(model):
-    """The names of `model`'s hard-sigmoid layers that the converter fuses into hard swishes.
+def swished_operand(operands):
+    """The index of `x` when the two Keras tensors `operands` are `x` and its hard sigmoid.
 
-    Those are the add, ReLU6 and multiply (or divide) of `relu6(x + 3) / 6`
-    when a `Multiply` of `x` and it reads it: the file computes them as one
-    `HARD_SWISH`, with no tensor between them.
+    Args:
+        operands: A list of Keras tensors.
+
+    Returns:
+        0 or 1, or `None` when they are not such a pair.
+    """
+    if len(operands) != 2:
+        return None
+    for index in (0, 1):
+        if hard_sigmoid_input(operands[1 - index]) is operands[index]:
+            return index
+    return None
+
+
+def product_operands(layer, args, kwargs):
+    """The two tensors a `Multiply` layer or a TFOpLambda `x * y` multiplies in a call.
+
+    Args:
+        layer: A tf_keras layer.
+        args: The call's positional arguments.
+        kwargs: The call's keyword arguments.
+
+    Returns:
+        A list of two Keras tensors, or `None` for any other call.
+    """
+    if isinstance(layer, keras.layers.Multiply):
+        operands = tf.nest.flatten(args[0])
+    elif getattr(layer, "symbol", None) == "math.multiply":
+        values = [*args, *(value for key, value in kwargs.items() if key != "name")]
+        operands = [value for value in values if hasattr(value, "_keras_history")]
+        operands = operands if len(operands) == len(values) else []
+    else:
+        return None
+    return operands if len(operands) == 2 else None
+
+
+def hard_swishes(model):
+    """The products of `model` that the converter fuses with a hard sigmoid into a `HARD_SWISH`.
+
+    That is a product of `x` and `relu6(x + 3) / 6` (a `Multiply` layer or a
+    TFOpLambda `x * ...`): the file computes the product and the add, ReLU6
+    and multiply (or divide) of the hard sigmoid as one op, with no tensor
+    between them.
 
     Args:
         model: A Functional model (its own layers; nested models are not searched).
 
     Returns:
-        A set of layer names.
+        A dict: the product's layer name -> the names of its hard sigmoid's layers.
     """
-    names = set()
+    found = {}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.Multiply):
-            continue
         for node in layer.inbound_nodes:
-            operands = tf.nest.flatten(node.keras_inputs)
-            if len(operands) != 2:
-                continue
-            for index in (0, 1):
+            operands = product_operands(layer, node.call_args, node.call_kwargs)
+            index = None if operands is None else swished_operand(operands)
+            if index is not None:
                 steps = _hard_sigmoid_steps(operands[1 - index])
-                if steps is not None and steps[-1] is operands[index]:
-                    names.update(step._keras_history.layer.name for step in steps[:-1])
-    return names
+                found[layer.name] = {step._keras_history.layer.name for step in steps[:-1]}
+    return found

@@ -1,3 +1,6 @@
+import numpy as np
+import tensorflow as tf
+
 from keras_qat._keras import keras
 from keras_qat.graph.output_plan import OutputPlan, plan_output_quantizers
 
@@ -6,6 +9,11 @@ L = keras.layers
 
 def plan(outputs, inputs, enabled):
     return plan_output_quantizers(keras.Model(inputs, outputs), set(enabled))
+
+
+def expected(wrappers, tensors):
+    """A plan of output quantizers alone."""
+    return OutputPlan(wrappers, tensors, {}, {}, set())
 
 
 def test_logits_and_the_input_of_a_global_pooling_are_planned():
@@ -17,14 +25,14 @@ def test_logits_and_the_input_of_a_global_pooling_are_planned():
     x = L.GlobalAveragePooling2D(name="gap")(x)
     outputs = L.Dense(3, name="logits")(x)
     got = plan(outputs, inputs, ["c1", "c2", "logits"])
-    assert got == OutputPlan({"c2": (0.0, 6.0), "logits": (None, None)}, {}, {})
+    assert got == expected({"c2": (0.0, 6.0), "logits": (None, None)}, {})
 
 
 def test_a_fused_relu_layer_is_rounded_after_it():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="d")(inputs)
     outputs = L.ReLU(name="r")(x)
-    assert plan(outputs, inputs, ["d"]) == OutputPlan({}, {"r": (0.0, None)}, {})
+    assert plan(outputs, inputs, ["d"]) == expected({}, {"r": (0.0, None)})
 
 
 def test_unfused_activation_is_planned_and_shared_tensors_are_not():
@@ -40,10 +48,9 @@ def test_unfused_activation_is_planned_and_shared_tensors_are_not():
     # "soft" has an unfused activation, which the walker splits off: the op's
     # own int8 output, before the softmax op, is rounded in its wrapper.
     got = plan(outputs, inputs, ["soft", "shared", "reader"])
-    assert got == OutputPlan(
+    assert got == expected(
         {"soft": (None, None), "reader": (None, None)},
         {"add": (None, None), "mul": (None, None)},
-        {},
     )
 
 
@@ -55,14 +62,14 @@ def test_an_add_read_by_a_quantizer_or_before_the_first_one_is_not_planned():
     read = L.Add(name="read")([added, added])
     outputs = L.Dense(2, name="out")(read)
     got = plan(outputs, inputs, ["a", "b", "out"])
-    assert got == OutputPlan({"b": (None, None), "out": (None, None)}, {"relu": (0.0, None)}, {})
+    assert got == expected({"b": (None, None), "out": (None, None)}, {"relu": (0.0, None)})
 
 
 def test_inputs_of_a_concatenation_are_not_planned():
     inputs = keras.Input((4,))
     joined = L.Concatenate()([L.Dense(4, name="a")(inputs), L.Dense(4, name="b")(inputs)])
     outputs = L.Dense(2, name="out")(joined)
-    assert plan(outputs, inputs, ["a", "b", "out"]) == OutputPlan({"out": (None, None)}, {}, {})
+    assert plan(outputs, inputs, ["a", "b", "out"]) == expected({"out": (None, None)}, {})
 
 
 def test_a_concatenation_no_quantizer_reads_is_planned_and_its_inputs_are_not():
@@ -75,14 +82,14 @@ def test_a_concatenation_no_quantizer_reads_is_planned_and_its_inputs_are_not():
     joined = L.Concatenate(name="joined")([inner, L.Conv2D(2, 1, name="b3")(x)])
     outputs = L.GlobalAveragePooling2D(name="gap")(joined)
     got = plan(outputs, inputs, ["stem", "b1", "b2", "b3"])
-    assert got == OutputPlan({}, {"joined": (None, None)}, {})
+    assert got == expected({}, {"joined": (None, None)})
 
 
 def test_disabled_readers_do_not_count_as_quantizers():
     inputs = keras.Input((4,))
     x = L.Dense(4, name="a")(inputs)
     outputs = L.Dense(4, name="b")(x)
-    assert plan(outputs, inputs, ["a"]) == OutputPlan({"a": (None, None)}, {}, {})
+    assert plan(outputs, inputs, ["a"]) == expected({"a": (None, None)}, {})
 
 
 def test_fixed_grid_activations_after_the_first_quantizer_are_planned():
@@ -95,3 +102,28 @@ def test_fixed_grid_activations_after_the_first_quantizer_are_planned():
     got = plan(outputs, inputs, ["a", "out"])
     assert got.activations == {"sw": "swish"}
     assert got.tensors == {"sw": (None, None)}  # the MUL of swish has a range of its own
+
+
+def test_adds_and_multiplies_by_numbers_are_planned_unless_a_hard_swish_fuses_them():
+    inputs = keras.Input((4,))
+    x = L.Dense(4, name="a")(inputs)
+    swished = L.Multiply(name="swish")([x, L.ReLU(6.0, name="r1")(x + 3.0) * (1.0 / 6.0)])
+    gate = tf.nn.relu6(L.Dense(4, name="b")(swished) + 3.0) / 6.0  # a Keras 3 hard sigmoid
+    scaled = 0.5 * L.Multiply(name="excite")([swished, gate])
+    outputs = L.Dense(2, name="out")(tf.math.sqrt(scaled + 1.0))
+    got = plan(outputs, inputs, ["a", "b", "out"])
+    # The hard swish is one op; the gate's add (its ReLU6 fused) and division
+    # are int8 ops with a constant; so is `0.5 *`, but not the `+ 1`, which
+    # a SQRT the QAT model does not know reads.
+    assert got.scalar_operations == {
+        "tf.__operators__.add_1": ("add", 3.0),
+        "tf.math.truediv": ("multiply", np.float32(1) / np.float32(6)),
+        "tf.math.multiply_1": ("multiply", 0.5),
+    }
+    assert got.tensors == {
+        "tf.nn.relu6": (0.0, 6.0),
+        "excite": (None, None),
+        "tf.math.truediv": (None, None),
+        "tf.math.multiply_1": (None, None),
+    }
+    assert got.swish_products == set()  # a Multiply layer: a FileMultiply anyway
