@@ -230,6 +230,20 @@ def int4_except_ends(model):
     }
 
 
+def assert_logits_exact(model, recipe, digits, tmp_path):
+    """Quantizes `model` ("INT8", or "W4A4": `int4_except_ends`), exports it, checks its logits.
+
+    The file's logits must be the QAT model's on the test digits, to float32 error.
+    """
+    config = {layer.name: {} for layer in quantizable(model)}
+    if recipe == "W4A4":
+        config = int4_except_ends(model)
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+
+
 @pytest.mark.parametrize(("float_model", "recipe"), MATRIX, indirect=["float_model"])
 def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
     x_train, y_train, x_test = digits[0], digits[1], digits[2]
@@ -445,14 +459,7 @@ def test_a_unet_skip_and_a_gated_conv1d_export_as_trained(digits, tmp_path, buil
     model = build()
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
     model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)  # nonzero biases
-    if recipe == "INT8":
-        config = {layer.name: {} for layer in quantizable(model)}
-    else:
-        config = int4_except_ends(model)
-    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
-    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
-    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+    assert_logits_exact(model, recipe, digits, tmp_path)
 
 
 def test_an_activation_op_that_no_quantizer_reads_writes_on_a_tracked_range(digits, tmp_path):
@@ -502,13 +509,7 @@ def test_a_leaky_relu_writes_as_xnnpacks_leaky_relu(digits, tmp_path, reader, re
     """
     keras.utils.set_random_seed(0)
     model = build_leaky(reader)
-    config = {layer.name: {} for layer in quantizable(model)}
-    if recipe == "W4A4":
-        config = int4_except_ends(model)
-    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
-    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
-    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+    assert_logits_exact(model, recipe, digits, tmp_path)
 
 
 def hard_sigmoid(x, form):
@@ -555,13 +556,7 @@ def test_mobilenet_v3s_hard_swish_and_gate_write_as_the_file_computes(
     x = L.Multiply()([x, hard_sigmoid(L.Conv2D(8, 1, name="se2")(gate), form)])
     x = hard_swish(L.Conv2D(8, 3, name="conv2")(x), form)
     model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
-    config = {layer.name: {} for layer in quantizable(model)}
-    if recipe == "W4A4":
-        config = int4_except_ends(model)
-    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
-    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
-    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+    assert_logits_exact(model, recipe, digits, tmp_path)
 
 
 @pytest.mark.parametrize(("activation", "pooled"), [("tanh", False), ("sigmoid", True)])
@@ -581,8 +576,4 @@ def test_a_fixed_grid_activation_read_through_a_flatten_or_pooling_stays_on_its_
     if pooled:
         x = L.Conv2D(8, 3, name="conv2")(L.MaxPooling2D(name="pool")(x))
     model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
-    config = {layer.name: {} for layer in quantizable(model)}
-    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
-    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
-    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
-    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+    assert_logits_exact(model, "INT8", digits, tmp_path)
