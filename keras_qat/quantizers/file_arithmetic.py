@@ -127,6 +127,19 @@ class FileOperation:
         """The two operand tensors of the op, from the layer's inputs."""
         return inputs
 
+    def _operand_and_reader(self):
+        """The layers whose grids an op of one int8 operand reads and writes on.
+
+        Returns:
+            `(holder, reader)`, or `(None, None)` where either is unknown
+            (also while the layer's call is being made: `__call__` notes
+            the operand's grid once it has returned).
+        """
+        grid = getattr(self, "_grids", [None])[0]
+        holder = None if grid is None else grid()
+        reader = None if holder is None else output_grid_holder(self, self._node_index)
+        return (holder, reader) if reader is not None else (None, None)
+
     def _in_inference(self, inputs, outputs, training):
         """`outputs` in training; in inference, what the file writes (`_file_values`)."""
         return tf.__internal__.smart_cond.smart_cond(
@@ -203,12 +216,7 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
     def _file_values(self, inputs, outputs):
         if getattr(self, "_swished", None) is None:
             return super()._file_values(inputs, outputs)
-        # The grid's holder is known once the call has returned (`__call__`).
-        grid = getattr(self, "_grids", [None])[0]
-        holder = None if grid is None else grid()
-        if holder is None:
-            return outputs
-        reader = output_grid_holder(self, self._node_index)
+        holder, reader = self._operand_and_reader()
         if reader is None:
             return outputs
         step = holder.grid()[0]
@@ -250,9 +258,7 @@ class FileScalarOperation(FileOperation, keras.layers.Layer):
         return self._in_inference(inputs, outputs, training)
 
     def _file_values(self, inputs, outputs):
-        grid = getattr(self, "_grids", [None])[0]  # known once the call has returned
-        holder = None if grid is None else grid()
-        reader = None if holder is None else output_grid_holder(self, self._node_index)
+        holder, reader = self._operand_and_reader()
         if reader is None:
             return outputs
         step = holder.grid()[0]
