@@ -135,6 +135,22 @@ def xnnpack_leaky_relu(levels, in_scale, slope, clip_min, clip_max, bits):
     return level * scale + low
 
 
+def _quantize_multiplier(ratio):
+    """TFLite's QuantizeMultiplier of a float64 ratio: `(q, shift)`, ratio = q * 2^(shift - 31)."""
+    fraction, shift = np.frexp(ratio)
+    q = int(np.floor(fraction * 2.0**31 + 0.5))
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    return q, int(shift)
+
+
+def _rounding_divide(values, exponent):
+    """gemmlowp's RoundingDivideByPOT: ties away from zero."""
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (values < 0)
+    return (values >> exponent) + ((values & mask) > threshold)
+
+
 def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
     """LiteRT's built-in int8 RELU on levels >= 0, in C integers.
 
@@ -143,15 +159,10 @@ def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
     and `RoundingDivideByPOT`.
     """
     low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
-    fraction, shift = np.frexp(np.float64(np.float32(in_scale)) / np.float64(scale))
-    q = int(np.floor(fraction * 2.0**31 + 0.5))
-    if q == 2**31:
-        q, shift = q // 2, shift + 1
+    q, shift = _quantize_multiplier(np.float64(np.float32(in_scale)) / np.float64(scale))
     x = np.asarray(levels, np.int64) << max(shift, 0)
     high = (x * q + 2**30) >> 31  # non-negative: C's division is the floor
-    right = max(-shift, 0)
-    mask = (1 << right) - 1
-    shifted = (high >> right) + ((high & mask) > (mask >> 1))
+    shifted = _rounding_divide(high, max(-shift, 0))
     level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
     return level * scale + low
 
@@ -216,11 +227,8 @@ def xnnpack_add(levels_a, scale_a, levels_b, scale_b, clip_min, clip_max, bits):
 
 def _int16_multiplier(ratio):
     """`QuantizeMultiplier` of a float32 ratio, then `DownScaleInt32ToInt16Multiplier`."""
-    fraction, shift = np.frexp(np.float64(ratio))
-    q = int(np.floor(fraction * 2.0**31 + 0.5))
-    if q == 2**31:
-        q, shift = q // 2, shift + 1
-    return min((q + 2**15) >> 16, 2**15 - 1), int(shift)
+    q, shift = _quantize_multiplier(np.float64(ratio))
+    return min((q + 2**15) >> 16, 2**15 - 1), shift
 
 
 def _c_division(numerators, power):
@@ -232,13 +240,6 @@ def _rounding_high_mul(a, b):
     """gemmlowp's SaturatingRoundingDoublingHighMul (b >= 0: it never saturates)."""
     product = a * b
     return _c_division(product + np.where(product >= 0, 2**14, 1 - 2**14), 2**15)
-
-
-def _rounding_divide(values, exponent):
-    """gemmlowp's RoundingDivideByPOT: ties away from zero."""
-    mask = (1 << exponent) - 1
-    threshold = (mask >> 1) + (values < 0)
-    return (values >> exponent) + ((values & mask) > threshold)
 
 
 def litert_hard_swish(levels, in_scale, clip_min, clip_max, bits):
