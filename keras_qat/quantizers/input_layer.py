@@ -39,8 +39,9 @@ class _Piece(NamedTuple):
         chain: The calls from a quantized layer's op to the slice
             (`_accumulator_chain`), whose int32 accumulator the file may
             requantize straight onto the reader's grid, or `None`.
-        model_input: Whether the slice is a model input (behind layers
-            that keep the scale), which the file `QUANTIZE`s from float.
+        from_float: Whether the file `QUANTIZE`s the slice from float: no
+            quantizer precedes it (a model input, or what the model computes
+            from its inputs before quantizing, such as a `Normalization`).
     """
 
     width: int | None
@@ -50,17 +51,17 @@ class _Piece(NamedTuple):
     mean_of: int | None = None
     leaky: float | None = None
     chain: tuple | None = None
-    model_input: bool = False
+    from_float: bool = False
 
     def requantized(self, ties):
         """Whether the file's values may differ from the fake-quant's on this slice.
 
-        An op's requantized sums (`chain`, `mean_of`) and a quantized model
-        input differ only on ties and within float32 error of one: with
+        An op's requantized sums (`chain`, `mean_of`) and a quantized float
+        tensor differ only on ties and within float32 error of one: with
         `ties` False (training) they count as the fake-quant's, which costs
         less.
         """
-        if self.chain is not None or self.mean_of is not None or self.model_input:
+        if self.chain is not None or self.mean_of is not None or self.from_float:
             return ties
         return self.source is not None
 
@@ -199,6 +200,26 @@ def _averaged(layer, tensor):
     return int(np.prod(tensor.shape[1:-1]))
 
 
+def _before_any_quantizer(tensor):
+    """Whether no quantizer or quantized layer computes anything `tensor` depends on.
+
+    The export keeps such a tensor float (`tflite.float_front`: a
+    `Normalization` or a rescaling of the model input), and the file
+    `QUANTIZE`s it where a quantizer reads it.
+    """
+    stack, seen = [tensor], set()
+    while stack:
+        tensor = stack.pop()
+        if getattr(tensor, "_keras_history", None) is None or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        layer, inputs = _producer(tensor)
+        if isinstance(layer, QuantizerLayer) or hasattr(layer, "quantize_config"):
+            return False
+        stack.extend(inputs)
+    return True
+
+
 def _grid_piece(tensor, width):
     """The grid `tensor` is on in the file, as a `_Piece` of size `width`.
 
@@ -211,7 +232,10 @@ def _grid_piece(tensor, width):
     into the op before it, as after a Concatenate), behind layers that keep
     the scale too, leaves a grid that its RELU op requantizes; so does a
     leaky ReLU (a LEAKY_RELU), also of a quantized layer's tracked output.
+    A tensor no quantizer precedes is float in the file, which `QUANTIZE`s it.
     """
+    if _before_any_quantizer(tensor):
+        return _Piece(width, None, from_float=True)
     chain = _accumulator_chain(tensor)
     if chain is not None:
         return _Piece(width, None, chain=chain)
@@ -234,8 +258,6 @@ def _grid_piece(tensor, width):
     requantized = relu or leaky is not None
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
-        if isinstance(layer, keras.layers.InputLayer):
-            return _Piece(width, None, model_input=not (pooled or requantized or mean_of))
         # A quantized layer's output on its tracked range is a grid to a MEAN or a LEAKY_RELU.
         reads_tracked = mean_of is not None or leaky is not None
         tracked = reads_tracked and getattr(layer, "tracks_output", False)
@@ -427,7 +449,7 @@ class RequantizingLayer(QuantizerLayer):
             return outputs
         if piece.chain is not None:
             return self._written_from_sums(inputs, outputs, piece)
-        if piece.model_input:
+        if piece.from_float:
             return requantize.float_quantize(inputs, self.grid(), self.bits)
         in_grid = piece.source().grid()
         in_scale, zero_point, _ = in_grid

@@ -71,14 +71,15 @@ def test_a_division_in_a_graph_is_the_exact_quotient():
     assert grid[0].numpy() == np.float32(0.7578685) / np.float32(255)
 
 
-def tie_model(padded=False):
+def tie_model(padded=False, rescaled=False):
     """First layer, second layer: input step 2^-7, weight steps 2^-7, output steps 2^-12: ratio 1/4.
 
     The first layer's sums times 1/4 are ties wherever a sum is 2 mod 4;
     its second output channel is 127 times the first, far above the reader's
     top. Dense layers, or (`padded`) 1x1 convolutions of one pixel with
     ResNet's stem between them: padding and a max pooling, which keep the
-    first one's sums and their scale.
+    first one's sums and their scale. `rescaled`: the model input doubled by
+    a `Rescaling` before the first layer.
     """
     if padded:
         inputs = keras.Input((1, 1, 1), name="x")
@@ -87,7 +88,8 @@ def tie_model(padded=False):
         outputs = L.Conv2D(1, 1, name="second")(hidden)
     else:
         inputs = keras.Input((1,), name="x")
-        outputs = L.Dense(1, name="second")(L.Dense(2, name="first")(inputs))
+        front = L.Rescaling(2.0, name="front")(inputs) if rescaled else inputs
+        outputs = L.Dense(1, name="second")(L.Dense(2, name="first")(front))
     model = keras.Model(inputs, outputs)
     first, second = model.get_layer("first"), model.get_layer("second")
     first.set_weights([np.reshape([2**-7, 127 * 2**-7], first.kernel.shape), np.zeros(2, "f4")])
@@ -191,17 +193,22 @@ def test_an_add_scales_each_input_by_a_fixed_point_multiplier_and_rounds_half_up
     np.testing.assert_allclose([got.min(), got.max()], [low, high], atol=1e-7)
 
 
-def test_a_model_input_is_quantized_as_the_files_quantize_half_to_even(tmp_path):
-    model = tie_model()
+# A model input, and one a layer rescales before it is quantized (as
+# EfficientNet's Rescaling and Normalization do), which stays float in the file.
+@pytest.mark.parametrize("rescaled", [False, True], ids=["input", "rescaled"])
+def test_a_model_input_is_quantized_as_the_files_quantize_half_to_even(tmp_path, rescaled):
+    model = tie_model(rescaled=rescaled)
     per_tensor = {"retrain_weight_config": {"channel_wise": False}}
-    x = ((np.arange(255, dtype="f4") + 0.5) * 2**-7)[:, None]  # every input a tie
+    ties = ((np.arange(255, dtype="f4") + 0.5) * 2**-7)[:, None]  # every quantizer input a tie
+    x = ties / 2 if rescaled else ties
     qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
     set_clip(qat, "first", 255 * 2**-7)
     set_clip(qat, "second", 255 * 2**-7)
     quantized = keras.Model(qat.input, qat.get_layer("first_input_quant").output)
-    np.testing.assert_array_equal(quantized.predict(x, verbose=0), np.round(x * 2**7) * 2**-7)
+    np.testing.assert_array_equal(quantized.predict(x, verbose=0), np.round(ties * 2**7) * 2**-7)
     # Training keeps the fake-quant's half up (and its gradients).
-    np.testing.assert_array_equal(quantized(x, training=True), np.floor(x * 2**7 + 0.5) * 2**-7)
+    half_up = np.floor(ties * 2**7 + 0.5) * 2**-7
+    np.testing.assert_array_equal(quantized(x, training=True), half_up)
     path = keras_qat.export_tflite(qat, tmp_path / "ties.tflite", x)
     np.testing.assert_allclose(
         keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
