@@ -186,7 +186,7 @@ def test_outputs_keep_their_names():
     qat.fit(data, {"box": data[:, :2], "label": np.eye(3)[np.arange(32) % 3]}, verbose=0)
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("suffix", [".keras", pytest.param(".h5", marks=pytest.mark.slow)])
 def test_save_load_and_resume(trained, digits, tmp_path, suffix):
     x, y = digits[0][:256], digits[1][:256]
     qat = keras_qat.apply_retrain_config(trained, full_config(trained), x[:64])

@@ -188,7 +188,7 @@ W4A8 = {"retrain_weight_quant_config": {"dst_type": "INT4"}}
         ("vit", "INT8"),
         pytest.param("vit", "INT4", marks=pytest.mark.slow),
         pytest.param("sequence", "INT8", marks=pytest.mark.slow),
-        ("sequence", "INT4"),
+        pytest.param("sequence", "INT4", marks=pytest.mark.slow),
     ],
 )
 def test_the_file_runs_the_products_in_int8_and_agrees(

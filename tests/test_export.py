@@ -123,8 +123,12 @@ def test_saved_model_loads_without_keras_qat(qat, digits, tmp_path):
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: L.SeparableConv2D(4, 3, name="layer"), lambda: L.Conv2DTranspose(4, 3, name="layer")],
-    ids=["separable", "transpose"],
+    [
+        pytest.param(lambda: L.SeparableConv2D(4, 3, name="layer"), id="separable"),
+        pytest.param(
+            lambda: L.Conv2DTranspose(4, 3, name="layer"), id="transpose", marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_saved_model_of_layers_with_full_rank_input_specs(make, tmp_path):
     # SavedModel used to trace these layers outside their wrapper and fail
@@ -214,7 +218,7 @@ def test_int4_carrier_is_exact_in_keras(trained, digits):
 
 # dwconv2: right after a standalone ReLU layer, where the converter used to
 # quantize the next bias on a stale scale (see keras_qat.tflite.bias_scales).
-@pytest.mark.parametrize("layer", ["pwconv2", "dwconv2"])
+@pytest.mark.parametrize("layer", ["pwconv2", pytest.param("dwconv2", marks=pytest.mark.slow)])
 def test_int4_activations_agree_in_tflite(trained, digits, tmp_path, layer):
     qat = keras_qat.apply_retrain_config(trained, int4_data_config(layer), digits[0][:256])
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:512])

@@ -93,7 +93,10 @@ def test_agreement_of_a_sequence_output_is_a_fraction(tmp_path):
     assert 0.95 <= report["agreement"] <= 1.0, report
 
 
-@pytest.mark.parametrize("int8_io", [False, True], ids=["float-io", "int8-io"])
+@pytest.mark.parametrize(
+    "int8_io",
+    [pytest.param(False, id="float-io", marks=pytest.mark.slow), pytest.param(True, id="int8-io")],
+)
 def test_uint8_image_input(tmp_path, int8_io):
     from ai_edge_litert.interpreter import Interpreter
 

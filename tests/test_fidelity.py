@@ -172,23 +172,21 @@ TOPOLOGIES = {
     "dense_block": build_dense_block,
     "nasnet_cell": build_nasnet_cell,
 }
-# The recipes of each topology the default run exports; the others run with
-# the slow tests (each case trains and converts a model: ~30-100 s).
+# The cases the default run exports: a chain, a skip connection at INT4 and a
+# gate. The others run with the slow tests (each case trains and converts a
+# model: 15-40 s on two cores); so do the concatenating topologies, whose
+# requantizations tests/tflite/test_output_ranges.py exports by default.
 DEFAULT_RECIPES = {
-    "plain": ("INT8", "W4A4"),
+    "plain": ("INT8",),
     "residual": ("W4A4",),
     "squeeze_excite": ("INT8",),
-    "inception_cell": ("INT8",),
-    "inception_tail": ("INT8",),
-    "dense_block": ("W4A4",),
-    "nasnet_cell": ("INT8",),
 }
 MATRIX = [
     pytest.param(
         name,
         recipe,
         id=f"{name}-{recipe}",
-        marks=() if recipe in DEFAULT_RECIPES[name] else pytest.mark.slow,
+        marks=() if recipe in DEFAULT_RECIPES.get(name, ()) else pytest.mark.slow,
     )
     for name in TOPOLOGIES
     for recipe in ("INT8", "W4A4")
@@ -267,7 +265,8 @@ def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_pa
 @pytest.mark.parametrize(
     ("activation", "recipe"),
     [
-        pytest.param("softmax", "INT8", id="softmax"),
+        # The default run exports a softmax head in the dropout test below.
+        pytest.param("softmax", "INT8", id="softmax", marks=pytest.mark.slow),
         pytest.param("sigmoid", "W4A4", id="sigmoid", marks=pytest.mark.slow),
     ],
 )
@@ -309,7 +308,7 @@ def test_a_classifier_head_with_its_activation_exports_as_trained(
     np.testing.assert_array_equal(reloaded.predict(x_test, verbose=0), want)
 
 
-@pytest.mark.parametrize("reader_bits", [8, 4])
+@pytest.mark.parametrize("reader_bits", [8, pytest.param(4, marks=pytest.mark.slow)])
 def test_an_output_a_quantized_layer_reads_too_exports_as_trained(digits, tmp_path, reader_bits):
     """A model output read by the next layer's quantizer: one int8 tensor in the file.
 
@@ -449,8 +448,12 @@ def build_gated_conv1d():
 @pytest.mark.parametrize(
     ("build", "recipe"),
     [
-        pytest.param(build_skip_connection, "INT8", id="skip_connection-INT8"),
-        pytest.param(build_skip_connection, "W4A4", id="skip_connection-W4A4"),
+        pytest.param(
+            build_skip_connection, "INT8", id="skip_connection-INT8", marks=pytest.mark.slow
+        ),
+        pytest.param(
+            build_skip_connection, "W4A4", id="skip_connection-W4A4", marks=pytest.mark.slow
+        ),
         pytest.param(build_gated_conv1d, "INT8", id="gated_conv1d-INT8", marks=pytest.mark.slow),
     ],
 )
@@ -498,8 +501,20 @@ def build_leaky(reader):
     return keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
 
 
-@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
-@pytest.mark.parametrize("reader", ["read", "added", "flattened"])
+@pytest.mark.parametrize(
+    ("reader", "recipe"),
+    [
+        pytest.param(reader, recipe, id=f"{reader}-{recipe}", marks=marks)
+        for reader, recipe, marks in [
+            ("read", "INT8", ()),
+            ("flattened", "INT8", ()),
+            ("added", "W4A4", ()),
+            ("read", "W4A4", pytest.mark.slow),
+            ("added", "INT8", pytest.mark.slow),
+            ("flattened", "W4A4", pytest.mark.slow),
+        ]
+    ],
+)
 def test_a_leaky_relu_writes_as_xnnpacks_leaky_relu(digits, tmp_path, reader, recipe):
     """XNNPACK's LEAKY_RELU requantizes with an 8-bit multiplier per sign.
 
@@ -533,7 +548,11 @@ def hard_swish(x, form):
 
 @pytest.mark.parametrize(
     ("form", "recipe"),
-    [("layers", "INT8"), ("ops", "INT8"), pytest.param("layers", "W4A4", marks=pytest.mark.slow)],
+    [
+        ("layers", "INT8"),
+        pytest.param("ops", "INT8", marks=pytest.mark.slow),
+        pytest.param("layers", "W4A4", marks=pytest.mark.slow),
+    ],
 )
 def test_mobilenet_v3s_hard_swish_and_gate_write_as_the_file_computes(
     digits, tmp_path, form, recipe

@@ -122,7 +122,7 @@ LAYER_MAKERS = [
 ]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     st.lists(st.integers(0, len(LAYER_MAKERS) - 1), min_size=1, max_size=5),
     st.integers(1, 4),

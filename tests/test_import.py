@@ -21,8 +21,8 @@ print(type(qat).__module__.split(".")[0])
     "before",
     [
         pytest.param("", id="fresh"),
-        pytest.param("import keras", id="keras3-imported"),
-        # A fresh interpreter costs ~15 s: the rarer orders run with the slow tests.
+        # A fresh interpreter costs ~15 s: the other orders run with the slow tests.
+        pytest.param("import keras", id="keras3-imported", marks=pytest.mark.slow),
         pytest.param("tf.keras.layers.Dense", id="tf.keras-touched", marks=pytest.mark.slow),
         pytest.param(
             "import os; os.environ['TF_USE_LEGACY_KERAS']='1'",

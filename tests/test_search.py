@@ -23,6 +23,7 @@ def float_model(digits):
     return model
 
 
+@pytest.mark.slow  # ~30 s: a search with fine-tuning
 def test_a_sensitive_layer_stays_int8_and_a_wide_budget_takes_all(float_model, digits, tmp_path):
     x, _, x_test, y_test = digits
 

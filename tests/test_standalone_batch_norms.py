@@ -101,6 +101,7 @@ def test_one_reading_a_pooling_that_a_concatenation_joins_is_spelled_out_too():
     assert kinds["after_pool"] == kinds["after_cat"] == "DepthwiseConv2D"
 
 
+@pytest.mark.slow  # ~12 s: trains and converts
 def test_equal_int4_kernels_sharing_a_buffer_export_as_trained(tmp_path):
     # At INT4 per channel, a spelled-out BatchNormalization's kernel is +-7 in
     # every channel: two of equal width have equal integers, which the

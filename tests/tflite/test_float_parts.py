@@ -115,7 +115,7 @@ def test_a_convolution_keras_qat_does_not_quantize_computes_in_float(tmp_path, d
     assert report["within_one_step"] == 1.0 and report["max_error_steps"] <= 1.01, report
 
 
-@pytest.mark.parametrize("disabled", ["out", "c2"])
+@pytest.mark.parametrize("disabled", ["out", pytest.param("c2", marks=pytest.mark.slow)])
 def test_a_layer_left_float_and_its_pooling_compute_in_float(tmp_path, digits, disabled):
     # AMCT's habit of keeping the last layer at full precision ("out"). Its op
     # is named after the signature's output, not the layer: the file ran it

@@ -16,15 +16,20 @@ L = keras.layers
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
 
 
-def case(layer, shape, ops, weights=None, data=None, steps=1, id=None):
-    """One parity case; `ops`: the compute op expected -> the kernel it holds (or a name)."""
+def case(layer, shape, ops, weights=None, data=None, steps=1, id=None, slow=False):
+    """One parity case; `ops`: the compute op expected -> the kernel it holds (or a name).
+
+    `slow`: a variant of a layer type another case exports in the default run
+    (each case converts a model, 2-7 s); it runs with the slow tests.
+    """
     config = {}
     if weights is not None:
         config["retrain_weight_config"] = weights
     if data is not None:
         config["retrain_data_config"] = data
     ops = {ops: "kernel"} if isinstance(ops, str) else ops
-    return pytest.param(layer, shape, config, ops, steps, id=id)
+    marks = pytest.mark.slow if slow else ()
+    return pytest.param(layer, shape, config, ops, steps, id=id, marks=marks)
 
 
 PER_TENSOR = {"channel_wise": False}
@@ -35,14 +40,22 @@ WIDE = {"clip_min": -8.0, "clip_max": 8.0}
 
 CASES = [
     case(L.Conv2D(6, 3, padding="same"), (7, 7, 3), "CONV_2D", id="conv2d"),
-    case(L.Conv2D(6, 3, strides=2), (9, 9, 3), "CONV_2D", PER_TENSOR, id="conv2d-per-tensor"),
+    case(
+        L.Conv2D(6, 3, strides=2),
+        (9, 9, 3),
+        "CONV_2D",
+        PER_TENSOR,
+        id="conv2d-per-tensor",
+        slow=True,
+    ),
     case(L.Conv2D(6, 3, activation="relu"), (7, 7, 3), "CONV_2D", INT4, INT4, id="conv2d-w4a4"),
-    case(L.Conv2D(6, 3), (7, 7, 3), "CONV_2D", data=WIDE, id="conv2d-wide-clip"),
+    case(L.Conv2D(6, 3), (7, 7, 3), "CONV_2D", data=WIDE, id="conv2d-wide-clip", slow=True),
     case(
         L.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
         (6, 6, 3),
         {"DEPTHWISE_CONV_2D": "depthwise_kernel"},
         id="depthwise-x2",
+        slow=True,
     ),
     case(
         L.DepthwiseConv2D(3),
@@ -58,6 +71,7 @@ CASES = [
         {"DEPTHWISE_CONV_2D": "depthwise_kernel"},
         data=WIDE,
         id="depthwise-wide-clip",
+        slow=True,
     ),
     case(
         L.SeparableConv2D(5, 3),
@@ -65,14 +79,27 @@ CASES = [
         {"DEPTHWISE_CONV_2D": "depthwise_kernel", "CONV_2D": "pointwise_kernel"},
         id="separable",
     ),
-    case(L.Conv1D(5, 3), (10, 4), "CONV_2D", id="conv1d"),
-    case(L.Conv1D(5, 3, strides=2, padding="same"), (11, 4), "CONV_2D", id="conv1d-strided"),
+    case(L.Conv1D(5, 3), (10, 4), "CONV_2D", id="conv1d", slow=True),
+    case(
+        L.Conv1D(5, 3, strides=2, padding="same"),
+        (11, 4),
+        "CONV_2D",
+        id="conv1d-strided",
+        slow=True,
+    ),
     case(L.Conv1D(5, 2, padding="causal", dilation_rate=2), (10, 4), "CONV_2D", id="conv1d-causal"),
-    case(L.Conv1D(5, 3), (10, 4), "CONV_2D", PER_TENSOR, id="conv1d-per-tensor"),
-    case(L.Conv2DTranspose(4, 3, padding="same"), (5, 5, 3), "CONV_2D", id="transpose"),
+    case(L.Conv1D(5, 3), (10, 4), "CONV_2D", PER_TENSOR, id="conv1d-per-tensor", slow=True),
+    case(L.Conv2DTranspose(4, 3, padding="same"), (5, 5, 3), "CONV_2D", id="transpose", slow=True),
     case(L.Conv2DTranspose(4, 3, 2, padding="same"), (5, 5, 3), "CONV_2D", id="transpose-s2"),
-    case(L.Conv2DTranspose(4, 2, 3), (4, 5, 3), "CONV_2D", id="transpose-k2s3-valid"),
-    case(L.Conv2DTranspose(4, 4, 2, padding="same"), (4, 4, 3), "CONV_2D", INT4, id="transpose-w4"),
+    case(L.Conv2DTranspose(4, 2, 3), (4, 5, 3), "CONV_2D", id="transpose-k2s3-valid", slow=True),
+    case(
+        L.Conv2DTranspose(4, 4, 2, padding="same"),
+        (4, 4, 3),
+        "CONV_2D",
+        INT4,
+        id="transpose-w4",
+        slow=True,
+    ),
     case(
         L.Conv2DTranspose(4, 3, 2, padding="same"),
         (5, 5, 3),
@@ -80,11 +107,18 @@ CASES = [
         PER_TENSOR,
         id="transpose-per-tensor",
     ),
-    case(L.Dense(7), (12,), "FULLY_CONNECTED", id="dense"),
-    case(L.Dense(7, activation="relu"), (12,), "CONV_2D", {"channel_wise": True}, id="dense-pc"),
+    case(L.Dense(7), (12,), "FULLY_CONNECTED", id="dense", slow=True),
+    case(
+        L.Dense(7, activation="relu"),
+        (12,),
+        "CONV_2D",
+        {"channel_wise": True},
+        id="dense-pc",
+        slow=True,
+    ),
     case(L.Dense(7), (3, 12), "CONV_2D", {"channel_wise": True}, id="dense-3d-pc"),
     case(L.Dense(7), (12,), "FULLY_CONNECTED", INT4, INT4, id="dense-w4a4"),
-    case(L.AveragePooling2D(), (6, 6, 3), {}, id="avgpool"),
+    case(L.AveragePooling2D(), (6, 6, 3), {}, id="avgpool", slow=True),
     case(L.AveragePooling2D(), (6, 6, 3), {}, data=INT4, id="avgpool-a4"),
 ]
 
