@@ -152,8 +152,10 @@ def accumulator_requantize(accumulators, step, out_grid, num_bits):
     Returns:
         The output values, as `file_requantize` gives them.
     """
-    multiplier = step / out_grid[0]
-    return on_grid(tf.round(accumulators * multiplier), out_grid, num_bits)
+    multiplier = divided(step, out_grid[0])
+    # multiply_no_nan: Grappler would reassociate a product of levels times the
+    # ratio, and the float32 result then differs from the file's near ties.
+    return on_grid(tf.round(tf.math.multiply_no_nan(accumulators, multiplier)), out_grid, num_bits)
 
 
 def mean_requantize(sums, in_grid, count, out_grid, num_bits):

@@ -13,6 +13,7 @@ from keras_qat.quantizers import (
 from keras_qat.quantizers.requantize import (
     file_requantize,
     leaky_relu_requantize,
+    multiply_requantize,
     op_grid,
     pooled_levels,
     relu_requantize,
@@ -111,6 +112,32 @@ def test_leaky_relu_requantize_tells_where_xnnpack_declines():
     for in_scale, slope, taken in cases:
         _, accepted = leaky_relu_requantize(levels, in_scale, slope, grid, 8)
         assert bool(accepted) == taken, (in_scale, slope)
+
+
+def test_multiply_requantize_in_a_graph_rounds_the_files_float32_product():
+    # EfficientNetB0's swish MUL: the product of the levels times the ratio
+    # of the steps, in float32. In a tf.function, Grappler reordered the
+    # products of the 4-D levels and the scalar ratio (fewer broadcasts),
+    # which moved one of these 16 384 values, near a tie, a level
+    # (EfficientNetB0 INT8: 15 % of its logits a step off).
+    step_a, step_b = np.float32(0.0032595003), np.float32(1 / 256)
+    reader = (np.float32(-0.26380292), np.float32(0.26158312))
+    rng = np.random.default_rng(0)
+    levels_a = rng.integers(-128, 128, size=(4, 8, 8, 64)).astype("f4")
+    levels_b = rng.integers(0, 256, size=levels_a.shape).astype("f4")
+
+    # Variables, as a QAT model's steps and ranges are (constants would be folded).
+    variable_step, variable_reader = tf.Variable(step_a), [tf.Variable(bound) for bound in reader]
+
+    @tf.function
+    def multiplied(a, b):
+        out_grid = op_grid(*variable_reader, 8)
+        return multiply_requantize(a, variable_step, b, step_b, out_grid, 8)
+
+    got = multiplied(tf.constant(levels_a), tf.constant(levels_b)).numpy()
+    ratio = step_a * step_b / op_grid(*reader, 8)[0].numpy()
+    want = reference.xnnpack_requantize(levels_a * levels_b, ratio, *reader, 8)
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("zero_point", [0, 37, 255])
