@@ -87,6 +87,27 @@ MERGED_WHEN_REPEATED = (
 # variance and its inverse square root on grids the QAT model does not have.
 FLOAT_IN_FILE = (keras.layers.LayerNormalization,)
 
+
+def computed_in_float(layer):
+    """Whether the .tflite computes `layer` in float, with DEQUANTIZE and QUANTIZE at its borders.
+
+    The QAT model computes it in float too. Those are the `FLOAT_IN_FILE`
+    layers and ELU (an `ELU` layer or activation), which the converter keeps
+    float: behind it, a RESHAPE before a quantized layer (a Flatten) failed
+    to convert (the reshape's same-scale constraint against the range it
+    gave the ELU's QUANTIZE).
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        A bool.
+    """
+    if isinstance(layer, (*FLOAT_IN_FILE, keras.layers.ELU)):
+        return True
+    return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "elu"
+
+
 # The packages whose layers keras_qat knows; any other layer is the user's own.
 _KNOWN_PACKAGES = ("tf_keras.", "keras_qat.", "tensorflow_model_optimization.")
 

@@ -16,7 +16,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.converter_facts import FLOAT_IN_FILE, is_opaque
+from keras_qat.converter_facts import computed_in_float, is_opaque
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import FileActivation, OutputQuantizeLayer
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
@@ -86,7 +86,7 @@ def float_kinds(model):
             )
         )
         if (
-            isinstance(layer, FLOAT_IN_FILE)
+            computed_in_float(layer)
             or is_opaque(layer)
             or disabled_product
             or (

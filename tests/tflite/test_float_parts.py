@@ -140,3 +140,21 @@ def test_a_layer_left_float_and_its_pooling_compute_in_float(tmp_path, digits, d
     assert [dtype for _, dtype in compute] == kinds[disabled], ops
     report = keras_qat.check_tflite(qat, path, digits[2])
     assert report["agreement"] == 1.0 and report["max_abs_error"] < 1e-3, report
+
+
+@pytest.mark.parametrize("form", ["layer", "activation"])
+def test_an_elu_read_through_a_flatten_converts_and_computes_as_trained(tmp_path, digits, form):
+    # The converter keeps ELU float; the RESHAPE between it and the Dense's
+    # quantizer failed to convert (same-scale constraint against the range it
+    # gave the ELU's QUANTIZE). Both are float now, QUANTIZEd at the quantizer.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    hidden = L.Conv2D(8, 3, name="conv")(inputs)
+    hidden = L.ELU(name="elu")(hidden) if form == "layer" else L.Activation("elu")(hidden)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(hidden)))
+    qat = keras_qat.apply_retrain_config(model, {"conv": {}, "logits": {}}, digits[0][:64])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    ops = op_types(path)
+    assert ("ELU", np.float32) in ops and ("RESHAPE", np.float32) in ops, ops
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
