@@ -9,10 +9,13 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
     activation_bounds,
+    computed_in_float,
     fused_activation,
+    is_opaque,
     keeps_scale,
     leaky_slope,
 )
+from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.ulq import UlqQuantizer
@@ -41,7 +44,8 @@ class _Piece(NamedTuple):
             requantize straight onto the reader's grid, or `None`.
         from_float: Whether the file `QUANTIZE`s the slice from float: no
             quantizer precedes it (a model input, or what the model computes
-            from its inputs before quantizing, such as a `Normalization`).
+            from its inputs before quantizing, such as a `Normalization`),
+            or a layer the file computes in float wrote it (an ELU).
     """
 
     width: int | None
@@ -200,12 +204,16 @@ def _averaged(layer, tensor):
     return int(np.prod(tensor.shape[1:-1]))
 
 
+def _quantizing(layer):
+    """Whether `layer` is a quantizer or a quantized layer (a wrapper)."""
+    return isinstance(layer, QuantizerLayer) or hasattr(layer, "quantize_config")
+
+
 def _before_any_quantizer(tensor):
     """Whether no quantizer or quantized layer computes anything `tensor` depends on.
 
-    The export keeps such a tensor float (`tflite.float_front`: a
-    `Normalization` or a rescaling of the model input), and the file
-    `QUANTIZE`s it where a quantizer reads it.
+    The export keeps such a tensor float (`tflite/float_front.py`: a
+    `Normalization` or a rescaling of the model input).
     """
     stack, seen = [tensor], set()
     while stack:
@@ -214,10 +222,37 @@ def _before_any_quantizer(tensor):
             continue
         seen.add(id(tensor))
         layer, inputs = _producer(tensor)
-        if isinstance(layer, QuantizerLayer) or hasattr(layer, "quantize_config"):
+        if _quantizing(layer):
             return False
         stack.extend(inputs)
     return True
+
+
+def _written_in_float(tensor, known):
+    """Whether a layer the file computes in float wrote `tensor`, behind weightless layers.
+
+    Those are the `converter_facts.computed_in_float` layers (an ELU), the
+    user's own layers with weights and, unwrapped in the QAT model, the
+    quantizable layers with `retrain_enable: false`; the export keeps the
+    weightless layers after them float (`tflite/float_front.py`).
+    `known`: tensor id -> answer, for the tensors already asked about.
+    """
+    if getattr(tensor, "_keras_history", None) is None:
+        return False
+    if id(tensor) not in known:
+        layer, inputs = _producer(tensor)
+        spec = layer_spec(layer)
+        if _quantizing(layer):
+            known[id(tensor)] = False
+        elif computed_in_float(layer) or is_opaque(layer) or (spec and spec.has_weights):
+            known[id(tensor)] = True
+        else:
+            known[id(tensor)] = (
+                bool(inputs)
+                and not layer.weights
+                and all(_written_in_float(joined, known) for joined in inputs)
+            )
+    return known[id(tensor)]
 
 
 def _grid_piece(tensor, width):
@@ -232,9 +267,10 @@ def _grid_piece(tensor, width):
     into the op before it, as after a Concatenate), behind layers that keep
     the scale too, leaves a grid that its RELU op requantizes; so does a
     leaky ReLU (a LEAKY_RELU), also of a quantized layer's tracked output.
-    A tensor no quantizer precedes is float in the file, which `QUANTIZE`s it.
+    A tensor no quantizer precedes, or that a layer the file computes in
+    float wrote, is float in the file, which `QUANTIZE`s it.
     """
-    if _before_any_quantizer(tensor):
+    if _before_any_quantizer(tensor) or _written_in_float(tensor, {}):
         return _Piece(width, None, from_float=True)
     chain = _accumulator_chain(tensor)
     if chain is not None:

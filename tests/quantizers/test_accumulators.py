@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.quantizers import ranges
+from keras_qat.quantizers import TrackedRangeQuantizer, ranges
 from keras_qat.quantizers.requantize import (
     accumulator_requantize,
     add_requantize,
@@ -210,6 +210,32 @@ def test_a_model_input_is_quantized_as_the_files_quantize_half_to_even(tmp_path,
     half_up = np.floor(ties * 2**7 + 0.5) * 2**-7
     np.testing.assert_array_equal(quantized(x, training=True), half_up)
     path = keras_qat.export_tflite(qat, tmp_path / "ties.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
+    )
+
+
+def test_a_reader_of_an_elu_quantizes_its_float_output_half_to_even(tmp_path):
+    # The file computes the ELU in float (DEQUANTIZE, ELU, QUANTIZE): the
+    # first layer's output on its tracked step 2^-14, positive (ELU keeps
+    # it), QUANTIZEd onto the reader's step 2^-13; odd levels are ties.
+    inputs = keras.Input((1,), name="x")
+    hidden = L.ELU(name="elu")(L.Dense(2, name="first")(inputs))
+    model = keras.Model(inputs, L.Dense(1, name="second")(hidden))
+    model.get_layer("first").set_weights([np.array([[2**-7, 127 * 2**-7]], "f4"), np.zeros(2)])
+    model.get_layer("second").set_weights([np.array([[1.0], [0.0]], "f4"), np.zeros(1)])
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    x = (np.arange(256, dtype="f4") * 2**-7)[:, None]  # every input level
+    qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
+    set_clip(qat, "first", 255 * 2**-7)
+    set_clip(qat, "second", 255 * 2**-13)
+    first = qat.get_layer("first")
+    TrackedRangeQuantizer.assign_range(first._output_quantizer_vars, 0.0, 255 * 2**-14)
+    quantized = keras.Model(qat.input, qat.get_layer("second_input_quant").output)
+    got = quantized.predict(x, verbose=0)[:, 0]
+    # The first output channel is level k on step 2^-14 for input level k.
+    np.testing.assert_array_equal(got, np.round(np.arange(256) / 2) * 2**-13)
+    path = keras_qat.export_tflite(qat, tmp_path / "elu.tflite", x)
     np.testing.assert_allclose(
         keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
     )
