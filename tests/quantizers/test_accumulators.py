@@ -215,18 +215,25 @@ def test_a_model_input_is_quantized_as_the_files_quantize_half_to_even(tmp_path,
     )
 
 
-def test_a_reader_of_an_elu_quantizes_its_float_output_half_to_even(tmp_path):
-    # The file computes the ELU in float (DEQUANTIZE, ELU, QUANTIZE): the
-    # first layer's output on its tracked step 2^-14, positive (ELU keeps
-    # it), QUANTIZEd onto the reader's step 2^-13; odd levels are ties.
+@pytest.mark.parametrize("middle", ["elu", "disabled"])
+def test_a_reader_of_a_float_layer_quantizes_its_output_half_to_even(tmp_path, middle):
+    # The file computes an ELU, or a Dense with retrain_enable: false, in
+    # float (DEQUANTIZE, the op, QUANTIZE): the first layer's output on its
+    # tracked step 2^-14, positive, kept by the ELU (or the identity Dense),
+    # QUANTIZEd onto the reader's step 2^-13; odd levels are ties.
     inputs = keras.Input((1,), name="x")
-    hidden = L.ELU(name="elu")(L.Dense(2, name="first")(inputs))
+    hidden = L.Dense(2, name="first")(inputs)
+    hidden = L.ELU(name="mid")(hidden) if middle == "elu" else L.Dense(2, name="mid")(hidden)
     model = keras.Model(inputs, L.Dense(1, name="second")(hidden))
     model.get_layer("first").set_weights([np.array([[2**-7, 127 * 2**-7]], "f4"), np.zeros(2)])
     model.get_layer("second").set_weights([np.array([[1.0], [0.0]], "f4"), np.zeros(1)])
     per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    config = {"first": per_tensor, "second": per_tensor}
+    if middle == "disabled":
+        model.get_layer("mid").set_weights([np.eye(2, dtype="f4"), np.zeros(2)])
+        config["mid"] = {"retrain_enable": False}
     x = (np.arange(256, dtype="f4") * 2**-7)[:, None]  # every input level
-    qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
+    qat = keras_qat.apply_retrain_config(model, config, x)
     set_clip(qat, "first", 255 * 2**-7)
     set_clip(qat, "second", 255 * 2**-13)
     first = qat.get_layer("first")
@@ -235,7 +242,7 @@ def test_a_reader_of_an_elu_quantizes_its_float_output_half_to_even(tmp_path):
     got = quantized.predict(x, verbose=0)[:, 0]
     # The first output channel is level k on step 2^-14 for input level k.
     np.testing.assert_array_equal(got, np.round(np.arange(256) / 2) * 2**-13)
-    path = keras_qat.export_tflite(qat, tmp_path / "elu.tflite", x)
+    path = keras_qat.export_tflite(qat, tmp_path / "float.tflite", x)
     np.testing.assert_allclose(
         keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
     )
