@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_qat._keras import keras
+from keras_qat.layer_table import layer_spec
 
 # Layers whose int8 TFLite op keeps its input's scale and each value, on its
 # channel (PAD, STRIDED_SLICE, MAX_POOL_2D, REDUCE_MAX, RESIZE_NEAREST_NEIGHBOR),
@@ -106,6 +107,35 @@ def computed_in_float(layer):
     if isinstance(layer, (*FLOAT_IN_FILE, keras.layers.ELU)):
         return True
     return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "elu"
+
+
+# Convolutions keras_qat does not quantize (no `layer_table` entry), which the
+# converter still makes int8 ops of, with weights it quantizes itself.
+_UNQUANTIZED_CONVOLUTIONS = (
+    keras.layers.SeparableConv1D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv3D,
+    keras.layers.Conv3DTranspose,
+)
+
+
+def unquantized_with_weights(layer):
+    """Whether `layer` has weights, is not quantized, and is of a kind the file runs in float.
+
+    That is a quantizable kind left as it is (`retrain_enable: false`; a
+    quantized layer is a wrapper, with no `layer_table` entry), or a
+    convolution keras_qat does not quantize (a `SeparableConv1D`, say): the
+    QAT model computes them in float, and the export makes the file do so.
+
+    Args:
+        layer: A tf_keras layer (of a QAT model or its export copy).
+
+    Returns:
+        A bool.
+    """
+    spec = layer_spec(layer)
+    return (spec is not None and spec.has_weights) or isinstance(layer, _UNQUANTIZED_CONVOLUTIONS)
 
 
 # The packages whose layers keras_qat knows; any other layer is the user's own.

@@ -14,8 +14,8 @@ from keras_qat.converter_facts import (
     is_opaque,
     keeps_scale,
     leaky_slope,
+    unquantized_with_weights,
 )
-from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers import ranges, requantize
 from keras_qat.quantizers.quantizer_layer import QuantizerLayer
 from keras_qat.quantizers.ulq import UlqQuantizer
@@ -232,8 +232,9 @@ def _written_in_float(tensor, known):
     """Whether a layer the file computes in float wrote `tensor`, behind weightless layers.
 
     Those are the `converter_facts.computed_in_float` layers (an ELU), the
-    user's own layers with weights and, unwrapped in the QAT model, the
-    quantizable layers with `retrain_enable: false`; the export keeps the
+    user's own layers with weights, and the layers with weights keras_qat
+    leaves unquantized (`converter_facts.unquantized_with_weights`:
+    `retrain_enable: false`, a `SeparableConv1D`); the export keeps the
     weightless layers after them float (`tflite/float_front.py`).
     `known`: tensor id -> answer, for the tensors already asked about.
     """
@@ -241,10 +242,9 @@ def _written_in_float(tensor, known):
         return False
     if id(tensor) not in known:
         layer, inputs = _producer(tensor)
-        spec = layer_spec(layer)
         if _quantizing(layer):
             known[id(tensor)] = False
-        elif computed_in_float(layer) or is_opaque(layer) or (spec and spec.has_weights):
+        elif computed_in_float(layer) or is_opaque(layer) or unquantized_with_weights(layer):
             known[id(tensor)] = True
         else:
             known[id(tensor)] = (

@@ -8,7 +8,7 @@ quantize the model input with one int8 scale and run the front end in int8
 that rounds to 0 fails to run). The ops of layers no quantizer precedes are
 therefore denylisted from quantization: they stay float in the file, and the
 file quantizes where the QAT model does. So are the layers the file computes
-in float wherever they stand (`converter_facts.FLOAT_IN_FILE`).
+in float wherever they stand (`converter_facts.computed_in_float`).
 """
 
 from tensorflow.lite.python import convert as tflite_convert
@@ -56,7 +56,7 @@ _QUANTIZERS = (FixedInputQuantizer, OutputQuantizeLayer, RangedOutput, FileActiv
 def float_kinds(model):
     """Names of the layers of `model` the file computes in float wherever they stand.
 
-    Those are the `converter_facts.FLOAT_IN_FILE` layers, layers of the
+    Those are the `converter_facts.computed_in_float` layers, layers of the
     user's own classes with weights (`converter_facts.is_opaque`), the
     attention products with `retrain_enable: false`, and the weightless layers after
     them or after a layer with `retrain_enable: false` up to the next quantizer

@@ -17,8 +17,7 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from keras_qat._keras import keras
-from keras_qat.layer_table import layer_spec
+from keras_qat.converter_facts import unquantized_with_weights
 from keras_qat.tflite.ops import (
     BIASED_OPS,
     builtin_code,
@@ -131,17 +130,6 @@ def _float_constants(float_file):
     return constants
 
 
-# Convolutions keras_qat does not quantize (no `layer_table` entry), which the
-# converter still makes int8 ops of, with weights it quantizes itself.
-_UNQUANTIZED_CONVOLUTIONS = (
-    keras.layers.SeparableConv1D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv3D,
-    keras.layers.Conv3DTranspose,
-)
-
-
 def float_layers(model):
     """Names of the layers of `model` with weights that are not quantized, of a kind the file runs.
 
@@ -155,12 +143,7 @@ def float_layers(model):
     Returns:
         A list of layer names.
     """
-    return [
-        layer.name
-        for layer in model.layers
-        if ((spec := layer_spec(layer)) and spec.has_weights)
-        or isinstance(layer, _UNQUANTIZED_CONVOLUTIONS)
-    ]
+    return [layer.name for layer in model.layers if unquantized_with_weights(layer)]
 
 
 def run_in_float(tflite, float_file, model_name, layer_names):
