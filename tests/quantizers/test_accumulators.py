@@ -71,7 +71,7 @@ def test_a_division_in_a_graph_is_the_exact_quotient():
     assert grid[0].numpy() == np.float32(0.7578685) / np.float32(255)
 
 
-def tie_model(padded=False, rescaled=False):
+def tie_model(padded=False, rescaled=False, middle=None):
     """First layer, second layer: input step 2^-7, weight steps 2^-7, output steps 2^-12: ratio 1/4.
 
     The first layer's sums times 1/4 are ties wherever a sum is 2 mod 4;
@@ -79,7 +79,8 @@ def tie_model(padded=False, rescaled=False):
     top. Dense layers, or (`padded`) 1x1 convolutions of one pixel with
     ResNet's stem between them: padding and a max pooling, which keep the
     first one's sums and their scale. `rescaled`: the model input doubled by
-    a `Rescaling` before the first layer.
+    a `Rescaling` before the first layer. `middle`: between the two Dense
+    layers, an "elu" or an identity Dense named "mid" ("dense").
     """
     if padded:
         inputs = keras.Input((1, 1, 1), name="x")
@@ -89,8 +90,15 @@ def tie_model(padded=False, rescaled=False):
     else:
         inputs = keras.Input((1,), name="x")
         front = L.Rescaling(2.0, name="front")(inputs) if rescaled else inputs
-        outputs = L.Dense(1, name="second")(L.Dense(2, name="first")(front))
+        hidden = L.Dense(2, name="first")(front)
+        if middle is not None:
+            hidden = (
+                L.ELU(name="mid")(hidden) if middle == "elu" else L.Dense(2, name="mid")(hidden)
+            )
+        outputs = L.Dense(1, name="second")(hidden)
     model = keras.Model(inputs, outputs)
+    if middle == "dense":
+        model.get_layer("mid").set_weights([np.eye(2, dtype="f4"), np.zeros(2, "f4")])
     first, second = model.get_layer("first"), model.get_layer("second")
     first.set_weights([np.reshape([2**-7, 127 * 2**-7], first.kernel.shape), np.zeros(2, "f4")])
     second.set_weights([np.reshape([1.0, 0.0], second.kernel.shape), np.zeros(1, "f4")])
@@ -215,22 +223,16 @@ def test_a_model_input_is_quantized_as_the_files_quantize_half_to_even(tmp_path,
     )
 
 
-@pytest.mark.parametrize("middle", ["elu", "disabled"])
+@pytest.mark.parametrize("middle", ["elu", "dense"])
 def test_a_reader_of_a_float_layer_quantizes_its_output_half_to_even(tmp_path, middle):
     # The file computes an ELU, or a Dense with retrain_enable: false, in
     # float (DEQUANTIZE, the op, QUANTIZE): the first layer's output on its
     # tracked step 2^-14, positive, kept by the ELU (or the identity Dense),
     # QUANTIZEd onto the reader's step 2^-13; odd levels are ties.
-    inputs = keras.Input((1,), name="x")
-    hidden = L.Dense(2, name="first")(inputs)
-    hidden = L.ELU(name="mid")(hidden) if middle == "elu" else L.Dense(2, name="mid")(hidden)
-    model = keras.Model(inputs, L.Dense(1, name="second")(hidden))
-    model.get_layer("first").set_weights([np.array([[2**-7, 127 * 2**-7]], "f4"), np.zeros(2)])
-    model.get_layer("second").set_weights([np.array([[1.0], [0.0]], "f4"), np.zeros(1)])
+    model = tie_model(middle=middle)
     per_tensor = {"retrain_weight_config": {"channel_wise": False}}
     config = {"first": per_tensor, "second": per_tensor}
-    if middle == "disabled":
-        model.get_layer("mid").set_weights([np.eye(2, dtype="f4"), np.zeros(2)])
+    if middle == "dense":
         config["mid"] = {"retrain_enable": False}
     x = (np.arange(256, dtype="f4") * 2**-7)[:, None]  # every input level
     qat = keras_qat.apply_retrain_config(model, config, x)
