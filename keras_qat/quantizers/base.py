@@ -1,7 +1,9 @@
 """What every keras_qat quantizer shares: config equality, and the weight quantizers' arguments."""
 
+import tensorflow as tf
+
 from keras_qat._keras import tfmot
-from keras_qat.kernel_layout import KERNEL_LAYOUTS
+from keras_qat.kernel_layout import KERNEL_LAYOUTS, from_channels_last, to_channels_last
 
 
 class QuantizerBase(tfmot.quantization.keras.quantizers.Quantizer):
@@ -61,6 +63,20 @@ class WeightQuantizerBase(QuantizerBase):
             A float tensor (channels-last order).
         """
         raise NotImplementedError
+
+    def levels(self, quantized, unit):
+        """The integers a quantized kernel holds on `unit`: `round(quantized / unit)`.
+
+        Args:
+            quantized: The kernel this quantizer returned.
+            unit: Its step (`scale`, or a fraction of it), a scalar or one
+                per output channel.
+
+        Returns:
+            A float tensor of integers, the kernel's shape.
+        """
+        channels_last = to_channels_last(quantized, self.layout)
+        return from_channels_last(tf.round(channels_last / unit), self.layout, tf.shape(quantized))
 
     def get_config(self):
         return {

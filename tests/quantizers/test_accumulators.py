@@ -248,3 +248,42 @@ def test_a_reader_of_a_float_layer_quantizes_its_output_half_to_even(tmp_path, m
     np.testing.assert_allclose(
         keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-6
     )
+
+
+def test_inference_adds_a_layers_products_as_the_files_integer_sums(tmp_path):
+    # 2 048 inputs on a step that is no power of two (levels 0 to 255) and
+    # weight levels -127 to 127: summed as float32 values, the products miss
+    # the integer sum by up to a step, and near a tie the file's
+    # requantization rounds the other way.
+    rng = np.random.default_rng(0)
+    width, clip_max, weight_step = 2048, 0.8293835, np.float32(0.0123)
+    x_levels = rng.integers(0, 256, (64, width))
+    w_levels = rng.integers(-127, 128, (width, 16))
+    w_levels[0] = 127  # every channel's largest level: its ARQ step is `weight_step`
+    inputs = keras.Input((width,), name="x")
+    hidden = L.Dense(16, name="first")(inputs)
+    model = keras.Model(inputs, L.Dense(1, name="second")(hidden))
+    bias = rng.normal(0, 2, 16).astype("f4")
+    model.get_layer("first").set_weights([(w_levels * weight_step).astype("f4"), bias])
+    config = {"first": {"retrain_weight_config": {"channel_wise": True}}, "second": {}}
+    in_step = reference.nudged(0.0, clip_max, 8)[2]
+    x = (x_levels * in_step).astype("f4")
+    qat = keras_qat.apply_retrain_config(model, config, x)
+    set_clip(qat, "first", clip_max)
+    set_clip(qat, "second", 60.0)
+    first = qat.get_layer("first")
+    step = first.accumulator_step().numpy()
+    sums = x_levels @ w_levels + np.round(bias / step).astype(np.int64)
+    got = first(qat.get_layer("first_input_quant")(x)).numpy()
+    np.testing.assert_array_equal(got, sums.astype("f4") * step)
+    # The reader requantizes those sums as the file does.
+    reader = qat.get_layer("second_input_quant")
+    ratio = step / reader.grid()[0].numpy()
+    read = keras.Model(qat.input, reader.output).predict(x, verbose=0)
+    np.testing.assert_allclose(
+        read, reference.xnnpack_requantize(sums, ratio, 0.0, 60.0, 8), rtol=0, atol=1e-6
+    )
+    path = keras_qat.export_tflite(qat, tmp_path / "sums.tflite", x)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, x), qat.predict(x, verbose=0), rtol=0, atol=1e-5
+    )
