@@ -9,9 +9,10 @@ the same whichever of the two happened in the user's interpreter.
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from tf_keras.src.layers.core.tf_op_layer import TFOpLambda
 from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-__all__ = ["SafeModeScope", "is_keras3_object", "keras", "tfmot"]
+__all__ = ["SafeModeScope", "TFOpLambda", "is_keras3_object", "keras", "tfmot"]
 
 
 def is_keras3_object(obj):

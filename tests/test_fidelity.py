@@ -163,6 +163,26 @@ def build_nasnet_cell():
     return keras.Model(inputs, L.Dense(10, name="logits")(x))
 
 
+def build_merges():
+    """Merges the file computes as several int8 ops, or on one scale for all inputs.
+
+    An Average (an ADD, then a MUL by 1/2), an Add of three tensors (two
+    ADDs), a Maximum read by convolutions (MAXIMUM writes its inputs on its
+    output's scale) and a Minimum of three read by the global pooling
+    alone (on a range of its own).
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    a = L.Conv2D(8, 1, name="a")(x)
+    b = L.Conv2D(8, 3, padding="same", name="b")(x)
+    c = L.Conv2D(8, 1, activation="relu", name="c")(x)
+    x = L.Add(name="add3")([L.Average(name="average")([a, b]), b, c])
+    x = L.Maximum(name="max")([L.Conv2D(8, 1, name="d")(x), L.Conv2D(8, 1, name="e")(x)])
+    x = L.Minimum(name="min")([L.Conv2D(8, 1, name=name)(x) for name in ("f", "g", "h")])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
 TOPOLOGIES = {
     "plain": build_plain,
     "residual": build_residual,
@@ -171,6 +191,7 @@ TOPOLOGIES = {
     "inception_tail": build_inception_tail,
     "dense_block": build_dense_block,
     "nasnet_cell": build_nasnet_cell,
+    "merges": build_merges,
 }
 # The cases the default run exports: a chain, a skip connection at INT4 and a
 # gate. The others run with the slow tests (each case trains and converts a
@@ -180,6 +201,7 @@ DEFAULT_RECIPES = {
     "plain": ("INT8",),
     "residual": ("W4A4",),
     "squeeze_excite": ("INT8",),
+    "merges": ("W4A4",),
 }
 MATRIX = [
     pytest.param(

@@ -11,6 +11,7 @@ their calls feeds them.
 
 from keras_qat import functional
 from keras_qat._keras import keras
+from keras_qat.converter_facts import scalar_operation
 from keras_qat.graph.model_check import iter_containers
 
 _L = keras.layers
@@ -55,6 +56,19 @@ def _is_non_negative_source(layer):
         return True
     activation = getattr(layer, "activation", None)
     return activation is not None and _activation_name(activation) in _NON_NEGATIVE_ACTIVATIONS
+
+
+def _keeps_sign(layer):
+    """Whether `layer` multiplies or divides a tensor by a positive number, or adds one.
+
+    Such a `TFOpLambda` (`x / 2`, as an `Average` is spelled out at the
+    door: `graph.merge_chains`) keeps non-negative values non-negative.
+    """
+    if not functional.called_once(layer):
+        return False
+    node = layer.inbound_nodes[0]
+    operation = scalar_operation(layer, node.call_args, node.call_kwargs)
+    return operation is not None and operation[1] > 0
 
 
 class FixedMinResolver:
@@ -118,7 +132,7 @@ class FixedMinResolver:
             return self._nested_input_non_negative(layer)
         if _is_non_negative_source(layer):
             return True
-        rule = _SIGN_PRESERVING.get(type(layer))
+        rule = "all" if _keeps_sign(layer) else _SIGN_PRESERVING.get(type(layer))
         if rule is None:
             return False
         return self._inputs_non_negative(layer, all if rule == "all" else any)

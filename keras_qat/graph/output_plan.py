@@ -19,10 +19,10 @@ MobileNetV3's hard sigmoid gate, unless the converter fuses it into a hard
 swish) is an int8 op too, and is rounded so where no quantizer reads it.
 A tensor read by an input quantizer and by other layers gets that
 quantizer in front of all its readers (`shared_inputs`). The inputs of a
-Concatenate are written on its one scale: where no input quantizer reads the
-concatenation directly (a ReLU after it is an int8 RELU of its own, which
-requantizes, as in NASNet's cells), its output is rounded, on a tracked
-range of its own.
+Concatenate, a Maximum or a Minimum are written on its one scale: where no
+input quantizer reads its output directly (a ReLU after it is an int8 RELU
+of its own, which requantizes, as in NASNet's cells), that output is
+rounded, on a tracked range of its own.
 """
 
 from typing import NamedTuple
@@ -53,15 +53,22 @@ def _readers(name, consumers):
     return readers
 
 
+# Layers the file computes as an int8 op with one scale for its inputs and
+# output (CONCATENATION, MAXIMUM, MINIMUM): the converter writes the inputs on
+# the output's scale.
+_ONE_SCALE = (keras.layers.Concatenate, keras.layers.Maximum, keras.layers.Minimum)
+
+
 def _fused_end(layer, consumers):
     """The layer whose output is the tensor the file holds: `layer`, or a ReLU fused into it.
 
-    The converter fuses no activation into a CONCATENATION: a ReLU after one
-    is a RELU op of its own, which requantizes the concatenation's int8 output.
+    The converter fuses no activation into a CONCATENATION, MAXIMUM or
+    MINIMUM: a ReLU after one is a RELU op of its own, which requantizes its
+    int8 output.
     """
     after = consumers.get(layer.name, [])
     if (
-        not isinstance(layer, keras.layers.Concatenate)
+        not isinstance(layer, _ONE_SCALE)
         and len(after) == 1
         and after[0] is not None
         and functional.called_once(after[0])
@@ -72,15 +79,15 @@ def _fused_end(layer, consumers):
 
 
 def _rounded_by_no_quantizer(end, consumers, enabled):
-    """Whether no input quantizer reads `end`'s output, nor a Concatenate.
+    """Whether no input quantizer reads `end`'s output, nor a Concatenate, Maximum or Minimum.
 
-    A Concatenate has one scale for all its inputs: the file requantizes them
-    to it, on a grid no quantizer of the QAT model has.
+    Those have one scale for all their inputs: the file writes them on it,
+    which the quantizer reading the layer's output, or its own output
+    quantizer, rounds on (a Concatenate's reader slice by slice).
     """
     readers = _readers(end.name, consumers)
     return not any(
-        isinstance(reader, keras.layers.Concatenate)
-        or (reader is not None and reader.name in enabled)
+        isinstance(reader, _ONE_SCALE) or (reader is not None and reader.name in enabled)
         for reader in readers
     )
 
@@ -207,9 +214,10 @@ def _writes_int8(layer, activation, enabled, sources, memo):
         spec = layer_spec(layer)
         return spec is not None and spec.operands > 0 and (spec.has_weights or spec.operands > 1)
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
-    # A Concatenate's one scale is its own where no input quantizer gives it one.
+    # A Concatenate's (Maximum's, Minimum's) one scale is its own where no input
+    # quantizer gives it one.
     swish = activation in MULTIPLYING_ACTIVATIONS
-    joins = isinstance(layer, keras.layers.Concatenate)
+    joins = isinstance(layer, _ONE_SCALE)
     return (isinstance(layer, _REQUANTIZING) or swish or joins) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
     )

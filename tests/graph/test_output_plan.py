@@ -133,3 +133,15 @@ def test_adds_and_multiplies_by_numbers_are_planned_unless_a_hard_swish_fuses_th
         scaled: (None, None),
     }
     assert got.swish_products == set()  # a Multiply layer: a FileMultiply anyway
+
+
+def test_a_maximum_or_minimum_is_rounded_once_on_its_one_scale():
+    # MAXIMUM and MINIMUM write their inputs on their output's scale: the
+    # reader's grid ("max", read by "reader"), or a range of their own
+    # ("min", a model output). The layers they join round nothing of their own.
+    inputs = keras.Input((4,))
+    a, b, c, d = (L.Dense(4, name=name)(inputs) for name in "abcd")
+    highest = L.Maximum(name="max")([a, b])
+    outputs = [L.Dense(2, name="reader")(highest), L.Minimum(name="min")([c, d])]
+    got = plan(outputs, inputs, ["a", "b", "c", "d", "reader"])
+    assert got == expected({"reader": (None, None)}, {"min": (None, None)})
