@@ -170,3 +170,33 @@ def test_an_average_pooling_read_by_a_layer_and_a_concatenation_converts(tmp_pat
     assert qat.get_layer("grow_input_quant").followed is qat.get_layer("cat_output_quant")
     assert keras_qat.quant_report(qat)["grow"]["input_grid_of"] == "cat_output_quant"
     assert exported_error(qat, tmp_path, data, 4) < 1e-6
+
+
+def test_a_concatenation_joining_an_int4_carrier_takes_its_readers_scale(tmp_path):
+    # DenseNet's growth at W4A4: "cat1" joins the block input, held on
+    # "grow1"'s INT4 grid (its int8 carrier), and "grow2" reads "cat1" on a
+    # narrower grid. The converter gives a concatenation the widest range
+    # among its inputs: with the carrier left as it was, "cat1" took
+    # grow1's scale, the convolution wrote onto it and the file requantized
+    # the result for grow2, two roundings where the QAT model has one.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv0")(inputs)
+    grown = L.Conv2D(4, 3, padding="same", activation="relu", name="grow1")(x)
+    x = L.Concatenate(name="cat1")([x, grown])
+    grown = L.Conv2D(4, 3, padding="same", activation="relu", name="grow2")(x)
+    x = L.Concatenate(name="cat2")([x, grown])
+    outputs = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(L.Conv2D(4, 1, name="c")(x)))
+    data = np.random.default_rng(0).random((64, 8, 8, 3)).astype(np.float32)
+    int4 = {
+        "retrain_data_config": {"dst_type": "INT4"},
+        "retrain_weight_config": {"dst_type": "INT4"},
+    }
+    config = {"conv0": {}, "grow1": int4, "grow2": int4, "c": int4, "head": {}}
+    qat = keras_qat.apply_retrain_config(keras.Model(inputs, outputs), config, data)
+    high = clip_range(qat.get_layer("grow1_input_quant"))[1]
+    grow2 = qat.get_layer("grow2_input_quant")
+    grow2.quantizer.assign_clip_range(grow2.quantizer_vars, 0.0, 0.8 * high)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    report = keras_qat.check_tflite(qat, path, data, measure="steps")
+    assert report["outputs"]["head"]["max_error_steps"] < 0.01, report
