@@ -167,6 +167,30 @@ def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
     return level * scale + low
 
 
+def _multiply_by_quantized_multiplier(values, ratio):
+    """TFLite's MultiplyByQuantizedMultiplier of int64 `values`, in C integers (any sign)."""
+    q, shift = _quantize_multiplier(np.float64(ratio))
+    product = (np.asarray(values, np.int64) << max(shift, 0)) * q
+    nudged = product + np.where(product >= 0, 2**30, 1 - 2**30)
+    high = np.sign(nudged) * (np.abs(nudged) >> 31)  # C's division: towards zero
+    return _rounding_divide(high, max(-shift, 0))
+
+
+def litert_prelu(levels, in_scale, alpha_levels, alpha_scale, clip_min, clip_max, bits):
+    """LiteRT's built-in int8 PRELU: the level, or below 0 its product with the alpha's level,
+    times a fixed-point multiplier of `in_scale / out` (`in_scale * alpha_scale / out`)."""
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    f = np.float64
+    levels = np.asarray(levels, np.int64)
+    positive = _multiply_by_quantized_multiplier(levels, f(in_scale) / f(scale))
+    negative = _multiply_by_quantized_multiplier(
+        levels * np.asarray(alpha_levels, np.int64), f(in_scale) * f(alpha_scale) / f(scale)
+    )
+    written = np.where(levels >= 0, positive, negative)
+    level = np.clip(written + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
 def int8_average_pool(raw, window):
     """LiteRT's int8 AVERAGE_POOL_2D on raw int8 values, `window` x `window`, stride 1, valid.
 

@@ -618,3 +618,23 @@ def test_a_fixed_grid_activation_read_through_a_flatten_or_pooling_stays_on_its_
         x = L.Conv2D(8, 3, name="conv2")(L.MaxPooling2D(name="pool")(x))
     model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
     assert_logits_exact(model, "INT8", digits, tmp_path)
+
+
+@pytest.mark.parametrize("recipe", ["INT8", pytest.param("W4A4", marks=pytest.mark.slow)])
+def test_a_prelu_writes_as_litert_computes_it(digits, tmp_path, recipe):
+    """PReLUs, read by a convolution's quantizer and (on a range of its own) by the pooling.
+
+    The file's PRELU stores the alpha as int8 and requantizes in fixed
+    point: the QAT model rounded the float product, up to 2 steps off.
+    """
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    x = L.PReLU(shared_axes=[1, 2], name="prelu1")(x)
+    x = L.PReLU(name="prelu2")(L.Conv2D(8, 3, name="conv2")(x))
+    outputs = L.Dense(10, name="logits")(L.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    for name in ("prelu1", "prelu2"):
+        layer = model.get_layer(name)
+        layer.set_weights([rng.uniform(-0.5, 0.8, layer.alpha.shape).astype("f4")])
+    assert_logits_exact(model, recipe, digits, tmp_path)

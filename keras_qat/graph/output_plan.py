@@ -8,7 +8,7 @@ tensor (directly or behind layers that keep the scale, such as max pooling),
 the file uses the quantizer's grid, which the QAT model already rounds on.
 When none does (the logits; the input of a global average pooling, of an
 Add or of an unfused activation; the output of an activation op the file
-computes on a range of its own, ELU, GELU or LEAKY_RELU, which the
+computes on a range of its own, ELU, GELU, LEAKY_RELU or PRELU, which the
 converter otherwise calibrates), the QAT model
 rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
 own activation; or, where a ReLU/ReLU6 layer follows that the converter
@@ -138,13 +138,14 @@ _ACTIVATION_LAYERS = (
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.ELU,
+    keras.layers.PReLU,
 )
 
 
 def _own_range_activation(layer):
     """Whether the file computes `layer` as an activation op writing on a range of its own.
 
-    Such an op (ELU, LEAKY_RELU, GELU, ...) writes its output on a scale
+    Such an op (ELU, LEAKY_RELU, PRELU, GELU, ...) writes its output on a scale
     of its own: the converter's calibration, unless a fake-quant reads the
     output directly.
     """

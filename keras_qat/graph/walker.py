@@ -30,6 +30,7 @@ from keras_qat.quantizers import (
     FileActivation,
     FileAdd,
     FileMultiply,
+    FilePReLU,
     FileScalarOperation,
     InputQuantizeLayer,
     OutputQuantizeLayer,
@@ -81,15 +82,19 @@ def _check_graph(model):
             )
 
 
-# Merge layers the QAT model computes as the file's int8 op in inference.
-_FILE_MERGES = {keras.layers.Add: FileAdd, keras.layers.Multiply: FileMultiply}
+# Layers the QAT model computes as the file's int8 op in inference.
+_FILE_OPS = {
+    keras.layers.Add: FileAdd,
+    keras.layers.Multiply: FileMultiply,
+    keras.layers.PReLU: FilePReLU,
+}
 
 
-def _file_merge(layer):
-    """`FileAdd` or `FileMultiply` for a plain `Add` or `Multiply` called once, else `None`."""
+def _file_op(layer):
+    """`FileAdd`, `FileMultiply` or `FilePReLU` for such a plain layer called once, else `None`."""
     if not functional.called_once(layer):
         return None
-    return _FILE_MERGES.get(type(layer))
+    return _FILE_OPS.get(type(layer))
 
 
 def plan_batch_norm_folds(model, enabled):
@@ -343,8 +348,8 @@ class GraphRebuilder:
                 copy = FileScalarOperation(*self.scalar_operations[layer.name], name=layer.name)
             elif self.quantize and layer.name in self.swish_products:
                 copy = FileMultiply(name=layer.name)
-            elif self.quantize and (merge := _file_merge(layer)) is not None:
-                copy = merge.from_config(config)
+            elif self.quantize and (file_op := _file_op(layer)) is not None:
+                copy = file_op.from_config(config)
             else:
                 copy = type(layer).from_config(config)
         except Exception as e:  # any failure here means the layer cannot be copied

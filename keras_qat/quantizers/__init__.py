@@ -5,7 +5,12 @@ from keras_qat.attention_layers import ATTENTION_LAYERS
 from keras_qat.quantizers.arq import ArqQuantizer
 from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
-from keras_qat.quantizers.file_arithmetic import FileAdd, FileMultiply, FileScalarOperation
+from keras_qat.quantizers.file_arithmetic import (
+    FileAdd,
+    FileMultiply,
+    FilePReLU,
+    FileScalarOperation,
+)
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -23,6 +28,7 @@ CUSTOM_OBJECTS = {
         FileActivation,
         FileAdd,
         FileMultiply,
+        FilePReLU,
         FileScalarOperation,
         InputQuantizeLayer,
         OutputQuantizeLayer,
@@ -56,6 +62,7 @@ __all__ = [
     "FileActivation",
     "FileAdd",
     "FileMultiply",
+    "FilePReLU",
     "FileScalarOperation",
     "InputQuantizeLayer",
     "OutputQuantizeLayer",

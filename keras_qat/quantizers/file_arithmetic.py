@@ -1,4 +1,4 @@
-"""The .tflite's int8 ADD and MUL of two int8 tensors, computed by the QAT model in inference.
+"""The .tflite's int8 ADD, MUL and PRELU, computed by the QAT model in inference.
 
 An Add or Multiply of two tensors the file holds as int8 (a residual Add;
 an excitation gate; swish's product of its input and the LOGISTIC of it)
@@ -104,9 +104,12 @@ class FileOperation:
     _plain = False
 
     def plain_copy(self):
-        """A new layer of the same config that computes as in training, in inference too."""
+        """A new layer of the same config and weights, computing as in training in inference too."""
         copy = type(self).from_config(self.get_config())
         copy._plain = True
+        if self.weights:  # a PReLU's alpha
+            copy.build(self.input_shape)
+            copy.set_weights(self.get_weights())
         return copy
 
     def __call__(self, inputs, *args, **kwargs):
@@ -282,3 +285,43 @@ class FileScalarOperation(FileOperation, keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "constant": self.constant}
+
+
+class FilePReLU(FileOperation, keras.layers.PReLU):
+    """A `PReLU` of an int8 tensor, whose inference computes the file's `PRELU`.
+
+    The file stores the alpha as int8 on the step `max|alpha| / 127` (zero
+    point 0, the quotient in float32) and runs LiteRT's built-in kernel,
+    which requantizes the level, or below 0 its product with the alpha's
+    level, in fixed point (`requantize.prelu_requantize`) onto the grid of
+    the quantizer reading the output. Where the file holds the input on a
+    known grid and that quantizer is known, inference computes that;
+    training computes the float `PReLU`. Before, the reader rounded the
+    float product with the float alpha: a small CNN's logits were exact on
+    82-94 % of its inputs, up to 2 steps off.
+
+    Args:
+        **kwargs: `PReLU` arguments.
+    """
+
+    def _operand_grids(self, inputs):
+        return [grid_holder(inputs)]
+
+    def call(self, inputs, training=None):
+        return self._in_inference(inputs, super().call(inputs), training)
+
+    def _file_values(self, inputs, outputs):
+        holder, reader = self._operand_and_reader()
+        if reader is None:
+            return outputs
+        step = holder.grid()[0]
+        alpha_scale = tf.reduce_max(tf.abs(self.alpha)) / 127.0
+        alpha_scale = tf.where(alpha_scale > 0, alpha_scale, 1.0)  # an all-zero alpha
+        return requantize.prelu_requantize(
+            tf.round(inputs / step),
+            step,
+            tf.round(self.alpha / alpha_scale),
+            alpha_scale,
+            reader.grid(),
+            reader.bits,
+        )

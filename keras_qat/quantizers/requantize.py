@@ -333,3 +333,53 @@ def relu_requantize(levels, in_scale, out_grid, num_bits):
     high = tf.floor((tf.cast(levels, tf.float64) * left * q + 2.0**30) / 2.0**31)
     shifted = tf.floor((high + tf.floor(right / 2.0)) / right)
     return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
+
+
+def _multiply_by_quantized_multiplier(values, ratio):
+    """TFLite's `MultiplyByQuantizedMultiplier` of int32 `values` (float64 integers) by `ratio`.
+
+    `SaturatingRoundingDoublingHighMul` (the product plus or minus 2^30,
+    divided by 2^31 towards zero), then `RoundingDivideByPOT` (half away
+    from zero), exact in float64 while the product stays below 2^53.
+    """
+    q, shift = quantized_multiplier(ratio)
+    two = tf.constant(2.0, tf.float64)
+    product = values * tf.pow(two, tf.maximum(shift, 0.0)) * q
+    nudge = tf.constant([1.0 - 2.0**30, 2.0**30], tf.float64)
+    nudged = product + tf.gather(nudge, tf.cast(product >= 0, tf.int32))
+    high = tf.sign(nudged) * tf.floor(tf.abs(nudged) / 2.0**31)
+    right = tf.pow(two, tf.maximum(-shift, 0.0))
+    remainder = high - tf.floor(high / right) * right
+    threshold = tf.floor((right - 1.0) / 2.0) + tf.cast(high < 0, tf.float64)
+    return tf.floor(high / right) + tf.cast(remainder > threshold, tf.float64)
+
+
+def prelu_requantize(levels, in_scale, alpha_levels, alpha_scale, out_grid, num_bits):
+    """LiteRT's built-in int8 `PRELU` of `levels` on step `in_scale`, onto `out_grid`.
+
+    A level at or above 0 is requantized by `in_scale / out_scale`, one
+    below by the product of it and the alpha's level by
+    `in_scale * alpha_scale / out_scale`, each with a 31-bit fixed-point
+    multiplier (`_multiply_by_quantized_multiplier`, ratios in float64).
+
+    Args:
+        levels: Float32 integers: the input's levels above its zero point.
+        in_scale: The input grid's step.
+        alpha_levels: Float32 integers: the alpha's int8 levels (zero point 0),
+            broadcasting against `levels`.
+        alpha_scale: The alpha's step.
+        out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    in_scale = tf.cast(in_scale, tf.float64)
+    out_scale = tf.cast(out_grid[0], tf.float64)
+    values = tf.cast(levels, tf.float64)
+    positive = _multiply_by_quantized_multiplier(values, in_scale / out_scale)
+    negative = _multiply_by_quantized_multiplier(
+        values * tf.cast(alpha_levels, tf.float64),
+        in_scale * tf.cast(alpha_scale, tf.float64) / out_scale,
+    )
+    written = tf.where(values >= 0, positive, negative)
+    return on_grid(tf.cast(written, tf.float32), out_grid, num_bits)

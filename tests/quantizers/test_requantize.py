@@ -16,6 +16,7 @@ from keras_qat.quantizers.requantize import (
     multiply_requantize,
     op_grid,
     pooled_levels,
+    prelu_requantize,
     relu_requantize,
 )
 from tests import reference
@@ -321,3 +322,33 @@ def test_a_loaded_model_reads_the_same_grid(tmp_path):
     assert loaded.get_layer("reader").grid_sources == [loaded.get_layer("source")]
     x = np.random.default_rng(3).uniform(-1.2, 1.6, (2, 6, 6, 1)).astype("f4")
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+# (input step, alpha step, reader clip, bits): the negative side's ratio
+# exactly 1/4 (products 2 mod 4 are ties, which go away from zero) and the
+# positive one 8; the steps of a small CNN's file; an INT4 reader.
+PRELU_CASES = [
+    (2.0**-5, 2.0**-7, (-(2.0**-10) * 128, 2.0**-10 * 127), 8),
+    (0.019872852, 0.00027530326, (-1.7118, 1.7115), 8),
+    (0.05, 0.002, (-0.6, 0.9), 4),
+]
+
+
+@pytest.mark.parametrize(("in_scale", "alpha_scale", "reader", "bits"), PRELU_CASES)
+def test_prelu_requantize_matches_litert_fixed_point(in_scale, alpha_scale, reader, bits):
+    levels, alphas = np.meshgrid(np.arange(-255, 256), [-127, -64, -3, -1, 0, 1, 2, 37, 127])
+    grid = op_grid(*reader, bits)
+    got = prelu_requantize(
+        tf.constant(levels, tf.float32),
+        np.float32(in_scale),
+        tf.constant(alphas, tf.float32),
+        np.float32(alpha_scale),
+        grid,
+        bits,
+    )
+    want = reference.litert_prelu(levels, np.float32(in_scale), alphas, np.float32(alpha_scale),
+                                  *reader, bits)  # fmt: skip
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    if in_scale == 2.0**-5:  # the ties: not the fake-quant's half up
+        value = np.where(levels >= 0, levels, levels * alphas * alpha_scale) * in_scale
+        assert np.any(np.abs(reference.ulq(value, *reader, bits) - want) > 1e-6)
