@@ -1,4 +1,4 @@
-"""Training and calibration speed of keras_qat, as ratios measured in one run; writes docs/speed.md.
+"""Training, inference and calibration speed of keras_qat, as ratios in one run; docs/speed.md.
 
 Per network (the demo CNN at 28x28 with width 32, and MobileNetV2 from
 tf_keras.applications with weights=None at 96x96x3, alpha 0.35): the train-step
@@ -21,7 +21,10 @@ run for about `--seconds` per network. Then calibration (`apply_retrain_config` 
 every clip fixed at the calibrated values and no data) against the float
 model's forward passes over the same batches. Targets:
 QAT step <= 1.3 x float and <= 1.0 x TFMOT; calibration <= 3 x forward.
-Batches of 128 by default, the batch the project's reference figures were
+Then an inference step (Keras's predict function) of the float model, of
+keras_qat (which computes the file's integer sums and requantizations
+there, not in training) and of TFMOT, interleaved the same way for a third
+of the time. Batches of 128 by default, the batch the project's reference figures were
 measured with; smaller ones weigh the per-op costs more.
 
     python benchmarks/speed.py [--samples 2048] [--batch-size 128] [--seconds 150]
@@ -58,8 +61,8 @@ def warm_up(model, x, y, batch):
     model.fit(x[: 4 * batch], y[: 4 * batch], epochs=1, batch_size=batch, verbose=0)
 
 
-def interleaved_step_times(models, x, y, batch, seconds):
-    """Per-model train-step seconds, one step of every model per round.
+def interleaved_step_times(models, x, y, batch, seconds, predict=False):
+    """Per-model train-step (or inference-step) seconds, one step of every model per round.
 
     Args:
         models: Name -> compiled, warmed-up model.
@@ -67,12 +70,16 @@ def interleaved_step_times(models, x, y, batch, seconds):
         y: Labels.
         batch: Batch size.
         seconds: About how long to measure (at least 30 rounds).
+        predict: Time Keras's predict function instead of its train function.
 
     Returns:
         Name -> list of step times, one per round.
     """
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
-    steps = {key: model.make_train_function() for key, model in models.items()}
+    steps = {
+        key: model.make_predict_function() if predict else model.make_train_function()
+        for key, model in models.items()
+    }
     batches = {key: iter(dataset) for key in models}
     times = {key: [] for key in models}
     keys = list(models)
@@ -82,7 +89,8 @@ def interleaved_step_times(models, x, y, batch, seconds):
         shift = index % len(keys)
         for key in keys[shift:] + keys[:shift]:
             begin = time.perf_counter()
-            float(steps[key](batches[key])["loss"])  # waits for the step to finish
+            outputs = steps[key](batches[key])
+            np.asarray(outputs if predict else outputs["loss"])  # waits for the step to finish
             times[key].append(time.perf_counter() - begin)
         index += 1
         if index == rounds:
@@ -167,8 +175,12 @@ def main():
         for candidate in models.values():
             warm_up(candidate, x, y, batch)
         times = interleaved_step_times(models, x, y, batch, args.seconds)
+        inferring = {key: models[key] for key in ("float", "keras_qat", "TFMOT")}
+        predict_times = interleaved_step_times(
+            inferring, x, y, batch, args.seconds / 3, predict=True
+        )
         calibration = calibration_ratio(model, config, x, args.calibration_batches, batch)
-        rows.append((name, times, calibration))
+        rows.append((name, times, predict_times, calibration))
 
     def cell(value):
         median, low, high = value
@@ -184,6 +196,10 @@ def main():
         "image fixed/float": lambda t: cell(ratio(t, "image clip fixed", "float")),
         "bare/float": lambda t: cell(ratio(t, "bare", "float")),
     }
+    predict_columns = {
+        "QAT predict/float": lambda t: cell(ratio(t, "keras_qat", "float")),
+        "TFMOT predict/float": lambda t: cell(ratio(t, "TFMOT", "float")),
+    }
     lines = [
         f"Train-step time ratios, batch {batch}; each round one step of every model, "
         "interleaved: median of the per-round ratios (interquartile range). "
@@ -197,14 +213,18 @@ def main():
         "QAT/float minus bare/float is what ULQ's in-range clip term adds, and QAT/float minus "
         "image fixed/float what learning the image's clip adds (the first convolution's input "
         "gradient). QAT can be cheaper than float: the QAT model trains with its "
-        "BatchNormalization layers folded, the float one computes batch statistics.",
+        "BatchNormalization layers folded, the float one computes batch statistics. "
+        "QAT predict/float is an inference step (evaluation, validation in `fit`): there "
+        "the QAT model computes the file's integer sums and requantizations, which training "
+        "does not.",
         "",
-        "| network | " + " | ".join(columns) + " | calibration/forward |",
-        "|---|" + "---:|" * (len(columns) + 1),
+        "| network | " + " | ".join([*columns, *predict_columns]) + " | calibration/forward |",
+        "|---|" + "---:|" * (len(columns) + len(predict_columns) + 1),
     ]
-    for name, times, (calibrating, forward) in rows:
-        cells = " | ".join(value(times) for value in columns.values())
-        lines.append(f"| {name} | {cells} | {calibrating / forward:.2f} |")
+    for name, times, predict_times, (calibrating, forward) in rows:
+        cells = [value(times) for value in columns.values()]
+        cells += [value(predict_times) for value in predict_columns.values()]
+        lines.append(f"| {name} | {' | '.join(cells)} | {calibrating / forward:.2f} |")
     text = "\n".join(lines) + "\n"
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
