@@ -170,8 +170,7 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
             if "training" in inspect.signature(layer.call).parameters:
                 kwargs["training"] = training
             if not self._sums_simulated():
-                self.quantize_config.set_quantize_weights(layer, quantized)
-                return layer.call(inputs, **kwargs)
+                return self._run_with(inputs, quantized, **kwargs)
             return tf.__internal__.smart_cond.smart_cond(
                 training,
                 lambda: self._run_with(inputs, quantized, **kwargs),

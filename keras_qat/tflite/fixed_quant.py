@@ -215,10 +215,9 @@ class QuantizedBefore(AroundLayer):
       reader rounds those too: the converter gives a concatenation the
       widest range among its inputs, and a carrier wider than the reader's
       (DenseNet121 at W4A4, a growth layer's grid narrower than the one
-      before) still gave it its scale (logits exact on 66 % of the test
-      images, up to 11 steps off; exact since). (Rounded there at INT8, a
-      grid's tensor made the converter fail on the concatenation's
-      same-scale constraint.)
+      before) would give it its scale. (Rounded there at INT8, a grid's
+      tensor made the converter fail on the concatenation's same-scale
+      constraint.)
     - A U-Net's skip connection, a convolution's output read by a max
       pooling before another quantizer and by the Concatenate: rounded
       before the concatenation, the converter failed on that constraint
