@@ -171,8 +171,8 @@ def _multiply_by_quantized_multiplier(values, ratio):
     """TFLite's MultiplyByQuantizedMultiplier of int64 `values`, in C integers (any sign)."""
     q, shift = _quantize_multiplier(np.float64(ratio))
     product = (np.asarray(values, np.int64) << max(shift, 0)) * q
-    nudged = product + np.where(product >= 0, 2**30, 1 - 2**30)
-    high = np.sign(nudged) * (np.abs(nudged) >> 31)  # C's division: towards zero
+    biased = product + np.where(product >= 0, 2**30, 1 - 2**30)
+    high = np.sign(biased) * (np.abs(biased) >> 31)  # C's division: towards zero
     return _rounding_divide(high, max(-shift, 0))
 
 
