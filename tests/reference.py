@@ -151,22 +151,6 @@ def _rounding_divide(values, exponent):
     return (values >> exponent) + ((values & mask) > threshold)
 
 
-def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
-    """LiteRT's built-in int8 RELU on levels >= 0, in C integers.
-
-    `QuantizeMultiplier` of the scale ratio (31-bit q, shift), then
-    `MultiplyByQuantizedMultiplier`: `SaturatingRoundingDoublingHighMul`
-    and `RoundingDivideByPOT`.
-    """
-    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
-    q, shift = _quantize_multiplier(np.float64(np.float32(in_scale)) / np.float64(scale))
-    x = np.asarray(levels, np.int64) << max(shift, 0)
-    high = (x * q + 2**30) >> 31  # non-negative: C's division is the floor
-    shifted = _rounding_divide(high, max(-shift, 0))
-    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
-    return level * scale + low
-
-
 def _multiply_by_quantized_multiplier(values, ratio):
     """TFLite's MultiplyByQuantizedMultiplier of int64 `values`, in C integers (any sign)."""
     q, shift = _quantize_multiplier(np.float64(ratio))
@@ -176,9 +160,26 @@ def _multiply_by_quantized_multiplier(values, ratio):
     return _rounding_divide(high, max(-shift, 0))
 
 
+def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
+    """LiteRT's built-in int8 RELU on levels >= 0, in C integers.
+
+    `QuantizeMultiplier` of the scale ratio (31-bit q, shift), then
+    `MultiplyByQuantizedMultiplier`: `SaturatingRoundingDoublingHighMul`
+    and `RoundingDivideByPOT`.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    ratio = np.float64(np.float32(in_scale)) / np.float64(scale)
+    shifted = _multiply_by_quantized_multiplier(levels, ratio)
+    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
 def litert_prelu(levels, in_scale, alpha_levels, alpha_scale, clip_min, clip_max, bits):
-    """LiteRT's built-in int8 PRELU: the level, or below 0 its product with the alpha's level,
-    times a fixed-point multiplier of `in_scale / out` (`in_scale * alpha_scale / out`)."""
+    """LiteRT's built-in int8 PRELU, in C integers.
+
+    The level, or below 0 its product with the alpha's level, times a
+    fixed-point multiplier of `in_scale / out` (`in_scale * alpha_scale / out`).
+    """
     low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
     f = np.float64
     levels = np.asarray(levels, np.int64)
