@@ -312,29 +312,6 @@ def leaky_relu_requantize(levels, in_scale, slope, out_grid, num_bits):
     return _eight_bit_multiplied(levels, multiplier, out_grid, num_bits), accepted
 
 
-def relu_requantize(levels, in_scale, out_grid, num_bits):
-    """LiteRT's built-in int8 `RELU` of `levels` on step `in_scale`, onto `out_grid`.
-
-    Args:
-        levels: Float32 integers >= 0: the input's levels above its zero
-            point, after the ReLU (the file's RELU writes the zero point for
-            any level below it).
-        in_scale, out_grid, num_bits: As for `file_requantize`.
-
-    Returns:
-        The output values, as `file_requantize` gives them.
-    """
-    ratio = tf.cast(in_scale, tf.float64) / tf.cast(out_grid[0], tf.float64)
-    q, shift = quantized_multiplier(ratio)
-    left = tf.pow(tf.constant(2.0, tf.float64), tf.maximum(shift, 0.0))
-    right = tf.pow(tf.constant(2.0, tf.float64), tf.maximum(-shift, 0.0))
-    # SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT (both half
-    # up on the non-negative products here).
-    high = tf.floor((tf.cast(levels, tf.float64) * left * q + 2.0**30) / 2.0**31)
-    shifted = tf.floor((high + tf.floor(right / 2.0)) / right)
-    return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
-
-
 def _multiply_by_quantized_multiplier(values, ratio):
     """TFLite's `MultiplyByQuantizedMultiplier` of int32 `values` (float64 integers) by `ratio`.
 
@@ -352,6 +329,23 @@ def _multiply_by_quantized_multiplier(values, ratio):
     remainder = high - tf.floor(high / right) * right
     threshold = tf.floor((right - 1.0) / 2.0) + tf.cast(high < 0, tf.float64)
     return tf.floor(high / right) + tf.cast(remainder > threshold, tf.float64)
+
+
+def relu_requantize(levels, in_scale, out_grid, num_bits):
+    """LiteRT's built-in int8 `RELU` of `levels` on step `in_scale`, onto `out_grid`.
+
+    Args:
+        levels: Float32 integers >= 0: the input's levels above its zero
+            point, after the ReLU (the file's RELU writes the zero point for
+            any level below it).
+        in_scale, out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    ratio = tf.cast(in_scale, tf.float64) / tf.cast(out_grid[0], tf.float64)
+    shifted = _multiply_by_quantized_multiplier(tf.cast(levels, tf.float64), ratio)
+    return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
 
 
 def prelu_requantize(levels, in_scale, alpha_levels, alpha_scale, out_grid, num_bits):
