@@ -32,6 +32,7 @@ from keras_qat.quantizers import (
     FileMultiply,
     FilePReLU,
     FileScalarOperation,
+    FileSubtract,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
@@ -87,11 +88,12 @@ _FILE_OPS = {
     keras.layers.Add: FileAdd,
     keras.layers.Multiply: FileMultiply,
     keras.layers.PReLU: FilePReLU,
+    keras.layers.Subtract: FileSubtract,
 }
 
 
 def _file_op(layer):
-    """`FileAdd`, `FileMultiply` or `FilePReLU` for such a plain layer called once, else `None`."""
+    """The `_FILE_OPS` class for such a plain layer called once, else `None`."""
     if not functional.called_once(layer):
         return None
     return _FILE_OPS.get(type(layer))

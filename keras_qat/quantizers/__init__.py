@@ -10,6 +10,7 @@ from keras_qat.quantizers.file_arithmetic import (
     FileMultiply,
     FilePReLU,
     FileScalarOperation,
+    FileSubtract,
 )
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
@@ -30,6 +31,7 @@ CUSTOM_OBJECTS = {
         FileMultiply,
         FilePReLU,
         FileScalarOperation,
+        FileSubtract,
         InputQuantizeLayer,
         OutputQuantizeLayer,
         QatWrapper,
@@ -64,6 +66,7 @@ __all__ = [
     "FileMultiply",
     "FilePReLU",
     "FileScalarOperation",
+    "FileSubtract",
     "InputQuantizeLayer",
     "OutputQuantizeLayer",
     "QatWrapper",

@@ -1,10 +1,10 @@
-"""The .tflite's int8 ADD, MUL and PRELU, computed by the QAT model in inference.
+"""The .tflite's int8 ADD, SUB, MUL and PRELU, computed by the QAT model in inference.
 
-An Add or Multiply of two tensors the file holds as int8 (a residual Add;
+An Add, Subtract or Multiply of two tensors the file holds as int8 (a residual Add;
 an excitation gate; swish's product of its input and the LOGISTIC of it)
 is an int8 op in the file, which writes its result on the grid of the
 quantizer reading it. Its arithmetic is XNNPACK's (`requantize`): a sum
-of levels times fixed-point multipliers for `ADD`, a product of levels
+of levels times fixed-point multipliers for `ADD` and `SUB`, a product of levels
 requantized in float32 for `MUL`. A float result rounded by the reader's
 fake-quant parts from it on ties and near them. In inference the layers
 here compute the file's result, which the reader's fake-quant keeps as it
@@ -194,6 +194,18 @@ class FileAdd(_FileMerge, keras.layers.Add):
     """
 
     _OP = staticmethod(requantize.add_requantize)
+
+
+class FileSubtract(_FileMerge, keras.layers.Subtract):
+    """A `Subtract` of two int8 tensors, whose inference computes the file's `SUB`.
+
+    As `FileAdd`, with `requantize.subtract_requantize`.
+
+    Args:
+        **kwargs: `Subtract` arguments (`name`, ...).
+    """
+
+    _OP = staticmethod(requantize.subtract_requantize)
 
 
 class FileMultiply(_FileMerge, keras.layers.Multiply):

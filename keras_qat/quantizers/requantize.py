@@ -37,7 +37,8 @@ fake-quant op's:
   multiplier of about 21 bits (`lrintf` of the float32 scale ratio times
   `2^shift`, the shift set by the larger ratio), adds half of `2^shift` and
   shifts right (floor): half up, on multipliers off the ratios by up to
-  2^-21 of the larger (`add_requantize`); its `MUL` requantizes the product
+  2^-21 of the larger (`add_requantize`; `SUB` negates one multiplier,
+  `subtract_requantize`); its `MUL` requantizes the product
   of the levels as a convolution its sums (`multiply_requantize`).
 
 - XNNPACK's `QUANTIZE` of a float tensor (a model input) multiplies it by
@@ -241,6 +242,23 @@ def add_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
     )
     levels = tf.floor(total / _power_of_two(shift))
     return on_grid(tf.cast(levels, tf.float32), out_grid, num_bits)
+
+
+def subtract_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+    """XNNPACK's int8 `SUB`: its `ADD` (`add_requantize`) with the second multiplier negated.
+
+    XNNPACK subtracts with the add's arithmetic on the negated second scale
+    (`lrintf` rounds half to even, symmetrically): the same as adding the
+    negated levels.
+
+    Args:
+        levels_a, step_a, levels_b, step_b, out_grid, num_bits: As for
+            `add_requantize`; the result is `a - b`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    return add_requantize(levels_a, step_a, -levels_b, step_b, out_grid, num_bits)
 
 
 def on_grid(levels, grid, num_bits):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.quantizers import FileAdd, FileMultiply, FileScalarOperation
+from keras_qat.quantizers import FileAdd, FileMultiply, FileScalarOperation, FileSubtract
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from tests import reference
 
@@ -75,6 +75,54 @@ def test_an_add_writes_the_files_fixed_point_sum_in_inference_and_adds_in_traini
         loss = tf.reduce_sum(probe(X, training=True)[2])
     grads = tape.gradient(loss, [first.trainable_weights[0], *reader.trainable_weights])
     assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def difference_model():
+    """h - 0.6 * swap(h) on two features: every pair of input levels meets in the Subtract."""
+    inputs = keras.Input((2,), name="x")
+    hidden = L.Dense(2, use_bias=False, name="stem")(inputs)
+    swapped = L.Dense(2, use_bias=False, name="swap")(hidden)
+    difference = L.Subtract(name="sub")([hidden, swapped])
+    model = keras.Model(inputs, L.Dense(1, use_bias=False, name="second")(difference))
+    model.get_layer("stem").set_weights([np.eye(2, dtype="f4")])
+    model.get_layer("swap").set_weights([np.array([[0, 150], [150, 0]], "f4") / 255])
+    model.get_layer("second").set_weights([np.ones((2, 1), "f4")])
+    return model
+
+
+def test_a_subtract_writes_the_files_fixed_point_difference(tmp_path):
+    # Steps in ratios that are no powers of two: XNNPACK's 21-bit multipliers
+    # part from the float difference within 2^-14 of a half step, which
+    # hundreds of the 65 536 pairs of levels come that close to.
+    levels = np.stack(np.meshgrid(np.arange(256), np.arange(256)), -1).reshape(-1, 2)
+    inputs = levels.astype("f4") * STEP
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    names = ("stem", "swap", "second")
+    qat = keras_qat.apply_retrain_config(
+        difference_model(), dict.fromkeys(names, per_tensor), inputs[:256]
+    )
+    assert isinstance(qat.get_layer("sub"), FileSubtract)
+    set_clip(qat, "stem_input_quant", 255 * STEP)
+    set_clip(qat, "swap_input_quant", 255 * STEP)
+    reader, swap = qat.get_layer("second_input_quant"), qat.get_layer("swap")
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, -170 * STEP, 300 * STEP)
+    TrackedRangeQuantizer.assign_range(swap._output_quantizer_vars, 0.0, 150 * STEP)
+    probe = keras.Model(qat.input, [swap.output, reader.output])
+    swapped, got = probe.predict(inputs, verbose=0, batch_size=4096)
+    step_b = swap.grid()[0].numpy()
+    np.testing.assert_array_equal(np.round(swapped / step_b), levels[:, ::-1])
+    clip = (reader.grid()[2].numpy(), reader.grid()[2].numpy() + 255 * reader.grid()[0].numpy())
+    want = reference.xnnpack_add(levels, STEP, -levels[:, ::-1], step_b, *clip, 8)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    rounded = reference.ulq(inputs - swapped, *clip, 8)  # the float difference, fake-quantized
+    assert np.sum(np.abs(rounded - want) > 1e-7) > 100
+    path = keras_qat.export_tflite(qat, tmp_path / "sub.tflite", inputs[:256])
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, inputs),
+        qat.predict(inputs, verbose=0, batch_size=4096),
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def gate_model():
