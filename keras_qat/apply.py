@@ -64,7 +64,6 @@ def apply_retrain_config(model, config, calibration_data=None):
         )
     float_copy = GraphRebuilder(model, retrain, fixed_min, quantize=False)
     float_model = float_copy.build()
-    plan = plan_output_quantizers(float_model, set(retrain.enabled_layers))
     # Layers reading one tensor share its input quantizer when these are equal.
     data_settings = {
         key: (retrain.layers[name].retrain_data_config, fixed_min[key])
@@ -75,6 +74,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         for key, name in owners.items()
     }
     shared_inputs = shared_input_readers(float_model, data_settings, data_bits)
+    plan = plan_output_quantizers(float_model, set(retrain.enabled_layers), set(shared_inputs))
     # A shared quantizer is calibrated once, as its first reader's.
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}
     clip_ranges, output_ranges = {}, {}
@@ -108,6 +108,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         file_activations=plan.activations,
         scalar_operations=plan.scalar_operations,
         swish_products=plan.swish_products,
+        resized_on_reader=plan.resized_on_reader,
     )
     qat_model = builder.build()
     for key, (clip_max, clip_min) in clip_ranges.items():

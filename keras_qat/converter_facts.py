@@ -58,6 +58,25 @@ def keeps_scale(layer):
     return keeps_channels(layer) or isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten))
 
 
+def resizes_bilinearly(layer):
+    """Whether the file computes `layer` as an int8 `RESIZE_BILINEAR`.
+
+    That op keeps its input's scale, but not each value on its grid: it
+    interpolates the int8 values in fixed point and rounds onto that grid.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True for a bilinear `UpSampling2D` over a channels_last tensor.
+    """
+    return (
+        isinstance(layer, keras.layers.UpSampling2D)
+        and layer.interpolation == "bilinear"
+        and layer.data_format == "channels_last"
+    )
+
+
 # Weightless layers the converter makes pure ops of: two equal ops on the same
 # tensors are merged into one, so the file holds one output tensor for them.
 MERGED_WHEN_REPEATED = (

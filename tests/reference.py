@@ -250,6 +250,34 @@ def xnnpack_add(levels_a, scale_a, levels_b, scale_b, clip_min, clip_max, bits):
     return level * scale + low
 
 
+def _bilinear_axis(size, factor):
+    """Source indices and 11-bit weights (`rint(2048 * frac)`) up-sampling `size` by `factor`."""
+    positions = (np.arange(size * factor) + 0.5) / factor - 0.5
+    lower = np.floor(positions)
+    fractions = np.where(positions < 0, 0.0, positions - lower)
+    low = np.clip(lower, 0, size - 1).astype(int)
+    high = np.clip(lower + 1, 0, size - 1).astype(int)
+    return low, high, np.rint(fractions * 2048).astype(np.int64)
+
+
+def xnnpack_resize_bilinear(levels, size):
+    """XNNPACK's s8 bilinear resize (half-pixel centres) of `(n, h, w, c)` integers, in integers.
+
+    Along the width `(l << 11) + (r - l) * a`, then the height the same on
+    those, then `(sum + 2^21) >> 22`.
+    """
+    values = np.asarray(levels, np.int64)
+    top, bottom, vertical = _bilinear_axis(values.shape[1], size[0])
+    left, right, horizontal = _bilinear_axis(values.shape[2], size[1])
+    horizontal, vertical = horizontal[:, None], vertical[:, None, None]
+
+    def along_width(rows):
+        return (rows[:, :, left] << 11) + (rows[:, :, right] - rows[:, :, left]) * horizontal
+
+    upper, lower = along_width(values[:, top]), along_width(values[:, bottom])
+    return ((upper << 11) + (lower - upper) * vertical + (1 << 21)) >> 22
+
+
 def _int16_multiplier(ratio):
     """`QuantizeMultiplier` of a float32 ratio, then `DownScaleInt32ToInt16Multiplier`."""
     q, shift = _quantize_multiplier(np.float64(ratio))

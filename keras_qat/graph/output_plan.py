@@ -35,6 +35,7 @@ from keras_qat.converter_facts import (
     activation_bounds,
     fused_activation,
     keeps_scale,
+    resizes_bilinearly,
     scalar_operation,
 )
 from keras_qat.layer_table import layer_spec
@@ -112,6 +113,10 @@ class OutputPlan(NamedTuple):
             (`FileScalarOperation`).
         swish_products: Names of the TFOpLambda products `x * hard
             sigmoid(x)` (a `HARD_SWISH` in the file: a `FileMultiply`).
+        resized_on_reader: Names of the bilinear `UpSampling2D` layers the
+            file computes on the grid of the quantizer reading their output
+            (`_resized_on_reader`): a `FileResizeBilinear` after a
+            `ReaderGridLayer`.
     """
 
     wrappers: dict
@@ -119,6 +124,7 @@ class OutputPlan(NamedTuple):
     activations: dict
     scalar_operations: dict
     swish_products: set
+    resized_on_reader: set
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -224,7 +230,40 @@ def _writes_int8(layer, activation, enabled, sources, memo):
     )
 
 
-def plan_output_quantizers(float_model, enabled):
+def _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
+    """Whether the file's `RESIZE_BILINEAR` for `layer` reads and writes its reader's grid.
+
+    That is a bilinear up-sampling after a quantizer, called once, whose
+    output one input quantizer reads: one shared by its readers (in
+    `shared`), or one reached behind layers that keep the scale (each the
+    one reader of the tensor before it), or the one reading a Concatenate
+    of it, or the Concatenate's own tracked range: the converter gives the
+    op that quantizer's scale, and the layer before writes on it.
+    """
+    if not (resizes_bilinearly(layer) and functional.called_once(layer)):
+        return False
+    if not all(_after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]):
+        return False
+    if layer.name in shared:
+        return True
+    reader = layer
+    while True:
+        after = consumers.get(reader.name, [])
+        if len(after) != 1 or after[0] is None:
+            return False
+        reader = after[0]
+        if not keeps_scale(reader):
+            break
+    if not isinstance(reader, keras.layers.Concatenate):
+        return reader.name in enabled
+    after = consumers.get(reader.name, [])
+    if len(after) == 1 and after[0] is not None and after[0].name in enabled:
+        return True
+    own_range = _writes_int8(reader, None, enabled, sources, memo)
+    return own_range and _rounded_by_no_quantizer(reader, consumers, enabled)
+
+
+def plan_output_quantizers(float_model, enabled, shared=()):
     """The int8 tensors of the file that no input quantizer reads, and where to round them.
 
     Those are the outputs of quantized convolution and dense layers and of
@@ -236,6 +275,9 @@ def plan_output_quantizers(float_model, enabled):
         float_model: The flat float copy of the model (nested models inlined,
             BatchNormalization folded), layers named as in the original.
         enabled: Names of the layers that are quantized.
+        shared: Names of the layers whose output one input quantizer,
+            shared by its readers, reads right after them (the keys of
+            `shared_inputs.shared_input_readers`). Defaults to none.
 
     Returns:
         An `OutputPlan`, in model order.
@@ -243,9 +285,14 @@ def plan_output_quantizers(float_model, enabled):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {}, {}, {}, set())
+    plan = OutputPlan({}, {}, {}, {}, set(), set())
     swishes = hard_swishes(float_model)
     fused = set().union(*swishes.values())
+    for layer in float_model.layers:
+        if _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
+            plan.resized_on_reader.add(layer.name)
+    # Their `ReaderGridLayer` reads the layer before them.
+    read = enabled | plan.resized_on_reader
     for layer in float_model.layers:
         activation = layer.get_config().get("activation")
         after = layer.name in sources and all(
@@ -266,7 +313,7 @@ def plan_output_quantizers(float_model, enabled):
             _own_range_activation(layer)
             and functional.called_once(layer)
             and _after_a_quantizer(layer.name, sources, enabled, memo)
-            and _rounded_by_no_quantizer(layer, consumers, enabled)
+            and _rounded_by_no_quantizer(layer, consumers, read)
         ):
             plan.tensors[layer.name] = (None, None)
             continue
@@ -274,7 +321,7 @@ def plan_output_quantizers(float_model, enabled):
         if not (written or _writes_int8(layer, activation, enabled, sources, memo)):
             continue
         end = _fused_end(layer, consumers)
-        if not _rounded_by_no_quantizer(end, consumers, enabled):
+        if not _rounded_by_no_quantizer(end, consumers, read):
             continue
         if end is layer and layer.name in enabled and layer_spec(layer).has_weights:
             plan.wrappers[layer.name] = activation_bounds(layer)

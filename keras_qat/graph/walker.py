@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.converter_facts import own_activation_fuses, scalar_operation
+from keras_qat.converter_facts import own_activation_fuses, resizes_bilinearly, scalar_operation
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
@@ -31,11 +31,13 @@ from keras_qat.quantizers import (
     FileAdd,
     FileMultiply,
     FilePReLU,
+    FileResizeBilinear,
     FileScalarOperation,
     FileSubtract,
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
+    ReaderGridLayer,
     UlqQuantizer,
     WeightQuantizeConfig,
 )
@@ -93,9 +95,11 @@ _FILE_OPS = {
 
 
 def _file_op(layer):
-    """The `_FILE_OPS` class for such a plain layer called once, else `None`."""
+    """The file-op class of a plain layer called once (`_FILE_OPS`, a bilinear resize), or None."""
     if not functional.called_once(layer):
         return None
+    if resizes_bilinearly(layer):
+        return FileResizeBilinear
     return _FILE_OPS.get(type(layer))
 
 
@@ -180,6 +184,9 @@ class GraphRebuilder:
             (`OutputPlan.scalar_operations`). Defaults to none.
         swish_products: Names of the TFOpLambda products that become a
             `FileMultiply` (`OutputPlan.swish_products`). Defaults to none.
+        resized_on_reader: Names of the bilinear `UpSampling2D` layers that
+            become a `FileResizeBilinear` after a `ReaderGridLayer`
+            (`OutputPlan.resized_on_reader`). Defaults to none.
     """
 
     def __init__(
@@ -194,6 +201,7 @@ class GraphRebuilder:
         file_activations=None,
         scalar_operations=None,
         swish_products=(),
+        resized_on_reader=(),
     ):
         _check_graph(model)
         self.model = model
@@ -210,6 +218,7 @@ class GraphRebuilder:
         self.file_activations = file_activations or {}
         self.scalar_operations = scalar_operations or {}
         self.swish_products = set(swish_products)
+        self.resized_on_reader = set(resized_on_reader) if quantize else set()
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
         by_name = {layer.name: layer for layer in model_layers(model)}
@@ -294,6 +303,9 @@ class GraphRebuilder:
             args, kwargs = (scalar_operation(layer, args, kwargs)[2],), {}
         elif layer.name in self.swish_products and self.quantize:
             args, kwargs = (product_operands(layer, args, kwargs),), {}
+        elif layer.name in self.resized_on_reader:
+            rounding = ReaderGridLayer(name=self.names(f"{layer.name}_input_quant"))
+            args = (rounding(args[0]), *args[1:])
         if layer.name in self.layers and layer.name not in self._sharing:
             keys = operand_keys(layer.name, layer_spec(layer))
             if len(keys) == 1:

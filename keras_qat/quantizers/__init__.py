@@ -12,6 +12,7 @@ from keras_qat.quantizers.file_arithmetic import (
     FileScalarOperation,
     FileSubtract,
 )
+from keras_qat.quantizers.file_resize import FileResizeBilinear, ReaderGridLayer
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -30,11 +31,13 @@ CUSTOM_OBJECTS = {
         FileAdd,
         FileMultiply,
         FilePReLU,
+        FileResizeBilinear,
         FileScalarOperation,
         FileSubtract,
         InputQuantizeLayer,
         OutputQuantizeLayer,
         QatWrapper,
+        ReaderGridLayer,
         TrackedRangeQuantizer,
         UlqQuantizer,
         UlqWeightQuantizer,
@@ -65,11 +68,13 @@ __all__ = [
     "FileAdd",
     "FileMultiply",
     "FilePReLU",
+    "FileResizeBilinear",
     "FileScalarOperation",
     "FileSubtract",
     "InputQuantizeLayer",
     "OutputQuantizeLayer",
     "QatWrapper",
+    "ReaderGridLayer",
     "TrackedRangeQuantizer",
     "UlqQuantizer",
     "UlqWeightQuantizer",

@@ -41,6 +41,10 @@ fake-quant op's:
   `subtract_requantize`); its `MUL` requantizes the product
   of the levels as a convolution its sums (`multiply_requantize`).
 
+- XNNPACK's int8 `RESIZE_BILINEAR` interpolates the levels with 11-bit
+  weights and rounds half up onto its input's grid
+  (`resize_bilinear_levels`).
+
 - XNNPACK's `QUANTIZE` of a float tensor (a model input) multiplies it by
   the float32 reciprocal of the scale and rounds half to even
   (`float_quantize`), where the fake-quant subtracts the range's low end
@@ -259,6 +263,54 @@ def subtract_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
         The output values, as `file_requantize` gives them.
     """
     return add_requantize(levels_a, step_a, -levels_b, step_b, out_grid, num_bits)
+
+
+def _interpolation(size, factor):
+    """XNNPACK's source indices and 11-bit weights for up-sampling `size` values by `factor`.
+
+    Half-pixel centres: output `o` reads `(o + 1/2) / factor - 1/2`, clamped
+    to the edges; the weight of the upper neighbour is `lrintf(2048 * frac)`.
+    """
+    positions = (tf.cast(tf.range(size * factor), tf.float64) + 0.5) / factor - 0.5
+    lower = tf.floor(positions)
+    fractions = tf.where(positions < 0, tf.zeros_like(positions), positions - lower)
+    last = tf.cast(size - 1, tf.float64)
+    lower_index = tf.cast(tf.clip_by_value(lower, 0.0, last), tf.int32)
+    upper_index = tf.cast(tf.clip_by_value(lower + 1.0, 0.0, last), tf.int32)
+    return lower_index, upper_index, tf.round(fractions * 2048.0)
+
+
+def resize_bilinear_levels(levels, size):
+    """XNNPACK's int8 `RESIZE_BILINEAR` (half-pixel centres) of `levels` by integer factors.
+
+    XNNPACK's `s8-ibilinear` kernel: along the width, then the height,
+    `v_0 * 2^11 + (v_1 - v_0) * w` with 11-bit weights `w`; the sum, on
+    2^22, is shifted right after adding 2^21 (half up). The op keeps the
+    input's scale: with the zero point, the levels shift alike.
+
+    Args:
+        levels: `(batch, height, width, channels)` float32 integers, levels
+            above the grid's zero point.
+        size: `(height factor, width factor)`, integers.
+
+    Returns:
+        The interpolated levels, float32 integers (exact in float64: sums
+        below 2^31).
+    """
+    values = tf.cast(levels, tf.float64)
+    shape = tf.shape(values)
+    top, bottom, vertical = _interpolation(shape[1], size[0])
+    left, right, horizontal = _interpolation(shape[2], size[1])
+    horizontal, vertical = horizontal[:, None], vertical[:, None, None]
+
+    def along_width(rows):
+        lower, upper = tf.gather(rows, left, axis=2), tf.gather(rows, right, axis=2)
+        return lower * 2048.0 + (upper - lower) * horizontal
+
+    upper_rows = along_width(tf.gather(values, top, axis=1))
+    lower_rows = along_width(tf.gather(values, bottom, axis=1))
+    total = upper_rows * 2048.0 + (lower_rows - upper_rows) * vertical
+    return tf.cast(tf.floor((total + 2.0**21) / 2.0**22), tf.float32)
 
 
 def on_grid(levels, grid, num_bits):

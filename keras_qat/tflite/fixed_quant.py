@@ -132,17 +132,19 @@ class FixedInputQuantizer(keras.layers.Layer):
         self.cap = cap
 
     @classmethod
-    def freeze(cls, layer, cap=False):
-        """The fixed form of an `InputQuantizeLayer` at its current bounds, same name.
+    def freeze(cls, layer, cap=False, name=None):
+        """The fixed form of an `InputQuantizeLayer` at its current bounds.
 
         Args:
             layer: The `InputQuantizeLayer`.
             cap: See the class. Defaults to `False`.
+            name: The new layer's name. Defaults to `layer`'s.
 
         Returns:
             A `FixedInputQuantizer`.
         """
-        return cls(*clip_range(layer), layer.quantizer.dst_type, cap=cap, name=layer.name)
+        name = layer.name if name is None else name
+        return cls(*clip_range(layer), layer.quantizer.dst_type, cap=cap, name=name)
 
     def call(self, inputs):
         bits = ranges.bits_of(self.dst_type)

@@ -29,6 +29,7 @@ from keras_qat.quantizers import (
     InputQuantizeLayer,
     OutputQuantizeLayer,
     QatWrapper,
+    ReaderGridLayer,
     WeightQuantizeConfig,
 )
 from keras_qat.quantizers.file_arithmetic import FileOperation
@@ -62,6 +63,17 @@ def _copy_weights(source, target, form=None):
         for value, weight in zip(source.get_weights(), target.weights, strict=True)
     ]
     target.set_weights(values)
+
+
+def _fixed_quantizer(layer, name):
+    """The fixed form of an input or output quantizer `layer` at its current range, named `name`."""
+    if isinstance(layer, OutputQuantizeLayer):
+        # A plain fake-quant: the converter writes the requantizations
+        # itself; on fixed bounds it takes the op's step (`unambiguous_bounds`).
+        variables = layer.quantizer_vars
+        bounds = (float(variables["range_min"]), float(variables["range_max"]))
+        return FixedInputQuantizer(*bounds, "INT8", name=name)
+    return FixedInputQuantizer.freeze(layer, name=name)
 
 
 _RESHAPES = (keras.layers.Reshape, keras.layers.Flatten)
@@ -131,11 +143,10 @@ def tflite_ready_copy(qat_model, batches=None):
         if isinstance(layer, FileOperation):
             return layer.plain_copy()
         if isinstance(layer, OutputQuantizeLayer):
-            # A plain fake-quant: the converter writes the requantizations
-            # itself; on fixed bounds it takes the op's step (`unambiguous_bounds`).
-            variables = layer.quantizer_vars
-            bounds = (float(variables["range_min"]), float(variables["range_max"]))
-            return FixedInputQuantizer(*bounds, "INT8", name=layer.name)
+            return _fixed_quantizer(layer, layer.name)
+        if isinstance(layer, ReaderGridLayer):
+            # The converter's op reads and writes the lender's grid: so does the copy.
+            return _fixed_quantizer(layer.lender, layer.name)
         reader = _quantized_before_reader(layer, sources, consumers)
         if reader is not None and reader.name not in merged and layer.name not in ranges:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()

@@ -13,7 +13,7 @@ def plan(outputs, inputs, enabled):
 
 def expected(wrappers, tensors):
     """A plan of output quantizers alone."""
-    return OutputPlan(wrappers, tensors, {}, {}, set())
+    return OutputPlan(wrappers, tensors, {}, {}, set(), set())
 
 
 def test_logits_and_the_input_of_a_global_pooling_are_planned():
@@ -145,3 +145,21 @@ def test_a_maximum_or_minimum_is_rounded_once_on_its_one_scale():
     outputs = [L.Dense(2, name="reader")(highest), L.Minimum(name="min")([c, d])]
     got = plan(outputs, inputs, ["a", "b", "c", "d", "reader"])
     assert got == expected({"reader": (None, None)}, {"min": (None, None)})
+
+
+def test_a_bilinear_upsampling_into_a_reader_rounds_on_its_grid_and_others_are_not():
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    joined = L.UpSampling2D(interpolation="bilinear", name="up1")(x)  # into a concatenation
+    x = L.Concatenate(name="join")([joined, L.UpSampling2D(name="nearest")(x)])
+    x = L.Conv2D(4, 3, name="c2")(x)
+    x = L.UpSampling2D(interpolation="bilinear", name="up2")(x)  # read by two
+    outputs = [L.Conv2D(2, 1, name=name)(x) for name in ("c3", "c4")]
+    got = plan(outputs, inputs, ["c1", "c2", "c3", "c4"])
+    assert got.resized_on_reader == {"up1"}
+    # c1 writes on c2's grid; c2 on a tracked range, which "up2" keeps.
+    assert got.wrappers == {"c2": (None, None), "c3": (None, None), "c4": (None, None)}
+    # Unless c3 and c4 share one quantizer after "up2": c2 writes on its grid.
+    shared = plan_output_quantizers(keras.Model(inputs, outputs), {"c1", "c2", "c3", "c4"}, {"up2"})
+    assert shared.resized_on_reader == {"up1", "up2"}
+    assert shared.wrappers == {"c3": (None, None), "c4": (None, None)}

@@ -18,6 +18,7 @@ from keras_qat.quantizers.requantize import (
     pooled_levels,
     prelu_requantize,
     relu_requantize,
+    resize_bilinear_levels,
 )
 from tests import reference
 
@@ -352,3 +353,41 @@ def test_prelu_requantize_matches_litert_fixed_point(in_scale, alpha_scale, read
     if in_scale == 2.0**-5:  # the ties: not the fake-quant's half up
         value = np.where(levels >= 0, levels, levels * alphas * alpha_scale) * in_scale
         assert np.any(np.abs(reference.ulq(value, *reader, bits) - want) > 1e-6)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 2), (1, 4), (5, 3)])
+def test_resize_bilinear_levels_match_xnnpacks_fixed_point(size):
+    rng = np.random.default_rng(0)
+    levels = rng.integers(-255, 256, (2, 5, 7, 3)).astype("f4")
+    levels[0, :2, :2] = [[[1, 0, 255]] * 2, [[0, 0, -255]] * 2]  # 9/16, and the extremes
+    got = resize_bilinear_levels(levels, size).numpy()
+    want = reference.xnnpack_resize_bilinear(levels, size)
+    np.testing.assert_array_equal(got, want)
+    if size == (2, 2):  # ties (eighths of a level): half up, where rint goes to even
+        interpolated = tf.image.resize(levels, (10, 14), "bilinear").numpy()
+        assert np.any(np.rint(interpolated) != want)
+
+
+def test_the_resize_reference_is_what_litert_runs():
+    from ai_edge_litert.interpreter import Interpreter
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 5, 7, 3], tf.float32)])
+    def resize(x):
+        return tf.image.resize(x, (15, 14), "bilinear")
+
+    rng = np.random.default_rng(1)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [resize.get_concrete_function()], resize
+    )
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, 5, 7, 3)).astype("f4")] for _ in range(8)
+    )
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    interpreter = Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    raw = rng.integers(-128, 128, (1, 5, 7, 3)).astype(np.int8)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], raw)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_array_equal(got, reference.xnnpack_resize_bilinear(raw, (3, 2)))

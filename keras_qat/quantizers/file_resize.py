@@ -1,0 +1,108 @@
+"""A bilinear up-sampling of an int8 tensor, computed as the file's `RESIZE_BILINEAR`.
+
+The converter gives the op one scale for its input and output: the scale of
+the quantizer reading its output (behind layers that keep the scale, or a
+Concatenate alone reading it). The layer before writes its int8 output on
+that grid, and the op interpolates those levels in fixed point and rounds
+them onto it again: two roundings on one grid, which a fake-quant after a
+float interpolation does not make (a U-Net-like CNN: 64 % of its outputs
+exact, up to 4 steps off). So the QAT model rounds the up-sampling's input
+on its reader's grid (`ReaderGridLayer`, with no range of its own) and
+interpolates as XNNPACK does (`FileResizeBilinear`).
+"""
+
+import tensorflow as tf
+
+from keras_qat._keras import keras
+from keras_qat.quantizers import requantize
+from keras_qat.quantizers.file_arithmetic import FileOperation, grid_holder, output_grid_holder
+from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
+from keras_qat.quantizers.ranges import divided
+
+
+class ReaderGridLayer(RequantizingLayer):
+    """Rounds the input of a bilinear up-sampling on the grid of the quantizer reading its output.
+
+    That quantizer (`lender`) is found once the model is built: the one the
+    file writes the up-sampling's output on (`output_grid_holder`). The
+    forward pass rounds on its grid, or computes what the file writes there
+    (`RequantizingLayer`: a convolution's requantized sums in inference);
+    the gradient passes straight through, and the lender's range gets none
+    from here.
+
+    Args:
+        **kwargs: Base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(None, **kwargs)
+
+    def build(self, input_shape):
+        keras.layers.Layer.build(self, input_shape)  # no variables of its own
+
+    @property
+    def lender(self):
+        """The `RequantizingLayer` whose grid this rounds on (`None` while the model is built)."""
+        reads = reading_nodes(self, 0) if self.inbound_nodes else []
+        if len(reads) != 1:
+            return None
+        resize = reads[0].outbound_layer
+        return output_grid_holder(resize, resize.inbound_nodes.index(reads[0]))
+
+    @property
+    def bits(self):
+        return self.lender.bits
+
+    def grid(self):
+        return self.lender.grid()
+
+    def call(self, inputs, training=None):
+        if self.lender is None:
+            return inputs  # only while the model is built: the reader comes later
+        scale, _, low = (tf.stop_gradient(value) for value in self.grid())
+        high = low + scale * float(2**self.bits - 1)
+        rounded = tf.quantization.fake_quant_with_min_max_vars(
+            inputs, low, high, num_bits=self.bits
+        )
+        outputs = inputs + tf.stop_gradient(rounded - inputs)
+        return tf.__internal__.smart_cond.smart_cond(
+            False if training is None else training,
+            lambda: self._file_values(inputs, outputs, ties=False),
+            lambda: self._file_values(inputs, outputs, ties=True),
+        )
+
+
+class FileResizeBilinear(FileOperation, keras.layers.UpSampling2D):
+    """A bilinear `UpSampling2D` whose forward pass computes the file's `RESIZE_BILINEAR`.
+
+    Where its input is on a known grid (`grid_holder`: a `ReaderGridLayer`'s,
+    or the tracked range of the quantized layer before it where no
+    quantizer reads the output), it interpolates the levels as XNNPACK
+    does (`requantize.resize_bilinear_levels`) and writes them on that
+    grid, in training too (the gradient is the float interpolation's). A
+    `ReaderGridLayer`'s grid is its reader's, whose fake-quant then keeps
+    the values. Its `plain_copy` is a plain `UpSampling2D`.
+
+    Args:
+        **kwargs: `UpSampling2D` arguments (`size`, `interpolation`, ...).
+    """
+
+    def _operand_grids(self, inputs):
+        return [grid_holder(inputs)]
+
+    def call(self, inputs, training=None):
+        outputs = super().call(inputs)
+        if self._plain:
+            return outputs
+        return outputs + tf.stop_gradient(self._file_values(inputs, outputs) - outputs)
+
+    def _file_values(self, inputs, outputs):
+        grid = getattr(self, "_grids", [None])[0]
+        holder = None if grid is None else grid()
+        if holder is None:
+            return outputs
+        scale, zero_point, low = holder.grid()
+        levels = tf.round(divided(inputs - low, scale)) - zero_point
+        interpolated = requantize.resize_bilinear_levels(levels, self.size)
+        # Tracked ranges and fixed grids are 8-bit; an input quantizer's may be 4-bit.
+        return requantize.on_grid(interpolated, holder.grid(), getattr(holder, "bits", 8))
