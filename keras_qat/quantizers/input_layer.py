@@ -393,7 +393,9 @@ class RequantizingLayer(QuantizerLayer):
     pooling of one; or such a tensor joined by a Concatenate, slice by
     slice), the forward pass computes the file's int8-to-int8 requantization
     instead (`requantize`): the values the file writes, with the
-    quantizer's own gradients. So does inference for the output of a
+    quantizer's own gradients in training (inference computes the values
+    alone, as the quantized layers' integer sums do: no gradient flows
+    there). So does inference for the output of a
     quantized layer's op (behind the activations the converter fuses into
     it, and padding or max pooling), which the file requantizes from the
     op's int32 sums, and for a global average pooling of a grid (an int8
@@ -451,10 +453,16 @@ class RequantizingLayer(QuantizerLayer):
         )
 
     def _file_values(self, inputs, outputs, ties):
-        """`outputs` with the file's values forward and the quantizer's gradients backward."""
+        """`outputs` with the file's values forward and the quantizer's gradients backward.
+
+        In inference (`ties`), the file's values alone: the fake-quant that
+        would carry the gradients is then not computed.
+        """
         if not any(piece.requantized(ties) for piece in self._pieces):
             return outputs
         written = self._all_written(inputs, outputs, ties)
+        if ties:
+            return written
         return outputs + tf.stop_gradient(written - outputs)
 
     def _all_written(self, inputs, outputs, ties):

@@ -74,13 +74,12 @@ class TrackedRangeQuantizer(QuantizerBase):
             average = tf.__internal__.train.assign_moving_average
             low = average(low, batch_low, EMA_DECAY, zero_debias=False)
             high = average(high, batch_high, EMA_DECAY, zero_debias=False)
-        rounded = tf.quantization.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8)
-        if accumulator_step is None or training:
-            return rounded
-        written = requantize.accumulator_requantize(
-            tf.round(inputs / accumulator_step), accumulator_step, self.grid(weights), 8
-        )
-        return rounded + tf.stop_gradient(written - rounded)
+        if accumulator_step is not None and not training:
+            # The file's requantization of the op's sums; inference needs no gradient.
+            return requantize.accumulator_requantize(
+                tf.round(inputs / accumulator_step), accumulator_step, self.grid(weights), 8
+            )
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8)
 
     @staticmethod
     def grid(weights):
