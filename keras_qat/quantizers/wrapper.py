@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.converter_facts import own_activation_fuses
+from keras_qat.quantizers import requantize
 from keras_qat.quantizers.bias import bias_units
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
@@ -176,13 +177,47 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
                 lambda: self._run_with(inputs, quantized, **kwargs),
                 lambda: self._from_exact_sums(inputs, quantized, **kwargs),
             )
+        if self.accumulator_step() is None:
+            return self._separable(inputs, quantized, training)
+        return tf.__internal__.smart_cond.smart_cond(
+            training,
+            lambda: self._separable(inputs, quantized, True),
+            lambda: self._separable_from_exact_sums(inputs, quantized),
+        )
+
+    def _separable(self, inputs, quantized, training):
+        """A `SeparableConv2D`: its depthwise op rounded on the tracked grid, then its pointwise."""
         depthwise, pointwise, *bias = quantized
-        between = separable_depthwise(layer, inputs, depthwise)
+        between = separable_depthwise(self.layer, inputs, depthwise)
         between = _quantized(TrackedRangeQuantizer(), between, training, self.intermediate_vars)
         outputs = tf.nn.conv2d(between, pointwise, 1, "VALID")
         if bias:
             outputs = tf.nn.bias_add(outputs, bias[0])
-        return layer.activation(outputs)
+        return self.layer.activation(outputs)
+
+    def _separable_from_exact_sums(self, inputs, quantized):
+        """A `SeparableConv2D` from the file's int32 sums of both its ops (see `_from_exact_sums`).
+
+        The depthwise op's sums are requantized onto the tracked grid
+        between the ops as XNNPACK does (`accumulator_requantize`); the
+        pointwise op's, the bias in whole steps, times `accumulator_step()`.
+        """
+        depthwise, pointwise, *bias = quantized
+        (_, first, _), (_, second, _) = kernel_entries(self)
+        input_step = self._input_quantizer().input_step()
+        first_step = input_step * self._kernel_unit(0)
+        sums = separable_depthwise(
+            self.layer, tf.round(inputs / input_step), first.levels(depthwise, self._kernel_unit(0))
+        )
+        grid = TrackedRangeQuantizer.grid(self.intermediate_vars)
+        between = requantize.accumulator_requantize(sums, first_step, grid, 8)
+        step = self.accumulator_step()
+        sums = tf.nn.conv2d(
+            tf.round(between / grid[0]), second.levels(pointwise, self.weight_unit()), 1, "VALID"
+        )
+        if bias:
+            sums = tf.nn.bias_add(sums, bias_units(bias[0], step))
+        return self.layer.activation(sums * step)
 
     def _run_with(self, inputs, quantized, **kwargs):
         """The layer's call on `inputs` with the `quantized` weights put in place."""
@@ -299,7 +334,11 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         Returns:
             A float tensor, a scalar or one per output channel.
         """
-        kernel, kernel_quantizer, variables = kernel_entries(self)[-1]
+        return self._kernel_unit(-1)
+
+    def _kernel_unit(self, index):
+        """The step the file holds kernel `index` on (`weight_unit`'s, for any kernel)."""
+        kernel, kernel_quantizer, variables = kernel_entries(self)[index]
         weight_step = kernel_quantizer.scale(kernel, variables)
         if self.quantize_config.dst_type == "INT4":
             return weight_step / INT4_SPREAD
