@@ -7,7 +7,7 @@ from keras_qat.layer_table import layer_spec
 
 # Layers whose int8 TFLite op keeps its input's scale and each value, on its
 # channel (PAD, STRIDED_SLICE, MAX_POOL_2D, REDUCE_MAX, RESIZE_NEAREST_NEIGHBOR),
-# or that are no op in inference (dropout and noise layers).
+# or that are no op in inference (dropout and noise layers); and `Permute`.
 _CHANNEL_KEEPING = (
     keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
@@ -35,9 +35,12 @@ def keeps_channels(layer):
 
     Returns:
         True for padding, cropping, max pooling and nearest up-sampling over
-        channels_last tensors, and for the dropout and noise layers (no op
-        in inference).
+        channels_last tensors, for a `Permute` that keeps the last axis last
+        (a TRANSPOSE), and for the dropout and noise layers (no op in
+        inference).
     """
+    if isinstance(layer, keras.layers.Permute):
+        return layer.dims[-1] == len(layer.dims)
     channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
     nearest = getattr(layer, "interpolation", "nearest") == "nearest"
     return isinstance(layer, _CHANNEL_KEEPING) and channels_last and nearest
