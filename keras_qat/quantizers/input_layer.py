@@ -117,6 +117,8 @@ def _accumulator_chain(tensor):
     while getattr(tensor, "_keras_history", None) is not None:
         layer, node_index, _ = tensor._keras_history
         chain.insert(0, (weakref.ref(layer), node_index))
+        if getattr(layer, "gathers_rows", False):
+            return None  # a table's rows: no sums
         if hasattr(layer, "accumulator_step"):
             rounds = layer._output_quantizers or layer.quantize_config.output_on_reader
             return None if rounds else tuple(chain)
@@ -267,6 +269,8 @@ def _grid_piece(tensor, width):
     into the op before it, as after a Concatenate), behind layers that keep
     the scale too, leaves a grid that its RELU op requantizes; so does a
     leaky ReLU (a LEAKY_RELU), also of a quantized layer's tracked output.
+    An Embedding's rows are on its table's grid (the file gathers them as
+    int8 and `QUANTIZE`s them for a reader on another grid).
     A tensor no quantizer precedes, or that a layer the file computes in
     float wrote, is float in the file, which `QUANTIZE`s it.
     """
@@ -297,7 +301,7 @@ def _grid_piece(tensor, width):
         # A quantized layer's output on its tracked range is a grid to a MEAN or a LEAKY_RELU.
         reads_tracked = mean_of is not None or leaky is not None
         tracked = reads_tracked and getattr(layer, "tracks_output", False)
-        if isinstance(layer, RequantizingLayer) or tracked:
+        if isinstance(layer, RequantizingLayer) or tracked or getattr(layer, "gathers_rows", False):
             return _Piece(width, weakref.ref(layer), pooled, relu, mean_of, leaky=leaky)
         if len(inputs) != 1 or mean_of is not None:
             break  # a global average pooling reads its grid directly

@@ -296,8 +296,26 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
             and type(self._output_quantizers[0]) is TrackedRangeQuantizer
         )
 
+    @property
+    def gathers_rows(self):
+        """Whether the output is rows of a per-tensor quantized table (an Embedding's).
+
+        The file gathers them as int8 on the table's step, the grid `grid()`
+        gives, and requantizes them for a reader on another grid.
+        """
+        return (
+            isinstance(self.layer, keras.layers.Embedding) and not self.quantize_config.channel_wise
+        )
+
     def grid(self):
-        """The grid of the tracked output range (`TrackedRangeQuantizer.grid`)."""
+        """The grid of the tracked output range (`TrackedRangeQuantizer.grid`), or of the rows.
+
+        Returns:
+            `(scale, zero_point, low)` as float32 tensors: the table's step
+            (`weight_unit`) and zeros where the layer `gathers_rows`.
+        """
+        if self.gathers_rows:
+            return self.weight_unit(), tf.zeros(()), tf.zeros(())
         return TrackedRangeQuantizer.grid(self._output_quantizer_vars)
 
     def intermediate_step(self):

@@ -393,3 +393,32 @@ def test_the_resize_reference_is_what_litert_runs():
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_array_equal(got, reference.xnnpack_resize_bilinear(raw, (3, 2)))
+
+
+@pytest.mark.parametrize("reader_bits", [8, 4])
+def test_a_reader_of_an_embeddings_rows_writes_the_files_quantize(tmp_path, reader_bits):
+    # The file gathers the rows as int8 on the table's step and QUANTIZEs
+    # them onto the reader's grid: an 8-bit multiplier, 19/256 for a ratio
+    # of 0.0756 (1.9 % off), where a fake-quant of the rows rounds exactly.
+    step = np.float32(0.0756) * np.float32(0.8) / np.float32(255)
+    rows = np.arange(-127, 128)
+    inputs = keras.Input((1,), dtype="int32", name="token")
+    table = keras.layers.Embedding(len(rows), 1, name="embed")
+    rows_read = keras.layers.Flatten(name="flat")(table(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(rows_read))
+    table.set_weights([(rows * step).astype("f4")[:, None]])
+    tokens = np.arange(len(rows))[:, None].astype("int32")
+    head = {"retrain_data_config": {"dst_type": f"INT{reader_bits}"}}
+    qat = keras_qat.apply_retrain_config(model, {"embed": {}, "head": head}, tokens)
+    reader = qat.get_layer("head_input_quant")
+    reader.quantizer.assign_clip_range(reader.quantizer_vars, -0.4, 0.4)
+    assert reader.grid_sources == [qat.get_layer("embed")]
+    in_scale = qat.get_layer("embed").grid()[0].numpy()
+    got = keras.Model(qat.input, reader.output)(tokens).numpy()[:, 0]
+    want = reference.file_requantize(rows, in_scale, -0.4, 0.4, reader_bits)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert np.any(np.abs(reference.ulq(rows * step, -0.4, 0.4, reader_bits) - want) > 1e-6)
+    path = keras_qat.export_tflite(qat, tmp_path / "embed.tflite", tokens)
+    np.testing.assert_allclose(
+        keras_qat.predict_tflite(path, tokens), qat.predict(tokens, verbose=0), rtol=0, atol=1e-6
+    )
