@@ -55,6 +55,8 @@ QUANTIZABLE_LAYERS = {
     # The gathered rows are the int8 tensor: per tensor by default, since
     # TFLite's GATHER takes one scale.
     _L.Embedding: LayerSpec((("embeddings", "rows"),), channel_wise_default=False, operands=0),
+    # A product of two tensors: int8 BATCH_MATMUL, both inputs on learned grids.
+    _L.Dot: LayerSpec((), operands=2),
     AttentionScores: LayerSpec((), operands=2),
     AttentionContext: LayerSpec((), operands=2),
 }
@@ -125,8 +127,11 @@ def layer_spec(layer):
         layer: A tf_keras layer.
 
     Returns:
-        The table entry for the layer's exact class, or None.
+        The table entry for the layer's exact class, or None (also for a
+        `Dot` that normalizes its inputs first: no one int8 product).
     """
+    if isinstance(layer, _L.Dot) and layer.normalize:
+        return None
     return QUANTIZABLE_LAYERS.get(type(layer))
 
 

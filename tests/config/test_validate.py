@@ -86,7 +86,7 @@ ERRORS = [
     ({"flatten": {}, "conv": {}},
      "Layer 'flatten': layers of type Flatten cannot be quantized (quantizable types: Conv1D, "
      "Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, Dense, AveragePooling2D, "
-     "Embedding, AttentionScores, AttentionContext). "
+     "Embedding, Dot, AttentionScores, AttentionContext). "
      "Remove its entry."),
     ({"avgpool": layer(weights={"channel_wise": True})},
      "Layer 'avgpool': AveragePooling2D has no weights, only its input is quantized; remove "
