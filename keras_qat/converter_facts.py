@@ -7,7 +7,7 @@ from keras_qat.layer_table import layer_spec
 
 # Layers whose int8 TFLite op keeps its input's scale and each value, on its
 # channel (PAD, STRIDED_SLICE, MAX_POOL_2D, REDUCE_MAX, RESIZE_NEAREST_NEIGHBOR),
-# or that are no op in inference (dropout and noise layers); and `Permute`.
+# or that are no op in inference (dropout and noise layers).
 _CHANNEL_KEEPING = (
     keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,

@@ -204,13 +204,12 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         """
         depthwise, pointwise, *bias = quantized
         (_, first, _), (_, second, _) = kernel_entries(self)
-        input_step = self._input_quantizer().input_step()
-        first_step = input_step * self._kernel_unit(0)
+        input_step, first_unit = self._input_quantizer().input_step(), self._kernel_unit(0)
         sums = separable_depthwise(
-            self.layer, tf.round(inputs / input_step), first.levels(depthwise, self._kernel_unit(0))
+            self.layer, tf.round(inputs / input_step), first.levels(depthwise, first_unit)
         )
         grid = TrackedRangeQuantizer.grid(self.intermediate_vars)
-        between = requantize.accumulator_requantize(sums, first_step, grid, 8)
+        between = requantize.accumulator_requantize(sums, input_step * first_unit, grid, 8)
         step = self.accumulator_step()
         sums = tf.nn.conv2d(
             tf.round(between / grid[0]), second.levels(pointwise, self.weight_unit()), 1, "VALID"
