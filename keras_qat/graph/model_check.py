@@ -9,6 +9,7 @@ from keras_qat.attention import open_attention
 from keras_qat.converter_facts import is_opaque
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph.merge_chains import spell_out_merges
+from keras_qat.graph.op_layers import ops_as_layers
 from keras_qat.graph.repeated_layers import merge_repeated_layers
 from keras_qat.graph.standalone_batch_norms import spell_out_batch_norms
 from keras_qat.keras3 import as_tf_keras
@@ -119,7 +120,8 @@ def checked_model(model):
     Returns:
         `model` itself, or its rebuild: as tf_keras for a Keras 3 model
         (`keras3.as_tf_keras`), with attention layers opened up
-        (`attention`), repeated weightless layers made one
+        (`attention`), TensorFlow ops as the Keras layers that compute them
+        (`op_layers`), repeated weightless layers made one
         (`repeated_layers`), merges of several tensors as chains of two-input
         ones (`merge_chains`) and standalone BatchNormalizations as
         convolutions (`standalone_batch_norms`).
@@ -129,7 +131,7 @@ def checked_model(model):
     """
     model = as_tf_keras(model)
     check_model(model)
-    model = spell_out_merges(open_attention(merge_repeated_layers(model)))
+    model = spell_out_merges(open_attention(merge_repeated_layers(ops_as_layers(model))))
     model = spell_out_batch_norms(model)
     _warn_of_opaque_layers(model)
     return model
