@@ -17,11 +17,15 @@ def test_ops_of_tensors_become_layers_and_ops_with_numbers_or_broadcasts_stay():
     residual = tf.nn.relu(a + b)
     gated = residual * tf.sigmoid(b)
     joined = tf.concat([gated, tf.maximum(a, b) - b], axis=-1)
-    outputs = [joined * 0.5, a * pooled, tf.tanh(a)]  # a number, a broadcast
+    probabilities = L.Softmax(name="soft")(a)  # over the last axis: the softmax activation
+    across = L.Softmax(axis=1, name="across")(a)
+    outputs = [joined * 0.5, a * pooled, tf.tanh(a), probabilities, across]  # a number, a broadcast
     model = keras.Model(inputs, outputs)
     checked = checked_model(model)
     kinds = {type(layer).__name__ for layer in checked.layers}
     assert {"Add", "Subtract", "Multiply", "Maximum", "Concatenate", "Activation"} <= kinds
+    assert checked.get_layer("soft").get_config()["activation"] == "softmax"
+    assert type(checked.get_layer("across")) is L.Softmax
     ops = sorted(layer.symbol for layer in checked.layers if hasattr(layer, "symbol"))
     assert ops == ["math.multiply", "math.multiply"]
     # The layers keep the ops' names, and the model computes the same.
