@@ -1,10 +1,5 @@
 """TensorFlow ops called on Keras tensors, rebuilt as the Keras layers that compute them.
 
-And a `Softmax` layer over the last axis as `Activation("softmax")`: the
-file's SOFTMAX writes on a fixed grid, which keras_qat simulates for the
-activation (`FileActivation`) but not for the layer (a small model: top-1
-agreement 0.64, up to 4 steps off).
-
 A Functional model written with `h + y`, `h * tf.sigmoid(g)`,
 `tf.nn.relu(...)` or `tf.concat([a, b], -1)` holds `TFOpLambda` layers
 where a Keras model holds `Add`, `Multiply`, `Activation` or `Concatenate`
@@ -17,6 +12,11 @@ a `tf.concat` of two convolutions: 0.54, up to 6 steps). At the door each
 such op becomes that layer, under the op's name: an add, subtract,
 multiply, maximum or minimum of two tensors of one shape, a concatenation
 of tensors, and a sigmoid, tanh, ReLU or ReLU6 of a tensor.
+
+So does a `Softmax` layer over the last axis, as `Activation("softmax")`:
+the file's SOFTMAX writes on a fixed grid, which keras_qat simulates for
+the activation (`FileActivation`) but not for the layer (a small model:
+top-1 agreement 0.64, up to 4 steps off).
 """
 
 from keras_qat import functional
@@ -76,7 +76,8 @@ def _as_layer(layer, args, kwargs):
             return None  # broadcasting: no merge layer computes it
         return _TWO_TENSORS[symbol](name=layer.name), list(operands)
     if symbol in _ACTIVATIONS:
-        operands = _arguments(args, kwargs, ("features",))
+        # tf.nn.relu names its argument `features`, tf.math.sigmoid `x`.
+        operands = _arguments(args, kwargs, ("features",)) or _arguments(args, kwargs, ("x",))
         if operands is None or not _keras_tensor(operands[0]):
             return None
         return _L.Activation(_ACTIVATIONS[symbol], name=layer.name), operands[0]
