@@ -93,11 +93,8 @@ def _has_ops_to_rebuild(model):
     return any(
         _has_ops_to_rebuild(layer)
         if functional.is_graph_network(layer)
-        else any(
-            _as_layer(layer, node.call_args, node.call_kwargs) is not None
-            for node in layer.inbound_nodes
-        )
-        for layer in model.layers
+        else _as_layer(layer, args, kwargs) is not None
+        for layer, args, kwargs in functional.calls(model)
     )
 
 

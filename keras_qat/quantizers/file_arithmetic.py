@@ -265,9 +265,6 @@ class FileScalarOperation(FileOperation, keras.layers.Layer):
         self.kind = kind
         self.constant = float(constant)
 
-    def _operand_grids(self, inputs):
-        return [grid_holder(inputs)]
-
     def call(self, inputs, training=None):
         constant = tf.constant(self.constant, inputs.dtype)
         outputs = inputs + constant if self.kind == "add" else inputs * constant
@@ -314,9 +311,6 @@ class FilePReLU(FileOperation, keras.layers.PReLU):
     Args:
         **kwargs: `PReLU` arguments.
     """
-
-    def _operand_grids(self, inputs):
-        return [grid_holder(inputs)]
 
     def call(self, inputs, training=None):
         return self._in_inference(inputs, super().call(inputs), training)

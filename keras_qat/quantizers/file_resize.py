@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.quantizers import requantize
-from keras_qat.quantizers.file_arithmetic import FileOperation, grid_holder, output_grid_holder
+from keras_qat.quantizers.file_arithmetic import FileOperation, output_grid_holder
 from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
 from keras_qat.quantizers.ranges import divided
 
@@ -57,12 +57,13 @@ class ReaderGridLayer(RequantizingLayer):
         return self.lender.grid()
 
     def call(self, inputs, training=None):
-        if self.lender is None:
+        lender = self.lender
+        if lender is None:
             return inputs  # only while the model is built: the reader comes later
-        scale, _, low = (tf.stop_gradient(value) for value in self.grid())
-        high = low + scale * float(2**self.bits - 1)
+        scale, _, low = (tf.stop_gradient(value) for value in lender.grid())
+        high = low + scale * float(2**lender.bits - 1)
         rounded = tf.quantization.fake_quant_with_min_max_vars(
-            inputs, low, high, num_bits=self.bits
+            inputs, low, high, num_bits=lender.bits
         )
         outputs = inputs + tf.stop_gradient(rounded - inputs)
         return tf.__internal__.smart_cond.smart_cond(
@@ -87,9 +88,6 @@ class FileResizeBilinear(FileOperation, keras.layers.UpSampling2D):
         **kwargs: `UpSampling2D` arguments (`size`, `interpolation`, ...).
     """
 
-    def _operand_grids(self, inputs):
-        return [grid_holder(inputs)]
-
     def call(self, inputs, training=None):
         outputs = super().call(inputs)
         if self._plain:
@@ -97,12 +95,13 @@ class FileResizeBilinear(FileOperation, keras.layers.UpSampling2D):
         return outputs + tf.stop_gradient(self._file_values(inputs, outputs) - outputs)
 
     def _file_values(self, inputs, outputs):
-        grid = getattr(self, "_grids", [None])[0]
-        holder = None if grid is None else grid()
+        reference = getattr(self, "_grids", [None])[0]
+        holder = None if reference is None else reference()
         if holder is None:
             return outputs
-        scale, zero_point, low = holder.grid()
+        grid = holder.grid()
+        scale, zero_point, low = grid
         levels = tf.round(divided(inputs - low, scale)) - zero_point
         interpolated = requantize.resize_bilinear_levels(levels, self.size)
         # Tracked ranges and fixed grids are 8-bit; an input quantizer's may be 4-bit.
-        return requantize.on_grid(interpolated, holder.grid(), getattr(holder, "bits", 8))
+        return requantize.on_grid(interpolated, grid, getattr(holder, "bits", 8))
