@@ -725,3 +725,22 @@ def test_a_bilinear_upsampling_writes_as_xnnpack_interpolates(digits, tmp_path, 
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
     model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
     assert_logits_exact(model, recipe, digits, tmp_path)
+
+
+def test_a_layer_reading_a_fixed_grid_computes_the_files_integer_sums(digits, tmp_path):
+    """Rows of the digit, a Dense, a softmax over each row, a tanh Dense, the logits.
+
+    The Dense layers after the softmax and the tanh read LOGISTIC's and
+    TANH's fixed grids, with no input quantizer of their own: their sums
+    were computed in float and rounded near the file's ties (a model like
+    this one: top-1 agreement 0.992, logits a step off).
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8), name="rows")
+    x = L.Softmax(name="weights")(L.Dense(16, name="scores")(inputs))
+    x = L.Dense(16, activation="tanh", name="mix")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0].reshape(-1, 8, 8), digits[1], epochs=3, batch_size=64, verbose=0)
+    rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
+    assert_logits_exact(model, "INT8", rows, tmp_path)

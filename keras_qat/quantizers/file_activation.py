@@ -85,6 +85,18 @@ class FileActivation(FileOperation, keras.layers.Layer):
         """The op's fixed output grid (`requantize.op_grid`'s triple), if `writes_fixed_grid`."""
         return requantize.op_grid(*FIXED_GRID_ACTIVATIONS[self.activation], 8)
 
+    def input_step(self):
+        """The step of the fixed grid, the input step of a quantized layer reading it.
+
+        Returns:
+            A scalar tensor, or `None` without a fixed grid (swish) and in
+            export's copy (`plain_copy`), where the reader's sums are not
+            simulated.
+        """
+        if self._plain or not self.writes_fixed_grid:
+            return None
+        return self.grid()[0]
+
     def _operand_grids(self, inputs):
         if self.activation not in MULTIPLYING_ACTIVATIONS:
             return []

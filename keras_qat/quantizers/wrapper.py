@@ -10,6 +10,8 @@ from keras_qat._keras import keras, tfmot
 from keras_qat.converter_facts import own_activation_fuses
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.bias import bias_units
+from keras_qat.quantizers.file_activation import FileActivation
+from keras_qat.quantizers.file_arithmetic import grid_holder
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 
@@ -80,10 +82,13 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
 
     When it is called on the output of an input quantizer (an
     `InputQuantizeLayer`, or the fixed form export gives it: any layer with
-    an `input_step` method), in every Functional model built from the
-    walker's graph (the QAT model, a clone, a model loaded from a file,
-    export's copy), it keeps a reference to that layer, from which
-    `bias_step` takes the input's step.
+    an `input_step` method), or on a tensor that a `FileActivation` writes
+    on its op's fixed grid (a softmax's, a tanh's, behind layers that keep
+    the scale: the file reads that grid, and no input quantizer stands
+    between), in every Functional model built from the walker's graph (the
+    QAT model, a clone, a model loaded from a file, export's copy), it
+    keeps a reference to that layer, from which `bias_step` takes the
+    input's step.
 
     A `SeparableConv2D` is two ops in the file, `DEPTHWISE_CONV_2D` then a
     1x1 `CONV_2D`, and the tensor between them is int8: the wrapper computes
@@ -112,6 +117,8 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
 
     def __call__(self, inputs, *args, **kwargs):
         source = functional.producing_layer(inputs)
+        if not hasattr(source, "input_step"):
+            source = grid_holder(inputs)
         if hasattr(source, "input_step"):
             self._input_quantizer = weakref.ref(source)
         return super().__call__(inputs, *args, **kwargs)
@@ -275,13 +282,13 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         its output grid, after the activation the converter fuses into it.
         `None` where that is not simulated: an activation that is an op of
         its own in the file, export's copy (its input quantizer is a fixed
-        one), or an unknown input step.
+        one, its activations plain copies), or an unknown input step.
 
         Returns:
             `bias_step()`, or `None`.
         """
         reference = getattr(self, "_input_quantizer", None)
-        if reference is None or not isinstance(reference(), InputQuantizeLayer):
+        if reference is None or not isinstance(reference(), (InputQuantizeLayer, FileActivation)):
             return None
         if not own_activation_fuses(self.layer):
             return None
