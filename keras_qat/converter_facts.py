@@ -110,6 +110,12 @@ MERGED_WHEN_REPEATED = (
 # variance and its inverse square root on grids the QAT model does not have.
 FLOAT_IN_FILE = (keras.layers.LayerNormalization,)
 
+# tf_keras activations the converter writes as several int8 ops, from an
+# int8 conversion of each: selu as GREATER, MUL, EXP, SUB, MUL, SELECT_V2;
+# softplus as EXP, ADD, LOG; softsign as ABS, ADD, DIV; mish as softplus,
+# TANH, MUL; hard_sigmoid (`clip(0.2 x + 0.5, 0, 1)`) as MUL, ADD, MINIMUM, RELU.
+DECOMPOSED_ACTIVATIONS = ("selu", "softplus", "softsign", "mish", "hard_sigmoid")
+
 
 def computed_in_float(layer):
     """Whether the .tflite computes `layer` in float, with DEQUANTIZE and QUANTIZE at its borders.
@@ -118,7 +124,12 @@ def computed_in_float(layer):
     layers and ELU (an `ELU` layer or activation), which the converter keeps
     float: behind it, a RESHAPE before a quantized layer (a Flatten) failed
     to convert (the reshape's same-scale constraint against the range it
-    gave the ELU's QUANTIZE).
+    gave the ELU's QUANTIZE). So are the activations the converter writes
+    as chains of int8 ops, each on a range of its own from the
+    representative data (`DECOMPOSED_ACTIVATIONS`; a `ReLU` layer with a
+    threshold or a ceiling other than 6: GREATER, CAST, MUL, MINIMUM), which
+    the QAT model would have to round on as many ranges, and whose int8
+    LOG or DIV may not run (a DIV by a value that rounds to 0 fails).
 
     Args:
         layer: A tf_keras layer.
@@ -128,7 +139,11 @@ def computed_in_float(layer):
     """
     if isinstance(layer, (*FLOAT_IN_FILE, keras.layers.ELU)):
         return True
-    return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "elu"
+    if isinstance(layer, keras.layers.ReLU):
+        return not fused_activation(layer) and leaky_slope(layer) is None
+    if not isinstance(layer, keras.layers.Activation):
+        return False
+    return layer.get_config()["activation"] in ("elu", *DECOMPOSED_ACTIVATIONS)
 
 
 # Convolutions keras_qat does not quantize (no `layer_table` entry), which the

@@ -7,7 +7,8 @@ anyway, and the mean of the int8 tensor is rounded to that tensor's grid,
 which the QAT model never does. `run_weightless_in_float` rewrites such ops
 after conversion to read DEQUANTIZEd inputs and write float outputs; the
 DEQUANTIZE ops that read their int8 outputs go, and a QUANTIZE stays only for
-int8 readers.
+int8 readers. So do the round trips the converter puts after a float op of
+such a layer whose int8 form has a fixed output grid (the TANH in a mish).
 """
 
 from tensorflow.lite.python import schema_py_generated as schema
@@ -50,6 +51,15 @@ def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
             inputs = [tensors[i] if i >= 0 else None for i in op.inputs]
             if builtin_code(tflite, op) == _OPS.DEQUANTIZE:
                 as_float.setdefault(op.inputs[0], op.outputs[0])
+            if (
+                builtin_code(tflite, op) == _OPS.QUANTIZE
+                and tensors[op.inputs[0]].type != _INT8
+                and computes_layers(name, model_name, layer_names)
+            ):
+                # A float op of the layer whose output the converter rounds
+                # all the same (a TANH's, on its fixed int8 grid, inside a
+                # mish): its float readers read the float output instead.
+                as_float[op.outputs[0]] = made_float[op.outputs[0]] = op.inputs[0]
             if (
                 builtin_code(tflite, op) in (_OPS.DEQUANTIZE, _OPS.QUANTIZE)
                 or not computes_layers(name, model_name, layer_names)
