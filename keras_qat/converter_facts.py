@@ -108,7 +108,11 @@ MERGED_WHEN_REPEATED = (
 # borders, and the QAT model in float too. TFLite has no int8 kernel for a
 # LayerNormalization: int8, its decomposition would round the mean, the
 # variance and its inverse square root on grids the QAT model does not have.
-FLOAT_IN_FILE = (keras.layers.LayerNormalization,)
+FLOAT_IN_FILE = (
+    keras.layers.LayerNormalization,
+    # Int8, a Rescaling is a MUL and an ADD on ranges the QAT model does not have.
+    keras.layers.Rescaling,
+)
 
 # tf_keras activations the converter writes as several int8 ops, from an
 # int8 conversion of each: selu as GREATER, MUL, EXP, SUB, MUL, SELECT_V2;
@@ -124,7 +128,8 @@ def computed_in_float(layer):
     layers and ELU (an `ELU` layer or activation), which the converter keeps
     float: behind it, a RESHAPE before a quantized layer (a Flatten) failed
     to convert (the reshape's same-scale constraint against the range it
-    gave the ELU's QUANTIZE). So are the activations the converter writes
+    gave the ELU's QUANTIZE). So are a `Dot` that normalizes its inputs
+    (L2_NORMALIZATION, then BATCH_MATMUL), and the activations the converter writes
     as chains of int8 ops, each on a range of its own from the
     representative data (`DECOMPOSED_ACTIVATIONS`; a `ReLU` layer with a
     threshold or a ceiling other than 6: GREATER, CAST, MUL, MINIMUM), which
@@ -139,6 +144,8 @@ def computed_in_float(layer):
     """
     if isinstance(layer, (*FLOAT_IN_FILE, keras.layers.ELU)):
         return True
+    if isinstance(layer, keras.layers.Dot):
+        return layer.normalize
     if isinstance(layer, keras.layers.ReLU):
         return not fused_activation(layer) and leaky_slope(layer) is None
     if not isinstance(layer, keras.layers.Activation):

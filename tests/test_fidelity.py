@@ -746,23 +746,30 @@ def test_a_layer_reading_a_fixed_grid_computes_the_files_integer_sums(digits, tm
     assert_logits_exact(model, "INT8", rows, tmp_path)
 
 
-def test_activations_the_converter_decomposes_run_in_float_in_both(digits, tmp_path):
-    """selu, hard_sigmoid, mish, softsign and a ReLU with a threshold, between quantized layers.
+def test_what_the_converter_decomposes_runs_in_float_in_both(digits, tmp_path):
+    """selu, hard_sigmoid, mish, softsign, a ReLU with a threshold, a Rescaling, a cosine Dot.
 
-    The converter writes each as a chain of int8 ops (selu: GREATER, MUL,
-    EXP, SUB, MUL, SELECT_V2), each on a range of its own from the
-    representative data, where the QAT model computes the activation in
-    float: logits up to 6 steps off, top-1 agreement 0.51-0.73 on small
-    CNNs. The file now computes them in float too, a mish's TANH without the
-    round trip through its int8 grid that the converter puts after it.
+    The converter writes each as int8 ops (selu: GREATER, MUL, EXP, SUB,
+    MUL, SELECT_V2; a Rescaling: MUL, ADD; a normalizing Dot:
+    L2_NORMALIZATION, BATCH_MATMUL), each on a range of its own from the
+    representative data, where the QAT model computes them in float: logits
+    up to 6 steps off, top-1 agreement 0.51-0.81 on small models. The file
+    now computes them in float too, a mish's TANH without the round trip
+    through its int8 grid that the converter puts after it.
     """
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
-    x = L.Conv2D(8, 3, activation="selu", name="conv1")(inputs)
-    x = L.Conv2D(8, 3, activation="hard_sigmoid", name="conv2")(x)
-    x = L.Conv2D(8, 3, activation="mish", name="conv3")(x)
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = L.Rescaling(0.5, offset=0.1, name="rescale")(x)
+    x = L.Conv2D(8, 3, activation="selu", name="conv2")(x)
+    x = L.Conv2D(8, 3, activation="hard_sigmoid", name="conv3")(x)
+    x = L.Conv2D(8, 3, activation="mish", name="conv4")(x)
     x = L.ReLU(max_value=4.0, threshold=0.2, name="relu")(L.Dense(8, name="mix")(x))
-    x = L.Dense(16, activation="softsign", name="hidden")(L.Flatten(name="flat")(x))
+    tokens = L.Reshape((4, 8), name="tokens")(x)
+    query, key = (L.Dense(8, name=name)(tokens) for name in ("query", "key"))
+    cosines = L.Dot(axes=(2, 2), normalize=True, name="cosines")([query, key])
+    x = L.Concatenate(name="join")([L.Flatten()(x), L.Flatten()(cosines)])
+    x = L.Dense(16, activation="softsign", name="hidden")(x)
     model = keras.Model(inputs, L.Dense(10, name="logits")(x))
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
     model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
