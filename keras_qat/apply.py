@@ -75,6 +75,9 @@ def apply_retrain_config(model, config, calibration_data=None):
     }
     shared_inputs = shared_input_readers(float_model, data_settings, data_bits)
     plan = plan_output_quantizers(float_model, set(retrain.enabled_layers), set(shared_inputs))
+    # The QAT model rounds before such an activation (its output quantizer's), not after it.
+    for name in float_copy.output_activations:
+        plan.tensors.pop(name, None)
     # A shared quantizer is calibrated once, as its first reader's.
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}
     clip_ranges, output_ranges = {}, {}

@@ -23,8 +23,8 @@ def quant_report(qat_model):
         `weight_dst_type`, `channel_wise`, `weight_scale_min`,
         `weight_scale_max`, and for layers whose output is quantized too
         (no input quantizer reads it: see `TrackedRangeQuantizer`)
-        `output_range_min` and `output_range_max`, before the sigmoid, tanh
-        or softmax of a model output (`ActivatedOutputQuantizer`), and for a
+        `output_range_min` and `output_range_max`, before the activation
+        of a model output (`ActivatedOutputQuantizer`), and for a
         `SeparableConv2D` `intermediate_range_min` and
         `intermediate_range_max` (the int8 tensor between its two ops), and
         for a layer that reads an average pooling's grid instead of a range

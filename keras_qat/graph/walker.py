@@ -41,7 +41,6 @@ from keras_qat.quantizers import (
     UlqQuantizer,
     WeightQuantizeConfig,
 )
-from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
 from keras_qat.quantizers.file_arithmetic import grid_holder
 from keras_qat.quantizers.hard_swish import product_operands
 from keras_qat.quantizers.input_layer import pooling_source
@@ -225,27 +224,28 @@ class GraphRebuilder:
         # Quantized layers whose activation the file computes as an op of its
         # own, on the int8 tensor the layer writes: the copy is linear and an
         # Activation layer follows, so that the layer's output can be rounded
-        # as the file rounds it. A model output keeps its name: in the QAT
-        # model a sigmoid, tanh or softmax goes into its output quantizer
-        # (`ActivatedOutputQuantizer`), after the rounding, and other
-        # activations stay in the layer. The float copy splits that sigmoid,
-        # tanh or softmax off too: the output plan and calibration then see
-        # the tensor the output quantizer rounds, before the activation.
+        # as the file rounds it. A model output with weights keeps its name:
+        # in the QAT model its activation goes into its output quantizer
+        # (`ActivatedOutputQuantizer`), after the rounding. The float copy
+        # splits that activation off too: the output plan and calibration
+        # then see the tensor the output quantizer rounds, before it.
         self._activations = {}  # name -> the Activation layer split out
         self._inner_activations = {}  # name -> the activation its output quantizer applies
-        split = []
+        split, output_split = [], []
         for name in self.layers:
             activation = by_name[name].get_config().get("activation")
             if own_activation_fuses(by_name[name]):
                 continue
             if name not in outputs:
                 split.append(name)
-            elif activation in FIXED_GRID_ACTIVATIONS and layer_spec(by_name[name]).has_weights:
+            elif layer_spec(by_name[name]).has_weights:
                 if not quantize:
-                    split.append(name)
+                    output_split.append(name)
                 elif name in self.output_bounds:
                     self._inner_activations[name] = activation
-        self._split = {name: self.names(f"{name}_activation") for name in split}
+        self._split = {name: self.names(f"{name}_activation") for name in split + output_split}
+        # The float copy's Activation layers that the QAT model's output quantizers apply.
+        self.output_activations = {self._split[name] for name in output_split}
         # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
         self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer

@@ -118,33 +118,45 @@ class FileActivation(FileOperation, keras.layers.Layer):
         return {**super().get_config(), "activation": self.activation}
 
 
+# The name scope of an `ActivatedOutputQuantizer`'s float activation: the export
+# keeps the ops under it float (`tflite/float_front.py`).
+FLOAT_ACTIVATION_SCOPE = "float_activation"
+
+
 class ActivatedOutputQuantizer(TrackedRangeQuantizer):
     """Rounds a layer's output on a tracked range, then applies its activation as the file does.
 
-    The output quantizer of a quantized layer that is a model output with a
-    sigmoid, tanh or softmax activation: the file writes the layer's linear
-    output as an int8 tensor, then runs the activation as an op of its own
-    on its fixed grid. The layer itself runs linear in its wrapper, so the
-    QAT model keeps the layer's name on the model output.
+    The output quantizer of a quantized layer that is a model output with an
+    activation the converter does not fuse: the file writes the layer's
+    linear output as an int8 tensor, then runs the activation. A sigmoid,
+    tanh or softmax is an op of its own on its fixed grid; any other (GELU,
+    swish, selu, softplus, ...) runs in float in the file, its ops kept
+    float by the export (they are under `FLOAT_ACTIVATION_SCOPE`), where the
+    converter would round them on ranges of its own. The layer itself runs
+    linear in its wrapper, so the QAT model keeps the layer's name on the
+    model output.
 
     Args:
-        activation: A name in `FIXED_GRID_ACTIVATIONS`.
+        activation: The name of a tf_keras activation.
         floor: See `TrackedRangeQuantizer`. Defaults to `None`.
         ceiling: See `TrackedRangeQuantizer`. Defaults to `None`.
     """
 
     def __init__(self, activation, floor=None, ceiling=None):
-        if activation not in FIXED_GRID_ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {list(FIXED_GRID_ACTIVATIONS)}. "
-                f"Received: activation={activation!r}"
-            )
         super().__init__(floor, ceiling)
         self.activation = activation
 
+    @property
+    def runs_in_float(self):
+        """Whether the file computes the activation in float (not on a fixed int8 grid)."""
+        return self.activation not in FIXED_GRID_ACTIVATIONS
+
     def __call__(self, inputs, training, weights, **kwargs):
         rounded = super().__call__(inputs, training, weights, **kwargs)
-        return FILE_ACTIVATIONS[self.activation](rounded)
+        if not self.runs_in_float:
+            return FILE_ACTIVATIONS[self.activation](rounded)
+        with tf.name_scope(FLOAT_ACTIVATION_SCOPE):
+            return keras.activations.get(self.activation)(rounded)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}

@@ -20,9 +20,9 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     Its output is left to the next layer's input quantizer, unless
     no input quantizer reads it: then `output_bounds` gives it a
     `TrackedRangeQuantizer` (see `graph.output_plan`). A layer that is a
-    model output with a sigmoid, tanh or softmax runs linear, and its output
-    quantizer applies `output_activation` after the rounding, on the grid of
-    the file's op (`ActivatedOutputQuantizer`). A layer that is a model
+    model output with an activation the converter does not fuse runs
+    linear, and its output quantizer applies `output_activation` after the
+    rounding as the file does (`ActivatedOutputQuantizer`). A layer that is a model
     output and is read by an input quantizer (`output_on_reader`) has its
     output rounded on that quantizer's grid, where the file holds the one
     int8 tensor both read (`QatWrapper`).
@@ -36,7 +36,7 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             (`None` where unbounded), or `None` for no output quantizer.
             Defaults to `None`.
         output_activation: The activation the output quantizer applies (a
-            name in `FIXED_GRID_ACTIVATIONS`), or `None`. Needs
+            tf_keras activation name), or `None`. Needs
             `output_bounds`. Defaults to `None`.
         output_on_reader: Round the output on the grid of the input
             quantizer reading it. Defaults to `False`.

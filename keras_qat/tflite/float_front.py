@@ -18,7 +18,8 @@ from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import computed_in_float, is_opaque
 from keras_qat.layer_table import layer_spec
-from keras_qat.quantizers import FileActivation, OutputQuantizeLayer
+from keras_qat.quantizers import FileActivation, OutputQuantizeLayer, QatWrapper
+from keras_qat.quantizers.file_activation import FLOAT_ACTIVATION_SCOPE
 from keras_qat.tflite.fixed_quant import FixedInputQuantizer
 from keras_qat.tflite.float_layers import float_layers
 from keras_qat.tflite.ops import computes_layers, op_name
@@ -65,7 +66,9 @@ def float_kinds(model):
     layers whose every reader computes in float, a layer with
     `retrain_enable: false` among them (the global pooling before a
     classifier left float): the QAT model computes them in float on their
-    rounded input, where the converter wrote an int8 MEAN that rounds.
+    rounded input, where the converter wrote an int8 MEAN that rounds. So
+    are the float activations of quantized model outputs, named by their
+    scope (`layer/FLOAT_ACTIVATION_SCOPE`).
 
     Args:
         model: The export copy.
@@ -109,18 +112,46 @@ def float_kinds(model):
         ):
             found.add(layer.name)
             in_float.add(layer.name)
-    return found
+    return found | _float_output_activations(model)
+
+
+def _float_output_activations(model):
+    """The scopes of the float activations of quantized model outputs, as `float_kinds` names.
+
+    A wrapper's `ActivatedOutputQuantizer` computes them under
+    `FLOAT_ACTIVATION_SCOPE`, in the wrapper's own scope.
+    """
+    return {
+        f"{layer.name}/{FLOAT_ACTIVATION_SCOPE}"
+        for layer in model.layers
+        if isinstance(layer, QatWrapper)
+        and any(getattr(q, "runs_in_float", False) for q in layer._output_quantizers)
+    }
 
 
 def _denylisted_nodes(calibrated, model_name, layer_names):
-    """Names of the ops of `layer_names` in a calibrated .tflite."""
+    """Names of the ops of `layer_names` in a calibrated .tflite.
+
+    An op writing a model output is named by that output, not by the layer:
+    it is one of them where it reads what one of them wrote (a softplus
+    head's LOG after its EXP and ADD), or what the layer of a float
+    activation scope wrote (a GELU head's one GELU).
+    """
+    suffix = f"/{FLOAT_ACTIVATION_SCOPE}"
+    owners = [name.removesuffix(suffix) for name in layer_names if name.endswith(suffix)]
     tflite = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    return [
-        op_name(subgraph, op)
-        for subgraph in tflite.subgraphs
-        for op in subgraph.operators
-        if computes_layers(op_name(subgraph, op), model_name, layer_names)
-    ]
+    names = []
+    for subgraph in tflite.subgraphs:
+        written, before = set(), set()  # tensors their ops write, those of `owners`' ops
+        for op in subgraph.operators:  # in execution order
+            name = op_name(subgraph, op)
+            last = set(op.outputs) <= set(subgraph.outputs) and (written | before) & set(op.inputs)
+            if computes_layers(name, model_name, layer_names) or last:
+                names.append(name)
+                written.update(op.outputs)
+            elif computes_layers(name, model_name, owners):
+                before.update(op.outputs)
+    return names
 
 
 def convert_with_float_front(converter, model, in_float):

@@ -83,6 +83,18 @@ def test_activated_output_rounds_then_activates_on_the_ops_grid(activation, func
     assert ActivatedOutputQuantizer.from_config(quantizer.get_config()).activation == activation
 
 
-def test_activated_output_refuses_an_activation_without_a_fixed_grid():
-    with pytest.raises(ValueError, match="swish"):
-        ActivatedOutputQuantizer("swish")
+@pytest.mark.parametrize(
+    ("activation", "function"),
+    [("softplus", lambda x: np.log1p(np.exp(x))), ("swish", lambda x: x / (1 + np.exp(-x)))],
+)
+def test_activated_output_rounds_then_activates_in_float(activation, function):
+    """An activation with no fixed int8 grid runs in float on the rounded output, as the file's."""
+    quantizer = ActivatedOutputQuantizer(activation)
+    assert quantizer.runs_in_float
+    variables = quantizer.build((None, 4), "output", keras.layers.Layer())
+    high = 4.0 * 127 / 128
+    TrackedRangeQuantizer.assign_range(variables, -4.0, high)
+    step = 1 / 32
+    x = np.array([[-9.0, 0.5 * step, -3.5 * step, 9.0], [0.0, 1.5 * step, 2.0, -2.0]], np.float32)
+    got = quantizer(tf.constant(x), False, variables).numpy()
+    np.testing.assert_allclose(got, function(ulq(x, -4.0, high, 8)), rtol=1e-6, atol=1e-7)
