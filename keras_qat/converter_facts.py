@@ -129,8 +129,8 @@ def computed_in_float(layer):
     float: behind it, a RESHAPE before a quantized layer (a Flatten) failed
     to convert (the reshape's same-scale constraint against the range it
     gave the ELU's QUANTIZE). So are a `Dot` that normalizes its inputs
-    (L2_NORMALIZATION, then BATCH_MATMUL), and the activations the converter writes
-    as chains of int8 ops, each on a range of its own from the
+    (L2_NORMALIZATION, then BATCH_MATMUL) and the activations the converter
+    writes as chains of int8 ops, each on a range of its own from the
     representative data (`DECOMPOSED_ACTIVATIONS`; a `ReLU` layer with a
     threshold or a ceiling other than 6: GREATER, CAST, MUL, MINIMUM), which
     the QAT model would have to round on as many ranges, and whose int8

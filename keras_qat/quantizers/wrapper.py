@@ -303,6 +303,15 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         )
 
     @property
+    def activates_in_float(self):
+        """Whether the output quantizer applies an activation the file computes in float.
+
+        That is an `ActivatedOutputQuantizer` whose activation has no fixed
+        int8 grid (`runs_in_float`), under `FLOAT_ACTIVATION_SCOPE`.
+        """
+        return any(getattr(q, "runs_in_float", False) for q in self._output_quantizers)
+
+    @property
     def gathers_rows(self):
         """Whether the output is rows of a per-tensor quantized table (an Embedding's).
 

@@ -124,8 +124,7 @@ def _float_output_activations(model):
     return {
         f"{layer.name}/{FLOAT_ACTIVATION_SCOPE}"
         for layer in model.layers
-        if isinstance(layer, QatWrapper)
-        and any(getattr(q, "runs_in_float", False) for q in layer._output_quantizers)
+        if isinstance(layer, QatWrapper) and layer.activates_in_float
     }
 
 
