@@ -56,9 +56,12 @@ def keeps_scale(layer):
         layer: A tf_keras layer.
 
     Returns:
-        True for the `keeps_channels` layers and for reshapes (RESHAPE).
+        True for the `keeps_channels` layers, for reshapes (RESHAPE) and for
+        any `Permute` (TRANSPOSE).
     """
-    return keeps_channels(layer) or isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten))
+    return keeps_channels(layer) or isinstance(
+        layer, (keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute)
+    )
 
 
 def resizes_bilinearly(layer):

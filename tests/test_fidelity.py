@@ -810,3 +810,25 @@ def test_heads_with_activations_the_file_runs_in_float_export_as_trained(digits,
     want = qat.predict(digits[2], verbose=0)
     for got, expected in zip(reloaded.predict(digits[2], verbose=0), want, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_a_softmax_over_another_axis_and_a_permute_write_as_the_file(digits, tmp_path):
+    """Rows of the digit: a softmax over the rows, a Permute that moves the last axis.
+
+    The file computes `Softmax(axis=1)` as TRANSPOSE, SOFTMAX, TRANSPOSE:
+    on SOFTMAX's fixed grid, which the Dense after it reads (the QAT model
+    rounded a float softmax on that Dense's own range: top-1 agreement 0.63
+    on a model like this one). A TRANSPOSE keeps the scale whatever the
+    axes: the Dense before the Permute writes on its reader's grid (it was
+    rounded on a range of its own, then requantized: 0.83).
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8), name="rows")
+    x = L.Softmax(axis=1, name="weights")(L.Dense(8, name="scores")(inputs))
+    x = L.Permute((2, 1), name="swap")(L.Dense(8, name="mix")(x))
+    x = L.Dense(8, activation="relu", name="cols")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0].reshape(-1, 8, 8), digits[1], epochs=3, batch_size=64, verbose=0)
+    rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
+    assert_logits_exact(model, "INT8", rows, tmp_path)

@@ -104,9 +104,9 @@ class OutputPlan(NamedTuple):
             right after that layer: a ReLU the converter fuses into the
             quantized layer or Add before it, such an Add itself, or an
             activation op of its own (`_own_range_activation`).
-        activations: `Activation` layer name -> its activation, for those
-            the file computes in int8 on a fixed output grid (sigmoid, swish,
-            tanh, softmax: `FileActivation`).
+        activations: `Activation` (or `Softmax`) layer name -> its
+            activation, for those the file computes in int8 on a fixed
+            output grid (sigmoid, swish, tanh, softmax: `FileActivation`).
         scalar_operations: TFOpLambda layer name -> `(kind, constant)`, for
             an add or multiply of an int8 tensor and a number, which the
             file computes as an int8 op writing on a range of its own
@@ -146,6 +146,19 @@ _ACTIVATION_LAYERS = (
     keras.layers.ELU,
     keras.layers.PReLU,
 )
+
+
+def _softmax_over_one_axis(layer):
+    """Whether `layer` is a `Softmax` over one axis, called once without a mask.
+
+    The file computes it as an int8 SOFTMAX on its fixed grid, between
+    TRANSPOSEs where the axis is not the last (one over the last axis is an
+    `Activation` since the door: `op_layers`).
+    """
+    if not isinstance(layer, keras.layers.Softmax) or not functional.called_once(layer):
+        return False
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    return len(axes) == 1 and layer.inbound_nodes[0].call_kwargs.get("mask") is None
 
 
 def _own_range_activation(layer):
@@ -303,10 +316,12 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             plan.scalar_operations[layer.name] = scalar
         if layer.name in swishes and hasattr(layer, "symbol") and after:
             plan.swish_products.add(layer.name)
-        if (
-            isinstance(layer, keras.layers.Activation)
-            and activation in FILE_ACTIVATIONS
-            and _after_a_quantizer(layer.name, sources, enabled, memo)
+        if _softmax_over_one_axis(layer):
+            activation = "softmax"
+        elif not isinstance(layer, keras.layers.Activation):
+            activation = None
+        if activation in FILE_ACTIVATIONS and _after_a_quantizer(
+            layer.name, sources, enabled, memo
         ):
             plan.activations[layer.name] = activation
         if (

@@ -357,7 +357,8 @@ class GraphRebuilder:
             if layer.name in self._split or layer.name in self._inner_activations:
                 config = {**config, "activation": "linear"}
             if layer.name in self.file_activations:
-                copy = FileActivation(config["activation"], name=layer.name)
+                activation = self.file_activations[layer.name]
+                copy = FileActivation(activation, axis=config.get("axis", -1), name=layer.name)
             elif self.quantize and layer.name in self.scalar_operations:
                 copy = FileScalarOperation(*self.scalar_operations[layer.name], name=layer.name)
             elif self.quantize and layer.name in self.swish_products:

@@ -62,12 +62,15 @@ class FileActivation(FileOperation, keras.layers.Layer):
 
     Args:
         activation: A name in `FILE_ACTIVATIONS`.
+        axis: The axis of a softmax (a `Softmax` layer's; the file computes
+            one over another axis than the last between TRANSPOSEs, which
+            keep the scale). Defaults to -1.
         **kwargs: Base `Layer` arguments (`name`, ...).
     """
 
     _OP = staticmethod(requantize.multiply_requantize)
 
-    def __init__(self, activation, **kwargs):
+    def __init__(self, activation, axis=-1, **kwargs):
         super().__init__(**kwargs)
         if activation not in FILE_ACTIVATIONS:
             raise ValueError(
@@ -75,6 +78,7 @@ class FileActivation(FileOperation, keras.layers.Layer):
                 f"Received: activation={activation!r}"
             )
         self.activation = activation
+        self.axis = axis
 
     @property
     def writes_fixed_grid(self):
@@ -106,6 +110,9 @@ class FileActivation(FileOperation, keras.layers.Layer):
         return [inputs, _sigmoid(inputs)]
 
     def call(self, inputs, training=None):
+        if self.activation == "softmax":
+            axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
+            return _on_grid(tf.nn.softmax(inputs, axis=axis), _SIGMOID_GRID)
         outputs = FILE_ACTIVATIONS[self.activation](inputs)
         if self.activation not in MULTIPLYING_ACTIVATIONS:
             return outputs
@@ -115,7 +122,7 @@ class FileActivation(FileOperation, keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
+        return {**super().get_config(), "activation": self.activation, "axis": self.axis}
 
 
 # The name scope of an `ActivatedOutputQuantizer`'s float activation: the export

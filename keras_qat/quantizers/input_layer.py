@@ -12,6 +12,7 @@ from keras_qat.converter_facts import (
     computed_in_float,
     fused_activation,
     is_opaque,
+    keeps_channels,
     keeps_scale,
     leaky_slope,
     unquantized_with_weights,
@@ -125,7 +126,10 @@ def _accumulator_chain(tensor):
         _, inputs = _producer(tensor)
         if len(inputs) != 1:
             return None
-        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+        # A Permute that moves the channels leaves no layout `_laid_out` follows.
+        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last" and not (
+            isinstance(layer, keras.layers.Permute) and not keeps_channels(layer)
+        )
         if fused_activation(layer):
             activated = True
         elif activated or not (keeps_scale(layer) and channels_last):
