@@ -30,18 +30,35 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import keeps_scale
-from keras_qat.layer_table import layer_spec
+from keras_qat.layer_table import layer_spec, operand_keys
 
 
 def _first_readers(quantized, settings, bits):
-    """The readers whose one quantizer goes first, or `None`: all alike, or the widest alike."""
-    if len({settings[r.name] for r in quantized}) == 1:
+    """The input keys whose one quantizer goes first, or `None`: all alike, or the widest alike."""
+    if len({settings[key] for key in quantized}) == 1:
         return quantized
-    widest = max(bits[r.name] for r in quantized)
-    first = [r for r in quantized if bits[r.name] == widest]
-    if len({settings[r.name] for r in first}) == 1:
+    widest = max(bits[key] for key in quantized)
+    first = [key for key in quantized if bits[key] == widest]
+    if len({settings[key] for key in first}) == 1:
         return first
     return None
+
+
+def _reading_keys(layer, reader):
+    """The `operand_keys` of `reader`'s inputs that read `layer`'s output (its one call's).
+
+    One key for a layer of one input; for a product, the key of each
+    operand that is that output (the name, or `name/rhs`).
+    """
+    keys = operand_keys(reader.name, layer_spec(reader))
+    if len(keys) == 1:
+        return keys
+    operands = tf.nest.flatten(reader.inbound_nodes[0].keras_inputs)
+    return tuple(
+        key
+        for key, operand in zip(keys, operands, strict=True)
+        if functional.producing_layer(operand) is layer
+    )
 
 
 def _on_a_grid(layer, sources, settings, planned):
@@ -67,31 +84,31 @@ def shared_input_readers(float_model, settings, bits):
     Args:
         float_model: The flat float copy of the model (nested models inlined,
             BatchNormalization folded), layers named as in the original.
-        settings: Name of each quantized layer -> what decides its input
-            quantizer (its `retrain_data_config` and `fixed_min`); layers
-            with equal settings can share one.
-        bits: Name of each quantized layer -> the bit width of its input.
+        settings: Input key of each quantized layer (`operand_keys`) ->
+            what decides its input quantizer (its `retrain_data_config` and
+            `fixed_min`); inputs with equal settings can share one.
+        bits: Input key of each quantized layer -> the bit width of that input.
 
     Returns:
-        A dict from producer layer name to the names of the quantized layers
-        reading its output (a tuple, in model order) whose one input quantizer
-        is to be applied right after the producer; the producer's other
-        quantized readers read that quantizer's output.
+        A dict from producer layer name to the input keys (`operand_keys`:
+        a layer's name, `name/rhs` for a product's second input) of the
+        quantized layers reading its output (a tuple, in model order) whose
+        one input quantizer is to be applied right after the producer; the
+        producer's other quantized readers read that quantizer's output.
     """
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     planned = {}
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
-        # A product's inputs each have a quantizer of their own, never shared.
-        quantized = list(
-            dict.fromkeys(
-                r
-                for r in readers
-                if r is not None and r.name in settings and layer_spec(r).operands == 1
-            )
-        )
-        first = _first_readers(quantized, settings, bits) if quantized else None
+        quantized = [r for r in dict.fromkeys(readers) if r is not None and r.name in settings]
+        if not all(functional.called_once(r) for r in quantized):
+            continue
+        keys = [_reading_keys(layer, r) for r in quantized]
+        # A product of a tensor with itself keeps a quantizer for each input.
+        first = None
+        if keys and all(len(k) == 1 for k in keys):
+            first = _first_readers([key for (key,) in keys], settings, bits)
         if (
             first is None
             or len(readers) < 2
@@ -101,9 +118,8 @@ def shared_input_readers(float_model, settings, bits):
                 and _on_a_grid(layer, sources, settings, planned)
             )
             or not functional.called_once(layer)
-            or not all(functional.called_once(r) for r in quantized)
             or len(tf.nest.flatten(layer.output)) != 1
         ):
             continue
-        planned[layer.name] = tuple(r.name for r in first)
+        planned[layer.name] = tuple(first)
     return planned

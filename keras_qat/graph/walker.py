@@ -169,8 +169,9 @@ class GraphRebuilder:
         output_bounds: Layer name -> `(floor, ceiling)` of the layers that
             get an output quantizer in their wrapper (`OutputPlan.wrappers`).
             Defaults to none.
-        shared_inputs: Producer name -> the quantized layers whose one input
-            quantizer goes right after the producer, read by all its readers
+        shared_inputs: Producer name -> the input keys (`operand_keys`) of the
+            quantized layers whose one input quantizer goes right after the
+            producer, read by all its readers
             (`shared_inputs.shared_input_readers`). Defaults to none.
         operation_bounds: Layer name -> `(floor, ceiling)` of the layers
             followed by an `OutputQuantizeLayer` (`OutputPlan.tensors`).
@@ -246,8 +247,8 @@ class GraphRebuilder:
         self._split = {name: self.names(f"{name}_activation") for name in split + output_split}
         # The float copy's Activation layers that the QAT model's output quantizers apply.
         self.output_activations = {self._split[name] for name in output_split}
-        # Quantized layer name -> the readers of its one quantizer (itself alone if unshared).
-        self._sharing = {name: names for names in self.shared_inputs.values() for name in names}
+        # Input key of a quantized layer -> the input keys its shared quantizer reads for.
+        self._sharing = {key: keys for keys in self.shared_inputs.values() for key in keys}
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
         self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
         self._read_outputs = self._outputs_read_by_one_quantizer(outputs)
@@ -306,13 +307,20 @@ class GraphRebuilder:
         elif layer.name in self.resized_on_reader:
             rounding = ReaderGridLayer(name=self.names(f"{layer.name}_input_quant"))
             args = (rounding(args[0]), *args[1:])
-        if layer.name in self.layers and layer.name not in self._sharing:
+        if layer.name in self.layers:
+            # An input whose quantizer is shared reads its output already.
             keys = operand_keys(layer.name, layer_spec(layer))
-            if len(keys) == 1:
+            if len(keys) == 1 and layer.name not in self._sharing:
                 args = (self._quantized_input(keys, args[0]), *args[1:])
-            elif keys:  # a product: each input on its own grid
+            elif len(keys) > 1:  # a product: each input on its own grid
                 operands = zip(keys, args[0], strict=True)
-                args = ([self._quantized_input((key,), t) for key, t in operands], *args[1:])
+                args = (
+                    [
+                        t if k in self._sharing else self._quantized_input((k,), t)
+                        for k, t in operands
+                    ],
+                    *args[1:],
+                )
         outputs = copy(*args, **kwargs)
         # The plans name the tensor the layer writes: its split activation's, if any.
         written = self._split.get(layer.name, layer.name)
