@@ -174,6 +174,21 @@ def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
     return level * scale + low
 
 
+def litert_batch_matmul(levels_a, scale_a, levels_b, scale_b, clip_min, clip_max, bits):
+    """LiteRT's built-in int8 BATCH_MATMUL of levels above the inputs' zero points, in C integers.
+
+    The int32 sums of products, times the `QuantizeMultiplier` of
+    `scale_a * scale_b / output scale` (float64), by
+    `MultiplyByQuantizedMultiplier`.
+    """
+    low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
+    sums = np.matmul(np.asarray(levels_a, np.int64), np.asarray(levels_b, np.int64))
+    ratio = np.float64(np.float32(scale_a)) * np.float64(np.float32(scale_b)) / np.float64(scale)
+    shifted = _multiply_by_quantized_multiplier(sums, ratio)
+    level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
+    return level * scale + low
+
+
 def litert_prelu(levels, in_scale, alpha_levels, alpha_scale, clip_min, clip_max, bits):
     """LiteRT's built-in int8 PRELU, in C integers.
 

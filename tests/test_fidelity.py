@@ -841,7 +841,11 @@ def test_a_tensor_read_by_a_dense_and_a_products_input_is_rounded_once(digits, t
     The file holds the features once, on one grid; the Dense's quantizer and
     the Dot's second input's were two, the second rounding the first's
     output again (top-1 agreement 0.87 on a model like this one, 2 steps
-    off). They are one now, shared as two Dense layers' are.
+    off). They are one now, shared as two Dense layers' are. The Dot's
+    BATCH_MATMUL (on LiteRT's built-in kernel: the features' zero point is
+    -128) requantizes its sums with a fixed-point multiplier, which
+    inference computes (`FileDot`): a float product rounded by its reader
+    was a step off (top-1 agreement 0.991 on a model like this one).
     """
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8), name="rows")
@@ -858,4 +862,4 @@ def test_a_tensor_read_by_a_dense_and_a_products_input_is_rounded_once(digits, t
     assert sorted(targets) == [("conv",), ("logits",), ("pool/rhs", "scores")]
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", x[:256])
     report = keras_qat.check_tflite(qat, path, digits[2].reshape(-1, 8, 8), measure="steps")
-    assert report["agreement"] >= 0.99, report
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

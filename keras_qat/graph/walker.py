@@ -29,6 +29,7 @@ from keras_qat.layer_table import layer_spec, operand_keys, owner_of
 from keras_qat.quantizers import (
     FileActivation,
     FileAdd,
+    FileDot,
     FileMultiply,
     FilePReLU,
     FileResizeBilinear,
@@ -87,6 +88,7 @@ def _check_graph(model):
 # Layers the QAT model computes as the file's int8 op in inference.
 _FILE_OPS = {
     keras.layers.Add: FileAdd,
+    keras.layers.Dot: FileDot,
     keras.layers.Multiply: FileMultiply,
     keras.layers.PReLU: FilePReLU,
     keras.layers.Subtract: FileSubtract,

@@ -7,6 +7,7 @@ from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
 from keras_qat.quantizers.file_arithmetic import (
     FileAdd,
+    FileDot,
     FileMultiply,
     FilePReLU,
     FileScalarOperation,
@@ -29,6 +30,7 @@ CUSTOM_OBJECTS = {
         BiasQuantizer,
         FileActivation,
         FileAdd,
+        FileDot,
         FileMultiply,
         FilePReLU,
         FileResizeBilinear,

@@ -1,4 +1,4 @@
-"""The .tflite's int8 ADD, SUB, MUL and PRELU, computed by the QAT model in inference.
+"""The .tflite's int8 ADD, SUB, MUL, BATCH_MATMUL and PRELU, computed by the QAT model in inference.
 
 An Add, Subtract or Multiply of two tensors the file holds as int8 (a residual Add;
 an excitation gate; swish's product of its input and the LOGISTIC of it)
@@ -162,7 +162,7 @@ class FileOperation:
         if reader is None:
             return outputs
         (step_a, _, _), (step_b, _, _) = (holder.grid() for holder in holders)
-        return self._OP(
+        return self._requantized(
             tf.round(operands[0] / step_a),
             step_a,
             tf.round(operands[1] / step_b),
@@ -170,6 +170,10 @@ class FileOperation:
             reader.grid(),
             reader.bits,
         )
+
+    def _requantized(self, levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+        """The file's op of the operands' levels, onto `out_grid` (`_OP`'s)."""
+        return self._OP(levels_a, step_a, levels_b, step_b, out_grid, num_bits)
 
 
 class _FileMerge(FileOperation):
@@ -238,6 +242,38 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
         step = holder.grid()[0]
         levels = tf.round(inputs[self._swished] / step)
         return hard_swish_requantize(levels, step, reader.grid(), reader.bits)
+
+
+class FileDot(_FileMerge, keras.layers.Dot):
+    """A `Dot` of two int8 tensors, whose inference computes the file's `BATCH_MATMUL`.
+
+    As `FileAdd`: where both inputs are on known grids (their input
+    quantizers', a softmax's fixed grid) and a quantizer reads the product,
+    inference takes the `Dot` of the inputs' levels, exact int32 sums, and
+    requantizes them as the kernel that runs the op does. XNNPACK takes it
+    where the second input's zero point is 0 (as a kernel's: a ReLU's
+    grid, zero point -128, sends it to LiteRT's built-in kernel), and
+    requantizes as it does a convolution's sums
+    (`requantize.accumulator_requantize`); the built-in kernel with its
+    fixed-point multiplier (`requantize.product_requantize`). One that
+    normalizes its inputs is no int8 product: the file computes it in
+    float, and so does this layer.
+
+    Args:
+        **kwargs: `Dot` arguments (`axes`, `name`, ...).
+    """
+
+    def _file_values(self, inputs, outputs):
+        return outputs if self.normalize else super()._file_values(inputs, outputs)
+
+    def _requantized(self, levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+        sums = keras.layers.Dot.call(self, [levels_a, levels_b])
+        by_xnnpack = requantize.accumulator_requantize(sums, step_a * step_b, out_grid, num_bits)
+        built_in = requantize.product_requantize(sums, step_a, step_b, out_grid, num_bits)
+        # The int8 zero point is 0 where the level of 0 is the grid's middle one.
+        holder_b = self._grids[1]()
+        middle = 2.0 ** (getattr(holder_b, "bits", 8) - 1)
+        return tf.where(tf.equal(holder_b.grid()[1], middle), by_xnnpack, built_in)
 
 
 class FileScalarOperation(FileOperation, keras.layers.Layer):

@@ -418,6 +418,29 @@ def relu_requantize(levels, in_scale, out_grid, num_bits):
     return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
 
 
+def product_requantize(sums, step_a, step_b, out_grid, num_bits):
+    """LiteRT's built-in int8 `BATCH_MATMUL` requantization of a product's int32 `sums`.
+
+    XNNPACK declines an int8 product of two tensors. The built-in kernel
+    multiplies each sum of products of levels by TFLite's 31-bit
+    fixed-point multiplier of `step_a * step_b / output step` (in float64,
+    as `GetQuantizedConvolutionMultipler`), rounding twice.
+
+    Args:
+        sums: Float32 integers: the sums of the products of the two inputs'
+            levels above their zero points (exact below 2^24).
+        step_a, step_b: The inputs' steps.
+        out_grid, num_bits: As for `file_requantize`.
+
+    Returns:
+        The output values, as `file_requantize` gives them.
+    """
+    ratio = tf.cast(step_a, tf.float64) * tf.cast(step_b, tf.float64)
+    ratio /= tf.cast(out_grid[0], tf.float64)
+    shifted = _multiply_by_quantized_multiplier(tf.cast(sums, tf.float64), ratio)
+    return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
+
+
 def prelu_requantize(levels, in_scale, alpha_levels, alpha_scale, out_grid, num_bits):
     """LiteRT's built-in int8 `PRELU` of `levels` on step `in_scale`, onto `out_grid`.
 

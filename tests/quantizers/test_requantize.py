@@ -17,6 +17,7 @@ from keras_qat.quantizers.requantize import (
     op_grid,
     pooled_levels,
     prelu_requantize,
+    product_requantize,
     relu_requantize,
     resize_bilinear_levels,
 )
@@ -422,3 +423,27 @@ def test_a_reader_of_an_embeddings_rows_writes_the_files_quantize(tmp_path, read
     np.testing.assert_allclose(
         keras_qat.predict_tflite(path, tokens), qat.predict(tokens, verbose=0), rtol=0, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(("reader", "bits"), [((-3.0, 3.0), 8), ((-1.2, 0.9), 4)])
+@pytest.mark.parametrize("tied", [True, False])
+def test_product_requantize_matches_litert_batch_matmul(reader, bits, tied):
+    """Sums of products of levels, onto the reader's grid with TFLite's fixed-point multiplier.
+
+    At a ratio of 1/4 a sum 2 (mod 4) off a multiple is a tie, which the
+    built-in kernel rounds away from zero (float rounding: to even).
+    """
+    grid = op_grid(*reader, bits)
+    out_step = grid[0].numpy()
+    step_a, step_b = (out_step / 8, np.float32(2.0)) if tied else (np.float32(0.0137), 0.0211)
+    rng = np.random.default_rng(3)
+    levels_a = rng.integers(-128, 128, (3, 5, 16))
+    levels_b = rng.integers(-128, 128, (3, 16, 7))
+    levels_b[0, :, 0] = 0  # all-zero sums
+    sums = tf.matmul(tf.constant(levels_a, tf.float32), tf.constant(levels_b, tf.float32))
+    got = product_requantize(sums, step_a, step_b, grid, bits)
+    want = reference.litert_batch_matmul(levels_a, step_a, levels_b, step_b, *reader, bits)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    if tied:
+        remainders = np.matmul(levels_a, levels_b) % 4
+        assert (remainders == 2).any()
