@@ -265,6 +265,14 @@ def assert_logits_exact(model, recipe, digits, tmp_path):
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
 
 
+def assert_rows_logits_exact(model, digits, tmp_path):
+    """Trains `model`, on the digits' rows as 8 tokens, and checks its INT8 file's logits."""
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0].reshape(-1, 8, 8), digits[1], epochs=3, batch_size=64, verbose=0)
+    rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
+    assert_logits_exact(model, "INT8", rows, tmp_path)
+
+
 @pytest.mark.parametrize(("float_model", "recipe"), MATRIX, indirect=["float_model"])
 def test_tflite_computes_what_the_qat_model_computes(float_model, digits, tmp_path, recipe):
     x_train, y_train, x_test = digits[0], digits[1], digits[2]
@@ -741,10 +749,7 @@ def test_a_layer_reading_a_fixed_grid_computes_the_files_integer_sums(digits, tm
     x = L.Softmax(name="weights")(L.Dense(16, name="scores")(inputs))
     x = L.Dense(16, activation="tanh", name="mix")(x)
     model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-    model.fit(digits[0].reshape(-1, 8, 8), digits[1], epochs=3, batch_size=64, verbose=0)
-    rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
-    assert_logits_exact(model, "INT8", rows, tmp_path)
+    assert_rows_logits_exact(model, digits, tmp_path)
 
 
 def test_what_the_converter_decomposes_runs_in_float_in_both(digits, tmp_path):
@@ -829,10 +834,7 @@ def test_a_softmax_over_another_axis_and_a_permute_write_as_the_file(digits, tmp
     x = L.Permute((2, 1), name="swap")(L.Dense(8, name="mix")(x))
     x = L.Dense(8, activation="relu", name="cols")(x)
     model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-    model.fit(digits[0].reshape(-1, 8, 8), digits[1], epochs=3, batch_size=64, verbose=0)
-    rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
-    assert_logits_exact(model, "INT8", rows, tmp_path)
+    assert_rows_logits_exact(model, digits, tmp_path)
 
 
 def test_a_tensor_read_by_a_dense_and_a_products_input_is_rounded_once(digits, tmp_path):
