@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
+from keras_qat.attention_layers import AttentionContext, AttentionScores
 from keras_qat.converter_facts import own_activation_fuses, resizes_bilinearly, scalar_operation
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
@@ -29,6 +30,8 @@ from keras_qat.layer_table import layer_spec, operand_keys, owner_of
 from keras_qat.quantizers import (
     FileActivation,
     FileAdd,
+    FileAttentionContext,
+    FileAttentionScores,
     FileDot,
     FileMultiply,
     FilePReLU,
@@ -87,6 +90,8 @@ def _check_graph(model):
 
 # Layers the QAT model computes as the file's int8 op in inference.
 _FILE_OPS = {
+    AttentionContext: FileAttentionContext,
+    AttentionScores: FileAttentionScores,
     keras.layers.Add: FileAdd,
     keras.layers.Dot: FileDot,
     keras.layers.Multiply: FileMultiply,

@@ -7,6 +7,8 @@ from keras_qat.quantizers.bias import BiasQuantizer
 from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
 from keras_qat.quantizers.file_arithmetic import (
     FileAdd,
+    FileAttentionContext,
+    FileAttentionScores,
     FileDot,
     FileMultiply,
     FilePReLU,
@@ -30,6 +32,8 @@ CUSTOM_OBJECTS = {
         BiasQuantizer,
         FileActivation,
         FileAdd,
+        FileAttentionContext,
+        FileAttentionScores,
         FileDot,
         FileMultiply,
         FilePReLU,
@@ -68,6 +72,9 @@ __all__ = [
     "BiasQuantizer",
     "FileActivation",
     "FileAdd",
+    "FileAttentionContext",
+    "FileAttentionScores",
+    "FileDot",
     "FileMultiply",
     "FilePReLU",
     "FileResizeBilinear",

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.attention_layers import AttentionContext, AttentionScores
 from keras_qat.converter_facts import fused_activation, keeps_scale
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.hard_swish import hard_swish_requantize, swished_operand
@@ -244,20 +245,36 @@ class FileMultiply(_FileMerge, keras.layers.Multiply):
         return hard_swish_requantize(levels, step, reader.grid(), reader.bits)
 
 
-class FileDot(_FileMerge, keras.layers.Dot):
-    """A `Dot` of two int8 tensors, whose inference computes the file's `BATCH_MATMUL`.
+class _FileProduct(_FileMerge):
+    """A product of two int8 tensors, whose inference computes the file's `BATCH_MATMUL`.
 
     As `FileAdd`: where both inputs are on known grids (their input
     quantizers', a softmax's fixed grid) and a quantizer reads the product,
-    inference takes the `Dot` of the inputs' levels, exact int32 sums, and
-    requantizes them as the kernel that runs the op does. XNNPACK takes it
-    where the second input's zero point is 0 (as a kernel's: a ReLU's
-    grid, zero point -128, sends it to LiteRT's built-in kernel), and
+    inference takes the layer's product of the inputs' levels, exact int32
+    sums, and requantizes them as the kernel that runs the op does, found
+    by reading both kernels' results off converted files: XNNPACK takes it
+    where the second input's int8 zero point is 0 (as a kernel's), and
     requantizes as it does a convolution's sums
-    (`requantize.accumulator_requantize`); the built-in kernel with its
-    fixed-point multiplier (`requantize.product_requantize`). One that
-    normalizes its inputs is no int8 product: the file computes it in
-    float, and so does this layer.
+    (`requantize.accumulator_requantize`); elsewhere (a ReLU's grid or a
+    softmax's, zero point -128; an INT4 grid's carrier, whose levels start
+    at -128) LiteRT's built-in kernel runs it, with its fixed-point
+    multiplier (`requantize.product_requantize`).
+    """
+
+    def _requantized(self, levels_a, step_a, levels_b, step_b, out_grid, num_bits):
+        sums = super(_FileMerge, self).call([levels_a, levels_b])  # the layer's own product
+        by_xnnpack = requantize.accumulator_requantize(sums, step_a * step_b, out_grid, num_bits)
+        built_in = requantize.product_requantize(sums, step_a, step_b, out_grid, num_bits)
+        # The file's int8 zero point is the grid's level of 0 minus 128, at any width.
+        zero_point_b = self._grids[1]().grid()[1] - 128.0
+        return tf.where(tf.equal(zero_point_b, 0.0), by_xnnpack, built_in)
+
+
+class FileDot(_FileProduct, keras.layers.Dot):
+    """A `Dot` of two int8 tensors, whose inference computes the file's `BATCH_MATMUL`.
+
+    See `_FileProduct`. One that normalizes its inputs is no int8 product:
+    the file computes it in float, and so does this layer.
 
     Args:
         **kwargs: `Dot` arguments (`axes`, `name`, ...).
@@ -266,14 +283,19 @@ class FileDot(_FileMerge, keras.layers.Dot):
     def _file_values(self, inputs, outputs):
         return outputs if self.normalize else super()._file_values(inputs, outputs)
 
-    def _requantized(self, levels_a, step_a, levels_b, step_b, out_grid, num_bits):
-        sums = keras.layers.Dot.call(self, [levels_a, levels_b])
-        by_xnnpack = requantize.accumulator_requantize(sums, step_a * step_b, out_grid, num_bits)
-        built_in = requantize.product_requantize(sums, step_a, step_b, out_grid, num_bits)
-        # The int8 zero point is 0 where the level of 0 is the grid's middle one.
-        holder_b = self._grids[1]()
-        middle = 2.0 ** (getattr(holder_b, "bits", 8) - 1)
-        return tf.where(tf.equal(holder_b.grid()[1], middle), by_xnnpack, built_in)
+
+class FileAttentionScores(_FileProduct, AttentionScores):
+    """A `MultiHeadAttention`'s `query . key^T`, whose inference computes the file's op.
+
+    See `_FileProduct`.
+    """
+
+
+class FileAttentionContext(_FileProduct, AttentionContext):
+    """A `MultiHeadAttention`'s `scores . value`, whose inference computes the file's op.
+
+    See `_FileProduct`.
+    """
 
 
 class FileScalarOperation(FileOperation, keras.layers.Layer):

@@ -421,8 +421,9 @@ def relu_requantize(levels, in_scale, out_grid, num_bits):
 def product_requantize(sums, step_a, step_b, out_grid, num_bits):
     """LiteRT's built-in int8 `BATCH_MATMUL` requantization of a product's int32 `sums`.
 
-    XNNPACK declines an int8 product of two tensors. The built-in kernel
-    multiplies each sum of products of levels by TFLite's 31-bit
+    The kernel that runs an int8 product whose second input's zero point
+    is not 0 (XNNPACK takes the others: `file_arithmetic._FileProduct`).
+    It multiplies each sum of products of levels by TFLite's 31-bit
     fixed-point multiplier of `step_a * step_b / output step` (in float64,
     as `GetQuantizedConvolutionMultipler`), rounding twice.
 
