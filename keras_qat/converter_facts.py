@@ -285,10 +285,11 @@ def own_activation_fuses(layer):
 
     Returns:
         True when the layer has no activation argument or it is relu, relu6
-        or linear.
+        or linear (not for a function of the user's own, whose config is a
+        dict).
     """
     activation = layer.get_config().get("activation")
-    return activation in _FUSED_ACTIVATIONS
+    return isinstance(activation, (str, type(None))) and activation in _FUSED_ACTIVATIONS
 
 
 # TFOpLambda symbols of element-wise adds, multiplies and divisions (`x + 3.0`, `x / 6.0`).

@@ -236,6 +236,27 @@ def test_unknown_layers_pass_through_and_subclassed_models_are_refused():
         keras_qat.apply_retrain_config(Net(), {})
 
 
+def test_an_activation_function_of_the_users_own_gets_a_clear_error():
+    """A Dense whose activation is a function of the user's own (its config a dict).
+
+    The walker's activation checks raised a bare TypeError (unhashable dict);
+    now the copy of the layer names it, as for a custom layer.
+    """
+
+    def halved_relu(x):
+        return tf.nn.relu(x) * 0.5
+
+    inputs = keras.Input((4,))
+    hidden = L.Dense(4, activation=halved_relu, name="hidden")(inputs)
+    model = keras.Model(inputs, L.Dense(2, activation=halved_relu, name="head")(hidden))
+    config = {name: {"retrain_data_config": {"clip_max": 4.0, "clip_min": -4.0}}
+              for name in ("hidden", "head")}  # fmt: skip
+    with pytest.raises(
+        keras_qat.UnsupportedModelError, match=r"Layer 'hidden' .* cannot be copied"
+    ):
+        keras_qat.apply_retrain_config(model, config)
+
+
 def test_unbuilt_sequential_gets_a_clear_error():
     model = keras.Sequential([L.Dense(4, name="d1"), L.Dense(2, name="d2")])
     with pytest.raises(keras_qat.UnsupportedModelError, match=r"tf_keras.Input\(shape\)"):

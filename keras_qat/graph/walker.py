@@ -236,13 +236,14 @@ class GraphRebuilder:
         # in the QAT model its activation goes into its output quantizer
         # (`ActivatedOutputQuantizer`), after the rounding. The float copy
         # splits that activation off too: the output plan and calibration
-        # then see the tensor the output quantizer rounds, before it.
+        # then see the tensor the output quantizer rounds, before it. A
+        # function of the user's own stays in the layer.
         self._activations = {}  # name -> the Activation layer split out
         self._inner_activations = {}  # name -> the activation its output quantizer applies
         split, output_split = [], []
         for name in self.layers:
             activation = by_name[name].get_config().get("activation")
-            if own_activation_fuses(by_name[name]):
+            if own_activation_fuses(by_name[name]) or not isinstance(activation, str):
                 continue
             if name not in outputs:
                 split.append(name)
