@@ -46,6 +46,21 @@ def keeps_channels(layer):
     return isinstance(layer, _CHANNEL_KEEPING) and channels_last and nearest
 
 
+def keeps_layout(layer):
+    """Whether `layer` keeps each value on its grid and each sample's values in their order.
+
+    The channel stays the fastest-varying index of each sample, so a
+    per-channel step still applies, tiled, after it.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        True for the `keeps_channels` layers and for reshapes (RESHAPE).
+    """
+    return keeps_channels(layer) or isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten))
+
+
 def keeps_scale(layer):
     """Whether `layer`'s int8 op keeps its input's scale and each value on that grid.
 
@@ -56,12 +71,9 @@ def keeps_scale(layer):
         layer: A tf_keras layer.
 
     Returns:
-        True for the `keeps_channels` layers, for reshapes (RESHAPE) and for
-        any `Permute` (TRANSPOSE).
+        True for the `keeps_layout` layers and for any `Permute` (TRANSPOSE).
     """
-    return keeps_channels(layer) or isinstance(
-        layer, (keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute)
-    )
+    return keeps_layout(layer) or isinstance(layer, keras.layers.Permute)
 
 
 def resizes_bilinearly(layer):

@@ -12,7 +12,7 @@ from keras_qat.converter_facts import (
     computed_in_float,
     fused_activation,
     is_opaque,
-    keeps_channels,
+    keeps_layout,
     keeps_scale,
     leaky_slope,
     unquantized_with_weights,
@@ -106,9 +106,10 @@ def _accumulator_chain(tensor):
 
     That is a wrapper (a layer with an `accumulator_step`) without an output
     quantizer of its own, then fused activation layers, then layers that
-    keep each value on the op's grid (`keeps_scale`: ResNet's stem pads and
-    max-pools its first convolution's output; a Flatten before a Dense,
-    channels last, which `_laid_out` follows): `((layer weakref, node
+    keep each value on the op's grid and the channels' layout
+    (`keeps_layout`: ResNet's stem pads and max-pools its first
+    convolution's output; a Flatten before a Dense, channels last, which
+    `_laid_out` follows; not a Permute that moves the channels): `((layer weakref, node
     index), ...)`, the wrapper's call first. Whether each call is the one
     reader of the one before is known only once the model is built
     (`_writes_accumulator`).
@@ -126,13 +127,10 @@ def _accumulator_chain(tensor):
         _, inputs = _producer(tensor)
         if len(inputs) != 1:
             return None
-        # A Permute that moves the channels leaves no layout `_laid_out` follows.
-        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last" and not (
-            isinstance(layer, keras.layers.Permute) and not keeps_channels(layer)
-        )
+        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
         if fused_activation(layer):
             activated = True
-        elif activated or not (keeps_scale(layer) and channels_last):
+        elif activated or not (keeps_layout(layer) and channels_last):
             return None
         tensor = inputs[0]
     return None
