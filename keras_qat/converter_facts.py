@@ -6,7 +6,8 @@ from keras_qat._keras import keras
 from keras_qat.layer_table import layer_spec
 
 # Layers whose int8 TFLite op keeps its input's scale and each value, on its
-# channel (PAD, STRIDED_SLICE, MAX_POOL_2D, REDUCE_MAX, RESIZE_NEAREST_NEIGHBOR),
+# channel (PAD, STRIDED_SLICE, MAX_POOL_2D, REDUCE_MAX, RESIZE_NEAREST_NEIGHBOR
+# for UpSampling2D and Resizing),
 # or that are no op in inference (dropout and noise layers).
 _CHANNEL_KEEPING = (
     keras.layers.ZeroPadding1D,
@@ -18,6 +19,7 @@ _CHANNEL_KEEPING = (
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
     keras.layers.UpSampling2D,
+    keras.layers.Resizing,
     keras.layers.Dropout,
     keras.layers.GaussianNoise,
     keras.layers.GaussianDropout,
@@ -34,8 +36,8 @@ def keeps_channels(layer):
         layer: A tf_keras layer.
 
     Returns:
-        True for padding, cropping, max pooling and nearest up-sampling over
-        channels_last tensors, for a `Permute` that keeps the last axis last
+        True for padding, cropping, max pooling and nearest up-sampling or
+        resizing over channels_last tensors, for a `Permute` that keeps the last axis last
         (a TRANSPOSE), and for the dropout and noise layers (no op in
         inference).
     """
@@ -77,22 +79,26 @@ def keeps_scale(layer):
 
 
 def resizes_bilinearly(layer):
-    """Whether the file computes `layer` as an int8 `RESIZE_BILINEAR`.
+    """Whether the file computes `layer` as an int8 `RESIZE_BILINEAR` of a known size.
 
     That op keeps its input's scale, but not each value on its grid: it
     interpolates the int8 values in fixed point and rounds onto that grid.
 
     Args:
-        layer: A tf_keras layer.
+        layer: A tf_keras layer, built.
 
     Returns:
-        True for a bilinear `UpSampling2D` over a channels_last tensor.
+        True for a bilinear `UpSampling2D` over a channels_last tensor and
+        a bilinear `Resizing` that does not crop, their input's height and
+        width known.
     """
-    return (
-        isinstance(layer, keras.layers.UpSampling2D)
-        and layer.interpolation == "bilinear"
-        and layer.data_format == "channels_last"
-    )
+    if isinstance(layer, keras.layers.UpSampling2D):
+        bilinear = layer.interpolation == "bilinear" and layer.data_format == "channels_last"
+    elif isinstance(layer, keras.layers.Resizing):
+        bilinear = layer.interpolation == "bilinear" and not layer.crop_to_aspect_ratio
+    else:
+        return False
+    return bilinear and None not in tuple(layer.get_input_shape_at(0))[1:3]
 
 
 # Weightless layers the converter makes pure ops of: two equal ops on the same

@@ -33,7 +33,10 @@ _DROPPED_KEYS = {"kernel_initializer", "bias_initializer", "depthwise_initialize
 # Keras 3 arguments that tf_keras lacks, with the value under which they change nothing.
 _NEUTRAL = {"lora_rank": None, "lora_alpha": None, "quantization_config": None,
             "synchronized": False, "rms_scaling": False, "optional": False,
-            "use_gate": False, "sliding_window": None, "seed": None}  # fmt: skip
+            "use_gate": False, "sliding_window": None, "seed": None,
+            # A Resizing's: tf_keras's resizes channels-last images, without padding.
+            "data_format": "channels_last", "pad_to_aspect_ratio": False,
+            "fill_mode": "constant", "fill_value": 0.0, "antialias": False}  # fmt: skip
 
 
 # Keras 3 application layers with a tf_keras twin of the same arguments and weights.

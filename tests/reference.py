@@ -265,25 +265,35 @@ def xnnpack_add(levels_a, scale_a, levels_b, scale_b, clip_min, clip_max, bits):
     return level * scale + low
 
 
-def _bilinear_axis(size, factor):
-    """Source indices and 11-bit weights (`rint(2048 * frac)`) up-sampling `size` by `factor`."""
-    positions = (np.arange(size * factor) + 0.5) / factor - 0.5
-    lower = np.floor(positions)
-    fractions = np.where(positions < 0, 0.0, positions - lower)
-    low = np.clip(lower, 0, size - 1).astype(int)
-    high = np.clip(lower + 1, 0, size - 1).astype(int)
-    return low, high, np.rint(fractions * 2048).astype(np.int64)
+def _bilinear_axis(size, output_size):
+    """XNNPACK's source indices and 11-bit weights resizing `size` values to `output_size`.
+
+    Its C loop, in float32: `x = o * s + (0.5 * s - 0.5)`, `s = size / output_size`,
+    clamped to `[0, size - 1]`; left `(int) x`, right one further (clamped),
+    weight `lrintf((x - left) * 2048)`.
+    """
+    f32 = np.float32
+    scale = f32(size) / f32(output_size)
+    offset = f32(0.5) * scale - f32(0.5)
+    low, high, weights = [], [], []
+    for o in range(output_size):
+        x = min(max(f32(o) * scale + offset, f32(0)), f32(size - 1))
+        left = int(x)
+        low.append(left)
+        high.append(min(left + 1, size - 1))
+        weights.append(int(np.rint((x - f32(left)) * f32(2048))))
+    return np.array(low), np.array(high), np.array(weights, np.int64)
 
 
-def xnnpack_resize_bilinear(levels, size):
+def xnnpack_resize_bilinear(levels, output_size):
     """XNNPACK's s8 bilinear resize (half-pixel centres) of `(n, h, w, c)` integers, in integers.
 
     Along the width `(l << 11) + (r - l) * a`, then the height the same on
     those, then `(sum + 2^21) >> 22`.
     """
     values = np.asarray(levels, np.int64)
-    top, bottom, vertical = _bilinear_axis(values.shape[1], size[0])
-    left, right, horizontal = _bilinear_axis(values.shape[2], size[1])
+    top, bottom, vertical = _bilinear_axis(values.shape[1], output_size[0])
+    left, right, horizontal = _bilinear_axis(values.shape[2], output_size[1])
     horizontal, vertical = horizontal[:, None], vertical[:, None, None]
 
     def along_width(rows):

@@ -15,9 +15,13 @@ L = keras.layers
 
 
 def build_keras3_cnn():
-    """The issue's model: Rescaling, Conv-BN-ReLU, depthwise, Add, GAP, Dropout, Dense-GELU."""
+    """The issue's model: Rescaling, Conv-BN-ReLU, depthwise, Add, GAP, Dropout, Dense-GELU.
+
+    And a bilinear Resizing, whose Keras 3 config has arguments tf_keras lacks.
+    """
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)
+    x = L.Resizing(10, 10, name="resize")(x)
     x = L.Conv2D(32, 3, padding="same", use_bias=False, name="conv1")(x)
     x = L.ReLU(name="relu1")(L.BatchNormalization(momentum=0.9, name="bn1")(x))
     y = L.DepthwiseConv2D(3, padding="same", name="dw")(x)

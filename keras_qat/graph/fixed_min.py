@@ -32,7 +32,7 @@ _SIGN_PRESERVING = {
             _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D, _L.SpatialDropout3D,
             _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D,
             _L.Cropping1D, _L.Cropping2D, _L.Cropping3D,
-            _L.UpSampling1D, _L.UpSampling2D, _L.UpSampling3D,
+            _L.UpSampling1D, _L.UpSampling2D, _L.UpSampling3D, _L.Resizing,
             _L.Concatenate, _L.Add, _L.Multiply, _L.Average, _L.Minimum,
         ),
         "all",

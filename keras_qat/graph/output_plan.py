@@ -113,10 +113,10 @@ class OutputPlan(NamedTuple):
             (`FileScalarOperation`).
         swish_products: Names of the TFOpLambda products `x * hard
             sigmoid(x)` (a `HARD_SWISH` in the file: a `FileMultiply`).
-        resized_on_reader: Names of the bilinear `UpSampling2D` layers the
-            file computes on the grid of the quantizer reading their output
-            (`_resized_on_reader`): a `FileResizeBilinear` after a
-            `ReaderGridLayer`.
+        resized_on_reader: Names of the bilinear resize layers the file
+            computes on the grid of the quantizer reading their output
+            (`_resized_on_reader`): a `FileResizeBilinear` or `FileResizing`
+            after a `ReaderGridLayer`.
     """
 
     wrappers: dict
@@ -246,16 +246,17 @@ def _writes_int8(layer, activation, enabled, sources, memo):
 def _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
     """Whether the file's `RESIZE_BILINEAR` for `layer` reads and writes its reader's grid.
 
-    That is a bilinear up-sampling after a quantizer, called once, whose
-    output one input quantizer reads: one shared by its readers (in
-    `shared`), or one reached behind layers that keep the scale (each the
-    one reader of the tensor before it), or the one reading a Concatenate
-    of it, or the Concatenate's own tracked range: the converter gives the
-    op that quantizer's scale, and the layer before writes on it.
+    That is a bilinear resize, called once, whose output one input
+    quantizer reads: one shared by its readers (in `shared`), or one
+    reached behind layers that keep the scale (each the one reader of the
+    tensor before it), or the one reading a Concatenate of it, or the
+    Concatenate's own tracked range: the converter gives the op that
+    quantizer's scale, and the layer before writes on it. Before the first
+    quantizer too: the converter keeps no such same-scale op float (a
+    denylist leaves it int8), so the file quantizes the float tensor before
+    it onto that grid.
     """
-    if not (resizes_bilinearly(layer) and functional.called_once(layer)):
-        return False
-    if not all(_after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]):
+    if not (functional.called_once(layer) and resizes_bilinearly(layer)):
         return False
     if layer.name in shared:
         return True

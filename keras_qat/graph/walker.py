@@ -36,6 +36,7 @@ from keras_qat.quantizers import (
     FileMultiply,
     FilePReLU,
     FileResizeBilinear,
+    FileResizing,
     FileScalarOperation,
     FileSubtract,
     InputQuantizeLayer,
@@ -105,7 +106,7 @@ def _file_op(layer):
     if not functional.called_once(layer):
         return None
     if resizes_bilinearly(layer):
-        return FileResizeBilinear
+        return FileResizing if isinstance(layer, keras.layers.Resizing) else FileResizeBilinear
     return _FILE_OPS.get(type(layer))
 
 
@@ -191,8 +192,8 @@ class GraphRebuilder:
             (`OutputPlan.scalar_operations`). Defaults to none.
         swish_products: Names of the TFOpLambda products that become a
             `FileMultiply` (`OutputPlan.swish_products`). Defaults to none.
-        resized_on_reader: Names of the bilinear `UpSampling2D` layers that
-            become a `FileResizeBilinear` after a `ReaderGridLayer`
+        resized_on_reader: Names of the bilinear resize layers that become
+            a `FileResizeBilinear` or `FileResizing` after a `ReaderGridLayer`
             (`OutputPlan.resized_on_reader`). Defaults to none.
     """
 

@@ -15,7 +15,7 @@ from keras_qat.quantizers.file_arithmetic import (
     FileScalarOperation,
     FileSubtract,
 )
-from keras_qat.quantizers.file_resize import FileResizeBilinear, ReaderGridLayer
+from keras_qat.quantizers.file_resize import FileResizeBilinear, FileResizing, ReaderGridLayer
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
@@ -38,6 +38,7 @@ CUSTOM_OBJECTS = {
         FileMultiply,
         FilePReLU,
         FileResizeBilinear,
+        FileResizing,
         FileScalarOperation,
         FileSubtract,
         InputQuantizeLayer,
@@ -78,6 +79,7 @@ __all__ = [
     "FileMultiply",
     "FilePReLU",
     "FileResizeBilinear",
+    "FileResizing",
     "FileScalarOperation",
     "FileSubtract",
     "InputQuantizeLayer",

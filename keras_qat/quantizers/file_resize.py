@@ -1,4 +1,4 @@
-"""A bilinear up-sampling of an int8 tensor, computed as the file's `RESIZE_BILINEAR`.
+"""A bilinear resize of an int8 tensor, computed as the file's `RESIZE_BILINEAR`.
 
 The converter gives the op one scale for its input and output: the scale of
 the quantizer reading its output (behind layers that keep the scale, or a
@@ -6,9 +6,10 @@ Concatenate alone reading it). The layer before writes its int8 output on
 that grid, and the op interpolates those levels in fixed point and rounds
 them onto it again: two roundings on one grid, which a fake-quant after a
 float interpolation does not make (a U-Net-like CNN: 64 % of its outputs
-exact, up to 4 steps off). So the QAT model rounds the up-sampling's input
-on its reader's grid (`ReaderGridLayer`, with no range of its own) and
-interpolates as XNNPACK does (`FileResizeBilinear`).
+exact, up to 4 steps off). So the QAT model rounds the resize's input on
+its reader's grid (`ReaderGridLayer`, with no range of its own) and
+interpolates as XNNPACK does: a bilinear `UpSampling2D` as a
+`FileResizeBilinear`, a bilinear `Resizing` as a `FileResizing`.
 """
 
 import tensorflow as tf
@@ -21,10 +22,10 @@ from keras_qat.quantizers.ranges import divided
 
 
 class ReaderGridLayer(RequantizingLayer):
-    """Rounds the input of a bilinear up-sampling on the grid of the quantizer reading its output.
+    """Rounds the input of a bilinear resize on the grid of the quantizer reading its output.
 
     That quantizer (`lender`) is found once the model is built: the one the
-    file writes the up-sampling's output on (`output_grid_holder`). The
+    file writes the resize's output on (`output_grid_holder`). The
     forward pass rounds on its grid, or computes what the file writes there
     (`RequantizingLayer`: a convolution's requantized sums in inference);
     the gradient passes straight through, and the lender's range gets none
@@ -73,8 +74,8 @@ class ReaderGridLayer(RequantizingLayer):
         )
 
 
-class FileResizeBilinear(FileOperation, keras.layers.UpSampling2D):
-    """A bilinear `UpSampling2D` whose forward pass computes the file's `RESIZE_BILINEAR`.
+class _BilinearResize(FileOperation):
+    """A mixin for a bilinear resize layer whose forward pass computes the file's `RESIZE_BILINEAR`.
 
     Where its input is on a known grid (`grid_holder`: a `ReaderGridLayer`'s,
     or the tracked range of the quantized layer before it where no
@@ -82,10 +83,7 @@ class FileResizeBilinear(FileOperation, keras.layers.UpSampling2D):
     does (`requantize.resize_bilinear_levels`) and writes them on that
     grid, in training too (the gradient is the float interpolation's). A
     `ReaderGridLayer`'s grid is its reader's, whose fake-quant then keeps
-    the values. Its `plain_copy` is a plain `UpSampling2D`.
-
-    Args:
-        **kwargs: `UpSampling2D` arguments (`size`, `interpolation`, ...).
+    the values. Its `plain_copy` is the plain layer.
     """
 
     def call(self, inputs, training=None):
@@ -102,6 +100,22 @@ class FileResizeBilinear(FileOperation, keras.layers.UpSampling2D):
         grid = holder.grid()
         scale, zero_point, low = grid
         levels = tf.round(divided(inputs - low, scale)) - zero_point
-        interpolated = requantize.resize_bilinear_levels(levels, self.size)
+        interpolated = requantize.resize_bilinear_levels(levels, outputs.shape[1:3])
         # Tracked ranges and fixed grids are 8-bit; an input quantizer's may be 4-bit.
         return requantize.on_grid(interpolated, grid, getattr(holder, "bits", 8))
+
+
+class FileResizeBilinear(_BilinearResize, keras.layers.UpSampling2D):
+    """A bilinear `UpSampling2D` computing the file's `RESIZE_BILINEAR` (`_BilinearResize`).
+
+    Args:
+        **kwargs: `UpSampling2D` arguments (`size`, `interpolation`, ...).
+    """
+
+
+class FileResizing(_BilinearResize, keras.layers.Resizing):
+    """A bilinear `Resizing` computing the file's `RESIZE_BILINEAR` (`_BilinearResize`).
+
+    Args:
+        **kwargs: `Resizing` arguments (`height`, `width`, ...).
+    """

@@ -265,23 +265,27 @@ def subtract_requantize(levels_a, step_a, levels_b, step_b, out_grid, num_bits):
     return add_requantize(levels_a, step_a, -levels_b, step_b, out_grid, num_bits)
 
 
-def _interpolation(size, factor):
-    """XNNPACK's source indices and 11-bit weights for up-sampling `size` values by `factor`.
+def _interpolation(size, output_size):
+    """XNNPACK's source indices and 11-bit weights for resizing `size` values to `output_size`.
 
-    Half-pixel centres: output `o` reads `(o + 1/2) / factor - 1/2`, clamped
-    to the edges; the weight of the upper neighbour is `lrintf(2048 * frac)`.
+    XNNPACK's `resize_bilinear2d_hwc_q11` indirection, in float32 as it
+    computes it: half-pixel centres, output `o` reads `o * s + (s / 2 - 1/2)`
+    with `s = size / output_size`, clamped to the edges; the weight of the
+    upper neighbour is `lrintf(2048 * fraction)`. Computed once, from the
+    static sizes, so no graph optimisation can fuse the float32 arithmetic.
     """
-    positions = (tf.cast(tf.range(size * factor), tf.float64) + 0.5) / factor - 0.5
-    lower = tf.floor(positions)
-    fractions = tf.where(positions < 0, tf.zeros_like(positions), positions - lower)
-    last = tf.cast(size - 1, tf.float64)
-    lower_index = tf.cast(tf.clip_by_value(lower, 0.0, last), tf.int32)
-    upper_index = tf.cast(tf.clip_by_value(lower + 1.0, 0.0, last), tf.int32)
-    return lower_index, upper_index, tf.round(fractions * 2048.0)
+    scale = np.float32(size) / np.float32(output_size)
+    offset = np.float32(0.5) * scale - np.float32(0.5)
+    positions = np.arange(output_size, dtype=np.float32) * scale + offset
+    positions = np.clip(positions, np.float32(0), np.float32(size - 1))
+    lower = positions.astype(np.int32)
+    upper = np.minimum(lower + 1, size - 1)
+    weights = np.rint((positions - lower.astype(np.float32)) * np.float32(2048))
+    return lower, upper, weights.astype(np.float64)
 
 
-def resize_bilinear_levels(levels, size):
-    """XNNPACK's int8 `RESIZE_BILINEAR` (half-pixel centres) of `levels` by integer factors.
+def resize_bilinear_levels(levels, output_size):
+    """XNNPACK's int8 `RESIZE_BILINEAR` (half-pixel centres) of `levels` to `output_size`.
 
     XNNPACK's `s8-ibilinear` kernel: along the width, then the height,
     `v_0 * 2^11 + (v_1 - v_0) * w` with 11-bit weights `w`; the sum, on
@@ -290,17 +294,16 @@ def resize_bilinear_levels(levels, size):
 
     Args:
         levels: `(batch, height, width, channels)` float32 integers, levels
-            above the grid's zero point.
-        size: `(height factor, width factor)`, integers.
+            above the grid's zero point; height and width known.
+        output_size: `(height, width)` of the output, integers.
 
     Returns:
         The interpolated levels, float32 integers (exact in float64: sums
         below 2^31).
     """
     values = tf.cast(levels, tf.float64)
-    shape = tf.shape(values)
-    top, bottom, vertical = _interpolation(shape[1], size[0])
-    left, right, horizontal = _interpolation(shape[2], size[1])
+    top, bottom, vertical = _interpolation(levels.shape[1], output_size[0])
+    left, right, horizontal = _interpolation(levels.shape[2], output_size[1])
     horizontal, vertical = horizontal[:, None], vertical[:, None, None]
 
     def along_width(rows):

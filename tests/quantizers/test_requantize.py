@@ -358,25 +358,30 @@ def test_prelu_requantize_matches_litert_fixed_point(in_scale, alpha_scale, read
         assert np.any(np.abs(reference.ulq(value, *reader, bits) - want) > 1e-6)
 
 
-@pytest.mark.parametrize("size", [(2, 2), (3, 2), (1, 4), (5, 3)])
+# Whole factors (10, 14) ... (25, 21) of a 5 x 7 input; other sizes, larger
+# and smaller, whose positions XNNPACK rounds in float32; one pixel.
+@pytest.mark.parametrize(
+    "size", [(10, 14), (15, 14), (5, 28), (25, 21), (8, 4), (7, 11), (3, 2), (1, 1)]
+)
 def test_resize_bilinear_levels_match_xnnpacks_fixed_point(size):
     rng = np.random.default_rng(0)
     levels = rng.integers(-255, 256, (2, 5, 7, 3)).astype("f4")
     levels[0, :2, :2] = [[[1, 0, 255]] * 2, [[0, 0, -255]] * 2]  # 9/16, and the extremes
-    got = resize_bilinear_levels(levels, size).numpy()
+    got = resize_bilinear_levels(tf.constant(levels), size).numpy()
     want = reference.xnnpack_resize_bilinear(levels, size)
     np.testing.assert_array_equal(got, want)
-    if size == (2, 2):  # ties (eighths of a level): half up, where rint goes to even
-        interpolated = tf.image.resize(levels, (10, 14), "bilinear").numpy()
+    if size == (10, 14):  # ties (eighths of a level): half up, where rint goes to even
+        interpolated = tf.image.resize(levels, size, "bilinear").numpy()
         assert np.any(np.rint(interpolated) != want)
 
 
-def test_the_resize_reference_is_what_litert_runs():
+@pytest.mark.parametrize("size", [(15, 14), (8, 4), (7, 11)])
+def test_the_resize_reference_is_what_litert_runs(size):
     from ai_edge_litert.interpreter import Interpreter
 
     @tf.function(input_signature=[tf.TensorSpec([1, 5, 7, 3], tf.float32)])
     def resize(x):
-        return tf.image.resize(x, (15, 14), "bilinear")
+        return tf.image.resize(x, size, "bilinear")
 
     rng = np.random.default_rng(1)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -393,7 +398,7 @@ def test_the_resize_reference_is_what_litert_runs():
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], raw)
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_array_equal(got, reference.xnnpack_resize_bilinear(raw, (3, 2)))
+    np.testing.assert_array_equal(got, reference.xnnpack_resize_bilinear(raw, size))
 
 
 @pytest.mark.parametrize("reader_bits", [8, 4])
