@@ -21,8 +21,11 @@ quantizer after the concatenation computes that requantization (see
 quantized average pooling's output, as in DenseNet's transitions): the
 converter refused to join a requantized tensor in a concatenation (same-scale
 constraint), so the readers then read it as it is, each quantizer
-requantizing it on its own. Other differences, and tensors read as a model
-output, are left to the export (see `tflite.output_ranges`).
+requantizing it on its own. A model output that quantized layers read is
+shared the same way: the file holds it once, on the shared grid, and
+dequantizes it for the output (the model output stays the producer's, see
+`WeightQuantizeConfig.output_on_reader`). Other differences are left to the
+export (see `tflite.output_ranges`).
 """
 
 import tensorflow as tf
@@ -111,8 +114,7 @@ def shared_input_readers(float_model, settings, bits):
             first = _first_readers([key for (key,) in keys], settings, bits)
         if (
             first is None
-            or len(readers) < 2
-            or None in readers
+            or len([reader for reader in readers if reader is not None]) < 2
             or (
                 any(isinstance(r, keras.layers.Concatenate) for r in readers)
                 and _on_a_grid(layer, sources, settings, planned)

@@ -262,22 +262,24 @@ class GraphRebuilder:
         self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
         self._read_outputs = self._outputs_read_by_one_quantizer(outputs)
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
+        self._before_sharing = {}  # id of a shared quantizer's output -> the tensor it read
 
     def _outputs_read_by_one_quantizer(self, outputs):
-        """Names of the quantized model outputs that one input quantizer reads, and nothing else.
+        """Names of the quantized model outputs that one input quantizer reads first.
 
-        The file holds such a tensor once, on that quantizer's grid, and
-        dequantizes it for the output (`WeightQuantizeConfig.output_on_reader`).
+        That is the quantizer of their one reader, a quantized layer, or one
+        shared by their readers (`shared_inputs`). The file holds such a
+        tensor once, on that quantizer's grid, and dequantizes it for the
+        output (`WeightQuantizeConfig.output_on_reader`).
         """
         read = set()
         for name, readers in functional.consumers(self.model).items():
             layers = [reader for reader in readers if reader is not None]
+            one_reader = len(layers) == 1 and layers[0].name in self.layers
             if (
                 name in outputs
                 and name in self.layers
-                and layers
-                and all(reader.name in self.layers for reader in layers)
-                and (len(layers) == 1 or name in self.shared_inputs)
+                and (one_reader or name in self.shared_inputs)
             ):
                 read.add(name)
         return read
@@ -298,6 +300,8 @@ class GraphRebuilder:
             for tensor, name in zip(inputs, names, strict=True)
         ]
         outputs = functional.replay(self.model, read, self._call)
+        # A model output keeps its layer's name: its readers' shared quantizer is theirs only.
+        outputs = tf.nest.map_structure(lambda t: self._before_sharing.get(id(t), t), outputs)
         new_model = keras.Model(inputs, outputs, name=self.model.name)
         self._copy_weights()
         return new_model
@@ -343,7 +347,9 @@ class GraphRebuilder:
             outputs = quantizer(outputs)
         readers = self.shared_inputs.get(written)
         if readers is not None:
-            outputs = self._quantized_input(readers, outputs)
+            shared = self._quantized_input(readers, outputs)
+            self._before_sharing[id(shared)] = outputs
+            outputs = shared
         return outputs
 
     def _quantized_input(self, names, tensor):

@@ -139,14 +139,32 @@ class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         reader = self.output_reader
         if reader is None:
             return outputs
-        if reader.bits == 8:
-            rounded = reader.quantizer(outputs, training, reader.quantizer_vars)
-        else:  # the INT4 grid's int8 carrier: the file caps it after this tensor
-            scale, _, low = reader.grid()
-            rounded = tf.quantization.fake_quant_with_min_max_vars(
-                outputs, low, low + 255.0 * scale, num_bits=8
-            )
+        rounded = tf.__internal__.smart_cond.smart_cond(
+            training,
+            lambda: self._on_reader_grid(outputs, reader, True),
+            lambda: self._on_reader_grid(outputs, reader, False),
+        )
         return outputs + tf.stop_gradient(rounded - outputs)
+
+    def _on_reader_grid(self, outputs, reader, training):
+        """`outputs` on the `output_reader`'s grid (an INT4 grid's int8 carrier) as the file writes.
+
+        The file requantizes the op's int32 sums there: so does inference,
+        where they are known (`accumulator_step`); training rounds the
+        float output as the reader does.
+        """
+        step = self.accumulator_step()
+        if not training and step is not None:
+            return requantize.accumulator_requantize(
+                tf.round(outputs / step), step, reader.grid(), 8
+            )
+        if reader.bits == 8:
+            return reader.quantizer(outputs, training, reader.quantizer_vars)
+        # The INT4 grid's int8 carrier: the file caps it after this tensor.
+        scale, _, low = reader.grid()
+        return tf.quantization.fake_quant_with_min_max_vars(
+            outputs, low, low + 255.0 * scale, num_bits=8
+        )
 
     @property
     def output_reader(self):

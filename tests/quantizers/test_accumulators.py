@@ -133,6 +133,29 @@ def test_a_reader_of_a_layer_writes_the_files_requantization_of_its_sums(tmp_pat
     )
 
 
+def test_a_model_output_a_layer_reads_is_the_files_requantization_of_its_sums(tmp_path):
+    """The first layer is a model output too: the file writes it on its reader's grid.
+
+    It requantizes the op's sums there once, ties half up by XNNPACK's
+    rule, and dequantizes that tensor for the output; the QAT model
+    rounded the float output as the reader's fake-quant does (the ties
+    other ways).
+    """
+    model = tie_model()
+    model = keras.Model(model.input, [model.output, model.get_layer("first").output])
+    per_tensor = {"retrain_weight_config": {"channel_wise": False}}
+    x = (np.arange(256, dtype="f4") * 2**-7).reshape((256, 1))  # every input level
+    qat = keras_qat.apply_retrain_config(model, {"first": per_tensor, "second": per_tensor}, x)
+    set_clip(qat, "first", 255 * 2**-7)
+    set_clip(qat, "second", 255 * 2**-12)
+    levels = np.arange(256)[:, None] * np.array([1, 127])
+    want = reference.xnnpack_requantize(levels, 0.25, 0.0, 255 * 2**-12, 8)
+    _, got = qat.predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    path = keras_qat.export_tflite(qat, tmp_path / "ties.tflite", x)
+    np.testing.assert_allclose(keras_qat.predict_tflite(path, x)["first"], want, atol=1e-6)
+
+
 def test_a_flattened_per_channel_output_is_requantized_channel_by_channel(tmp_path):
     # Two pixels, two channels with weight steps 2^-9 and 2^-7 (levels 127),
     # flattened for a Dense: ratios 1/16 and 1/4 onto its grid (step 2^-12),
