@@ -107,14 +107,13 @@ def shared_input_readers(float_model, settings, bits):
         quantized = [r for r in dict.fromkeys(readers) if r is not None and r.name in settings]
         if not all(functional.called_once(r) for r in quantized):
             continue
-        keys = [_reading_keys(layer, r) for r in quantized]
-        # A product of a tensor with itself keeps a quantizer for each input.
-        first = None
-        if keys and all(len(k) == 1 for k in keys):
-            first = _first_readers([key for (key,) in keys], settings, bits)
+        # A product of the tensor with itself reads it twice, as two keys.
+        keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
+        others = [r for r in readers if r is not None and r.name not in settings]
+        first = _first_readers(keys, settings, bits) if keys else None
         if (
             first is None
-            or len([reader for reader in readers if reader is not None]) < 2
+            or len(keys) + len(others) < 2
             or (
                 any(isinstance(r, keras.layers.Concatenate) for r in readers)
                 and _on_a_grid(layer, sources, settings, planned)
