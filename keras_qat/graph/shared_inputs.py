@@ -4,28 +4,31 @@ A tensor that feeds a quantized layer and also other layers (in MobileNetV2
 and ResNet: a block's output, read by the next block's first convolution and
 by its residual Add; in ResNet also by the shortcut convolution; a model
 input read by a Dense and by an Add around it) is one int8 tensor in the
-.tflite, on one grid. For the QAT model to compute what the
-file computes, every reader must read the tensor rounded on that grid: one
-input quantizer is applied where the tensor is produced, and every reader
-takes its output. Several quantized readers share it when their
-`retrain_data_config` and `fixed_min` are the same (the default config's
-case). When they differ in bit width (AMCT's INT4 recipe keeps an average
-pooling INT8 beside INT4 convolutions reading the same tensor, as in
-Inception's cells), the file holds the tensor on the widest readers' grid
-and requantizes it for the others: the widest readers' quantizer is applied
-where the tensor is produced and the narrower readers' quantizers round its
-output again, as the file does. A Concatenate reader reads the rounded
-tensor too: the file requantizes it to the concatenation's scale, and the
-quantizer after the concatenation computes that requantization (see
+.tflite, on one grid. For the QAT model to compute what the file computes,
+every reader must read the tensor rounded on that grid: one input quantizer
+is applied where the tensor is produced, and every reader takes its output.
+Several quantized readers share it when their `retrain_data_config` and
+`fixed_min` are the same (the default config's case). When they differ in
+bit width (AMCT's INT4 recipe keeps an average pooling INT8 beside INT4
+convolutions reading the same tensor, as in Inception's cells), the file
+holds the tensor on the widest readers' grid and requantizes it for the
+others: the widest readers' quantizer is applied where the tensor is
+produced and the narrower readers' quantizers round its output again, as the
+file does. So with other differences at one width (a clip range the user
+fixed for one reader): the first reader's quantizer goes first, and the
+export's copy caps the others, so that the file QUANTIZEs the tensor onto
+their grids rather than giving it two ranges. A Concatenate reader reads the
+rounded tensor too: the file requantizes it to the concatenation's scale,
+and the quantizer after the concatenation computes that requantization (see
 `quantizers.input_layer`). Except where the tensor is on a grid already (a
 quantized average pooling's output, as in DenseNet's transitions): the
-converter refused to join a requantized tensor in a concatenation (same-scale
-constraint), so the readers then read it as it is, each quantizer
+converter refused to join a requantized tensor in a concatenation
+(same-scale constraint), so the readers then read it as it is, each quantizer
 requantizing it on its own. A model output that quantized layers read is
 shared the same way: the file holds it once, on the shared grid, and
 dequantizes it for the output (the model output stays the producer's, see
-`WeightQuantizeConfig.output_on_reader`). Other differences are left to the
-export (see `tflite.output_ranges`).
+`WeightQuantizeConfig.output_on_reader`). Tensors of layers called more than
+once are left to the export (see `tflite.output_ranges`).
 """
 
 import tensorflow as tf
@@ -37,14 +40,10 @@ from keras_qat.layer_table import layer_spec, operand_keys
 
 
 def _first_readers(quantized, settings, bits):
-    """The input keys whose one quantizer goes first, or `None`: all alike, or the widest alike."""
-    if len({settings[key] for key in quantized}) == 1:
-        return quantized
+    """The input keys whose one quantizer goes first: the first widest reader's and its likes."""
     widest = max(bits[key] for key in quantized)
-    first = [key for key in quantized if bits[key] == widest]
-    if len({settings[key] for key in first}) == 1:
-        return first
-    return None
+    leader = next(key for key in quantized if bits[key] == widest)
+    return [key for key in quantized if bits[key] == widest and settings[key] == settings[leader]]
 
 
 def _reading_keys(layer, reader):
@@ -110,9 +109,8 @@ def shared_input_readers(float_model, settings, bits):
         # A product of the tensor with itself reads it twice, as two keys.
         keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
         others = [r for r in readers if r is not None and r.name not in settings]
-        first = _first_readers(keys, settings, bits) if keys else None
         if (
-            first is None
+            not keys
             or len(keys) + len(others) < 2
             or (
                 any(isinstance(r, keras.layers.Concatenate) for r in readers)
@@ -122,5 +120,5 @@ def shared_input_readers(float_model, settings, bits):
             or len(tf.nest.flatten(layer.output)) != 1
         ):
             continue
-        planned[layer.name] = tuple(first)
+        planned[layer.name] = tuple(_first_readers(keys, settings, bits))
     return planned

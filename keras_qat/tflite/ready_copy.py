@@ -136,10 +136,13 @@ def tflite_ready_copy(qat_model, batches=None):
         if layer.name in merged:
             return keras.layers.Activation("linear", name=layer.name)
         if isinstance(layer, InputQuantizeLayer):
-            reads_model_input = all(
-                isinstance(producer, keras.layers.InputLayer) for producer in sources[layer.name]
+            # Capped, an input or another quantizer's output is requantized
+            # onto this grid by the file's QUANTIZE, not given a second range.
+            capped = all(
+                isinstance(producer, (keras.layers.InputLayer, InputQuantizeLayer))
+                for producer in sources[layer.name]
             )
-            return FixedInputQuantizer.freeze(layer, reads_model_input)
+            return FixedInputQuantizer.freeze(layer, capped)
         if isinstance(layer, FileOperation):
             return layer.plain_copy()
         if isinstance(layer, OutputQuantizeLayer):

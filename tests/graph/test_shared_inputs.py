@@ -31,12 +31,14 @@ def test_the_one_quantized_reader_among_several_is_planned():
     bits = {name: 4 if value == "INT4" else 8 for name, value in settings.items()}
     # The model input feeds only "a"; were it shared, it is never called to
     # put a quantizer after. "g" is held on "h"'s grid, which the file
-    # requantizes for the Concatenate; "i" is held on its INT8 reader's grid.
+    # requantizes for the Concatenate; "i" is held on its INT8 reader's grid,
+    # "j" on its first reader's, which the file requantizes for the other.
     assert shared_input_readers(model, settings, bits) == {
         "a": ("b",),
         "add": ("d", "e"),
         "g": ("h",),
         "i": ("j",),
+        "j": ("m",),
     }
 
 
