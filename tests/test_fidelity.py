@@ -823,16 +823,19 @@ def test_heads_with_activations_the_file_runs_in_float_export_as_trained(digits,
 
 
 def test_model_outputs_that_layers_read_are_the_files_tensors(digits, tmp_path):
-    """A feature map read by a convolution and an Add, an embedding read by two heads: outputs.
+    """Returned and read by layers: a feature map, its global pooling, an embedding (two heads).
 
     The file holds each such output once, on its readers' grid (one
     quantizer, shared by the readers), and dequantizes it for the output.
     Before, the readers had quantizers of their own, the file took one's
     range for all, and the QAT model left the outputs unrounded: the
     embedding 29 steps off (clipped), the feature map 4.6, the heads'
-    logits 4. A feature map read by one convolution alone was rounded as a
-    fake-quant rounds, where the file requantizes the convolution's sums:
-    3 of 401 408 values a step off (ties) on a small CNN.
+    logits 4. The pooling, a weightless layer, was returned unrounded too,
+    where the file clipped it to its Dense's range (14 steps off here);
+    the model now returns its quantizer's output under its name. A feature
+    map read by one convolution alone was rounded as a fake-quant rounds,
+    where the file requantizes the convolution's sums: 3 of 401 408 values
+    a step off (ties) on a small CNN.
     """
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
@@ -841,13 +844,13 @@ def test_model_outputs_that_layers_read_are_the_files_tensors(digits, tmp_path):
     x = L.GlobalAveragePooling2D(name="gap")(L.Add(name="add")([features, x]))
     embedding = L.Dense(16, activation="relu", name="embedding")(x)
     heads = [L.Dense(10, name="logits")(embedding), L.Dense(2, name="parity")(embedding)]
-    model = keras.Model(inputs, [features, embedding, *heads])
+    model = keras.Model(inputs, [features, x, embedding, *heads])
     loss = keras.losses.SparseCategoricalCrossentropy(True)
     model.compile(keras.optimizers.Adam(3e-3), {"logits": loss, "parity": loss})
     model.fit(digits[0], {"logits": digits[1], "parity": digits[1] % 2}, epochs=3, verbose=0)
     config = {layer.name: {} for layer in quantizable(model)}
     qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
-    assert qat.output_names == ["features", "embedding", "logits", "parity"]
+    assert qat.output_names == ["features", "gap", "embedding", "logits", "parity"]
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
     report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
     for name in qat.output_names:

@@ -109,9 +109,11 @@ def shared_input_readers(float_model, settings, bits):
         # A product of the tensor with itself reads it twice, as two keys.
         keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
         others = [r for r in readers if r is not None and r.name not in settings]
+        # A weightless layer's model output counts as a reader: it is the tensor the file holds.
+        returned = readers.count(None) if layer.name not in settings else 0
         if (
             not keys
-            or len(keys) + len(others) < 2
+            or len(keys) + len(others) + returned < 2
             or (
                 any(isinstance(r, keras.layers.Concatenate) for r in readers)
                 and _on_a_grid(layer, sources, settings, planned)

@@ -261,8 +261,14 @@ class GraphRebuilder:
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
         self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
         self._read_outputs = self._outputs_read_by_one_quantizer(outputs)
+        # Weightless model outputs that a shared quantizer rounds: the file
+        # holds them on its grid, so the model returns its output, under the
+        # layer's name (the layer's copy takes another).
+        self._returned_on_grid = {
+            name for name in self.shared_inputs if name in outputs and name not in self.layers
+        }
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
-        self._before_sharing = {}  # id of a shared quantizer's output -> the tensor it read
+        self._before_sharing = {}  # id of a shared quantizer's output -> the model output
 
     def _outputs_read_by_one_quantizer(self, outputs):
         """Names of the quantized model outputs that one input quantizer reads first.
@@ -348,7 +354,11 @@ class GraphRebuilder:
         readers = self.shared_inputs.get(written)
         if readers is not None:
             shared = self._quantized_input(readers, outputs)
-            self._before_sharing[id(shared)] = outputs
+            self._before_sharing[id(shared)] = (
+                keras.layers.Activation("linear", name=written)(shared)
+                if written in self._returned_on_grid
+                else outputs
+            )
             outputs = shared
         return outputs
 
@@ -395,6 +405,8 @@ class GraphRebuilder:
                 f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
                 f"config: {e}. Custom layers need get_config()/from_config()."
             ) from e
+        if layer.name in self._returned_on_grid:
+            copy._name = self.names(f"{layer.name}_op")  # the model output keeps the name
         called = copy
         entry = self.layers.get(layer.name)
         if self.quantize and entry is not None and entry.retrain_weight_config is not None:
