@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
-from keras_qat.converter_facts import keeps_scale
+from keras_qat.converter_facts import computed_in_float, keeps_scale
 from keras_qat.layer_table import layer_spec, operand_keys
 
 
@@ -80,6 +80,24 @@ def _on_a_grid(layer, sources, settings, planned):
     return True
 
 
+def _held_int8(layer, sources, settings, memo):
+    """Whether the file holds `layer`'s output as int8 (not float, before or after a float op).
+
+    A quantized layer's output is int8; a layer with weights left float, a
+    layer the file computes in float and a model input are float; any other
+    layer is int8 where one of its inputs is.
+    """
+    if layer.name not in memo:
+        memo[layer.name] = False  # guards against revisiting
+        producers = sources.get(layer.name, [])
+        memo[layer.name] = layer.name in settings or (
+            not layer.weights
+            and not computed_in_float(layer)
+            and any(_held_int8(p, sources, settings, memo) for p in producers)
+        )
+    return memo[layer.name]
+
+
 def shared_input_readers(float_model, settings, bits):
     """Producer name -> the quantized layers among several readers of its output.
 
@@ -100,7 +118,7 @@ def shared_input_readers(float_model, settings, bits):
     """
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
-    planned = {}
+    planned, int8 = {}, {}
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
         quantized = [r for r in dict.fromkeys(readers) if r is not None and r.name in settings]
@@ -109,8 +127,10 @@ def shared_input_readers(float_model, settings, bits):
         # A product of the tensor with itself reads it twice, as two keys.
         keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
         others = [r for r in readers if r is not None and r.name not in settings]
-        # A weightless layer's model output counts as a reader: it is the tensor the file holds.
-        returned = readers.count(None) if layer.name not in settings else 0
+        # A weightless layer's int8 model output counts as a reader: the file holds that tensor.
+        returned = 0
+        if layer.name not in settings and _held_int8(layer, sources, settings, int8):
+            returned = readers.count(None)
         if (
             not keys
             or len(keys) + len(others) + returned < 2
