@@ -7,7 +7,7 @@ from keras_qat.errors import ConfigError
 from keras_qat.graph.model_check import checked_model
 from keras_qat.graph.output_plan import plan_output_quantizers
 from keras_qat.graph.recursion import with_graph_recursion_room
-from keras_qat.graph.shared_inputs import shared_input_readers
+from keras_qat.graph.shared_inputs import returned_on_grid, shared_input_readers
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
 from keras_qat.quantizers.introspection import output_range_vars
@@ -107,6 +107,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         quantize=True,
         output_bounds=plan.wrappers,
         shared_inputs=shared_inputs,
+        returned_on_grid=returned_on_grid(float_model, data_settings, shared_inputs),
         operation_bounds=plan.tensors,
         file_activations=plan.activations,
         scalar_operations=plan.scalar_operations,

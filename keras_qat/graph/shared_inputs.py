@@ -144,3 +144,31 @@ def shared_input_readers(float_model, settings, bits):
             continue
         planned[layer.name] = tuple(_first_readers(keys, settings, bits))
     return planned
+
+
+def returned_on_grid(float_model, settings, planned):
+    """Names of the `planned` producers whose model output the file holds on the shared grid.
+
+    They are model outputs of layers not quantized that the file holds as
+    int8 (`_held_int8`): it dequantizes the shared quantizer's tensor for
+    the output, so the QAT model returns that quantizer's output. What the
+    file computes in float it returns in float.
+
+    Args:
+        float_model: As for `shared_input_readers`.
+        settings: As for `shared_input_readers`.
+        planned: Its result.
+
+    Returns:
+        A set of layer names.
+    """
+    outputs = {functional.producing_layer(t).name for t in float_model.outputs}
+    sources = functional.sources(float_model)
+    memo = {}
+    return {
+        name
+        for name in planned
+        if name in outputs
+        and name not in settings
+        and _held_int8(float_model.get_layer(name), sources, settings, memo)
+    }

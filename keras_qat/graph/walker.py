@@ -181,6 +181,10 @@ class GraphRebuilder:
             quantized layers whose one input quantizer goes right after the
             producer, read by all its readers
             (`shared_inputs.shared_input_readers`). Defaults to none.
+        returned_on_grid: Names of those producers, model outputs not
+            quantized, for which the model returns the shared quantizer's
+            output under the producer's name, its copy renamed
+            (`shared_inputs.returned_on_grid`). Defaults to none.
         operation_bounds: Layer name -> `(floor, ceiling)` of the layers
             followed by an `OutputQuantizeLayer` (`OutputPlan.tensors`).
             Defaults to none.
@@ -205,6 +209,7 @@ class GraphRebuilder:
         quantize,
         output_bounds=None,
         shared_inputs=None,
+        returned_on_grid=(),
         operation_bounds=None,
         file_activations=None,
         scalar_operations=None,
@@ -261,12 +266,7 @@ class GraphRebuilder:
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
         self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
         self._read_outputs = self._outputs_read_by_one_quantizer(outputs)
-        # Weightless model outputs that a shared quantizer rounds: the file
-        # holds them on its grid, so the model returns its output, under the
-        # layer's name (the layer's copy takes another).
-        self._returned_on_grid = {
-            name for name in self.shared_inputs if name in outputs and name not in self.layers
-        }
+        self._returned_on_grid = set(returned_on_grid)
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
         self._before_sharing = {}  # id of a shared quantizer's output -> the model output
 

@@ -2,7 +2,7 @@ import numpy as np
 
 import keras_qat
 from keras_qat._keras import keras
-from keras_qat.graph.shared_inputs import shared_input_readers
+from keras_qat.graph.shared_inputs import returned_on_grid, shared_input_readers
 from keras_qat.quantizers import InputQuantizeLayer
 from tests import reference
 
@@ -43,11 +43,11 @@ def test_the_one_quantized_reader_among_several_is_planned():
 
 
 def test_a_returned_output_counts_as_a_reader_where_the_file_holds_it_int8():
-    # Each output below is returned and read by one quantized Dense. The file
-    # holds a global pooling of a quantized layer's output as int8, on that
-    # reader's grid: the model returns the reader's quantizer output. It
+    # Each output below is returned and read by quantized Dense layers. The
+    # file holds a global pooling of a quantized layer's output as int8, on
+    # its reader's grid: the model returns the reader's quantizer output. It
     # returns in float what the file computes in float: a Dense left float,
-    # a selu, and what comes before the first quantizer.
+    # a selu, and what comes before the first quantizer (here read by two).
     inputs = keras.Input((6, 6, 2), name="x")
     front = L.Flatten(name="front")(L.Rescaling(0.5, name="scale")(inputs))
     pooled = L.GlobalAveragePooling2D(name="pooled")(L.Conv2D(4, 1, name="conv")(inputs))
@@ -55,13 +55,19 @@ def test_a_returned_output_counts_as_a_reader_where_the_file_holds_it_int8():
     left_float = L.Dense(4, name="left_float")(other)
     selu = L.Activation("selu", name="selu")(L.Dense(4, name="pre")(other))
     returned = [front, pooled, left_float, selu]
-    heads = [L.Dense(2, name=f"head_{i}")(t) for i, t in enumerate(returned)]
+    heads = [L.Dense(2, name=f"head_{i}")(t) for i, t in enumerate([*returned, front])]
     model = keras.Model(inputs, returned + heads)
-    quantized = ["conv", "conv2", "pre", *(f"head_{i}" for i in range(4))]
+    quantized = ["conv", "conv2", "pre", *(f"head_{i}" for i in range(5))]
     settings = dict.fromkeys(quantized, "INT8")
     planned = shared_input_readers(model, settings, dict.fromkeys(quantized, 8))
     # The model input and `other` are read by quantized and other layers, as any tensor.
-    assert planned == {"x": ("conv", "conv2"), "other": ("pre",), "pooled": ("head_1",)}
+    assert planned == {
+        "x": ("conv", "conv2"),
+        "front": ("head_4", "head_0"),
+        "other": ("pre",),
+        "pooled": ("head_1",),
+    }
+    assert returned_on_grid(model, settings, planned) == {"pooled"}
 
 
 def test_a_narrower_reader_rounds_the_wider_readers_grid_again():
