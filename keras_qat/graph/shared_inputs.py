@@ -112,7 +112,8 @@ def shared_input_readers(float_model, settings, bits):
     Returns:
         A dict from producer layer name to the input keys (`operand_keys`:
         a layer's name, `name/rhs` for a product's second input) of the
-        quantized layers reading its output (a tuple, in model order) whose
+        quantized layers reading its output (a tuple, in the order of
+        `functional.consumers`, which names the "first" reader) whose
         one input quantizer is to be applied right after the producer; the
         producer's other quantized readers read that quantizer's output.
     """
