@@ -37,9 +37,9 @@ def keeps_channels(layer):
 
     Returns:
         True for padding, cropping, max pooling and nearest up-sampling or
-        resizing over channels_last tensors, for a `Permute` that keeps the last axis last
-        (a TRANSPOSE), and for the dropout and noise layers (no op in
-        inference).
+        resizing over channels_last tensors, for a `Permute` that keeps the
+        last axis last (a TRANSPOSE), and for the dropout and noise layers
+        (no op in inference).
     """
     if isinstance(layer, keras.layers.Permute):
         return layer.dims[-1] == len(layer.dims)
