@@ -11,9 +11,10 @@ of `MultiHeadAttention` write them.
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.plain_call import PlainCall
 
 
-class AttentionScores(keras.layers.Layer):
+class AttentionScores(PlainCall, keras.layers.Layer):
     """`query . key^T` per head: `(batch, heads, query length, key length)`.
 
     The `1 / sqrt(depth)` scaling of `MultiHeadAttention` is not applied
@@ -27,7 +28,7 @@ class AttentionScores(keras.layers.Layer):
         return tf.matmul(query, key)
 
 
-class AttentionContext(keras.layers.Layer):
+class AttentionContext(PlainCall, keras.layers.Layer):
     """`scores . value` per head, back in `(batch, query length, heads, depth)`."""
 
     def call(self, inputs):

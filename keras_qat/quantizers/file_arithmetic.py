@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.attention_layers import AttentionContext, AttentionScores
 from keras_qat.converter_facts import fused_activation, keeps_scale
+from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.hard_swish import hard_swish_requantize, swished_operand
 from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
@@ -90,7 +91,7 @@ def output_grid_holder(layer, node_index):
     return call[0]
 
 
-class FileOperation:
+class FileOperation(PlainCall):
     """A mixin for a layer the file computes as an int8 op of two operands, onto its reader's grid.
 
     When the layer is called on a Keras tensor, it notes the grid of each

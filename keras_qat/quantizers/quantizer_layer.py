@@ -1,9 +1,10 @@
 """A Keras layer that applies one TFMOT quantizer to its input and owns its variables."""
 
 from keras_qat._keras import keras
+from keras_qat.plain_call import PlainCall
 
 
-class QuantizerLayer(keras.layers.Layer):
+class QuantizerLayer(PlainCall, keras.layers.Layer):
     """Applies `quantizer` to its input; its variables are built with the layer.
 
     TFMOT's own `QuantizeLayer` is not used: its `build` leaves the layer

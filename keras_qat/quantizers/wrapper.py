@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
 from keras_qat.converter_facts import own_activation_fuses
+from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.bias import bias_units
 from keras_qat.quantizers.file_activation import FileActivation
@@ -77,7 +78,7 @@ def _quantized(quantizer, values, training, variables):
     )
 
 
-class QatWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
+class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
     """TFMOT's `QuantizeWrapperV2`, which also gives its bias the file's grid.
 
     When it is called on the output of an input quantizer (an

@@ -14,9 +14,10 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.errors import ExportError
+from keras_qat.plain_call import PlainCall
 
 
-class _DeployLayer(keras.layers.Layer):
+class _DeployLayer(PlainCall, keras.layers.Layer):
     """A conv-like layer with a `kernel` (h, w, in, out), a bias and an activation.
 
     Subclasses add the bias and apply the activation (`_finish`) right after

@@ -13,12 +13,13 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.errors import ExportError
+from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.introspection import weight_scales
 from keras_qat.quantizers.wrapper import INT4_SPREAD, kernel_entries
 
 
-class Int8Table(keras.layers.Layer):
+class Int8Table(PlainCall, keras.layers.Layer):
     """Gathers rows of a fixed table through an 8-bit fake-quant of step `step`.
 
     Args:

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import ranges
 from keras_qat.quantizers.introspection import clip_range, output_range_vars
 
@@ -98,7 +99,7 @@ def fixed_fake_quant(inputs, clip_min, clip_max):
     )
 
 
-class FixedInputQuantizer(keras.layers.Layer):
+class FixedInputQuantizer(PlainCall, keras.layers.Layer):
     """An `InputQuantizeLayer` of the export copy, its range frozen as numbers.
 
     INT8: the 8-bit fake-quant over the clip range. INT4 becomes its int8
@@ -174,7 +175,7 @@ class FixedInputQuantizer(keras.layers.Layer):
         }
 
 
-class AroundLayer(keras.layers.Layer):
+class AroundLayer(PlainCall, keras.layers.Layer):
     """A layer of the export copy that runs a shared layer with fixed quantization around it.
 
     Args:
