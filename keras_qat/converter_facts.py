@@ -79,26 +79,24 @@ def keeps_scale(layer):
 
 
 def resizes_bilinearly(layer):
-    """Whether the file computes `layer` as an int8 `RESIZE_BILINEAR` of a known size.
+    """Whether the file computes `layer` as an int8 `RESIZE_BILINEAR`.
 
     That op keeps its input's scale, but not each value on its grid: it
     interpolates the int8 values in fixed point and rounds onto that grid.
 
     Args:
-        layer: A tf_keras layer, built.
+        layer: A tf_keras layer.
 
     Returns:
         True for a bilinear `UpSampling2D` over a channels_last tensor and
-        a bilinear `Resizing` that does not crop, their input's height and
-        width known.
+        a bilinear `Resizing` that does not crop, whether or not the input's
+        height and width are known before the model runs.
     """
     if isinstance(layer, keras.layers.UpSampling2D):
-        bilinear = layer.interpolation == "bilinear" and layer.data_format == "channels_last"
-    elif isinstance(layer, keras.layers.Resizing):
-        bilinear = layer.interpolation == "bilinear" and not layer.crop_to_aspect_ratio
-    else:
-        return False
-    return bilinear and None not in tuple(layer.get_input_shape_at(0))[1:3]
+        return layer.interpolation == "bilinear" and layer.data_format == "channels_last"
+    if isinstance(layer, keras.layers.Resizing):
+        return layer.interpolation == "bilinear" and not layer.crop_to_aspect_ratio
+    return False
 
 
 # Weightless layers the converter makes pure ops of: two equal ops on the same

@@ -100,7 +100,7 @@ class _BilinearResize(FileOperation):
         grid = holder.grid()
         scale, zero_point, low = grid
         levels = tf.round(divided(inputs - low, scale)) - zero_point
-        interpolated = requantize.resize_bilinear_levels(levels, outputs.shape[1:3])
+        interpolated = requantize.resize_bilinear_levels(levels, requantize.spatial_size(outputs))
         # Tracked ranges and fixed grids are 8-bit; an input quantizer's may be 4-bit.
         return requantize.on_grid(interpolated, grid, getattr(holder, "bits", 8))
 

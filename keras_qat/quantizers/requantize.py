@@ -271,17 +271,44 @@ def _interpolation(size, output_size):
     XNNPACK's `resize_bilinear2d_hwc_q11` indirection, in float32 as it
     computes it: half-pixel centres, output `o` reads `o * s + (s / 2 - 1/2)`
     with `s = size / output_size`, clamped to the edges; the weight of the
-    upper neighbour is `lrintf(2048 * fraction)`. Computed once, from the
-    static sizes, so no graph optimisation can fuse the float32 arithmetic.
+    upper neighbour is `lrintf(2048 * fraction)`. Each product and sum is
+    its own TensorFlow op, rounded to float32 apart, as XNNPACK's C does
+    (TensorFlow fuses no float multiply-add), so a size known only when
+    the model runs (an image of any size) is computed alike.
+
+    Args:
+        size: The input's height or width, an integer or a scalar tensor.
+        output_size: The output's, likewise.
+
+    Returns:
+        `(lower, upper, weights)`: int32 source indices, and the upper
+        neighbour's weights as float64 integers.
     """
-    scale = np.float32(size) / np.float32(output_size)
-    offset = np.float32(0.5) * scale - np.float32(0.5)
-    positions = np.arange(output_size, dtype=np.float32) * scale + offset
-    positions = np.clip(positions, np.float32(0), np.float32(size - 1))
-    lower = positions.astype(np.int32)
-    upper = np.minimum(lower + 1, size - 1)
-    weights = np.rint((positions - lower.astype(np.float32)) * np.float32(2048))
-    return lower, upper, weights.astype(np.float64)
+    last = tf.cast(size, tf.float32) - 1.0
+    scale = tf.cast(size, tf.float32) / tf.cast(output_size, tf.float32)
+    offset = 0.5 * scale - 0.5
+    positions = tf.range(tf.cast(output_size, tf.float32)) * scale + offset
+    positions = tf.clip_by_value(positions, 0.0, last)
+    lower = tf.cast(positions, tf.int32)
+    upper = tf.minimum(lower + 1, tf.cast(last, tf.int32))
+    weights = tf.round((positions - tf.cast(lower, tf.float32)) * 2048.0)  # half to even
+    return lower, upper, tf.cast(weights, tf.float64)
+
+
+def spatial_size(tensor):
+    """The height and width of a `(batch, height, width, channels)` tensor, each an int if known.
+
+    Args:
+        tensor: A 4-D tensor, channels last.
+
+    Returns:
+        `(height, width)`: Python integers where the static shape has them,
+        else scalar int32 tensors.
+    """
+    dynamic = tf.shape(tensor)
+    return tuple(
+        dynamic[axis] if tensor.shape[axis] is None else tensor.shape[axis] for axis in (1, 2)
+    )
 
 
 def resize_bilinear_levels(levels, output_size):
@@ -294,16 +321,19 @@ def resize_bilinear_levels(levels, output_size):
 
     Args:
         levels: `(batch, height, width, channels)` float32 integers, levels
-            above the grid's zero point; height and width known.
-        output_size: `(height, width)` of the output, integers.
+            above the grid's zero point; height and width known, or not
+            before the model runs.
+        output_size: `(height, width)` of the output, integers or scalar
+            tensors (`spatial_size`).
 
     Returns:
         The interpolated levels, float32 integers (exact in float64: sums
         below 2^31).
     """
     values = tf.cast(levels, tf.float64)
-    top, bottom, vertical = _interpolation(levels.shape[1], output_size[0])
-    left, right, horizontal = _interpolation(levels.shape[2], output_size[1])
+    height, width = spatial_size(levels)
+    top, bottom, vertical = _interpolation(height, output_size[0])
+    left, right, horizontal = _interpolation(width, output_size[1])
     horizontal, vertical = horizontal[:, None], vertical[:, None, None]
 
     def along_width(rows):
