@@ -198,7 +198,9 @@ def _converter(model):
     SavedModel, tracing every layer's call for it (about 2 s per export of a
     small QAT copy, most of an export); the one concrete function it then
     converts is this one, with the same op names, inputs named after the
-    model's inputs and outputs after its output layers.
+    model's inputs and outputs after its output layers. A model holding
+    resources other than variables (a lookup layer's table) takes the
+    converter's own way.
 
     Args:
         model: A built Functional tf_keras model.
@@ -216,6 +218,13 @@ def _converter(model):
         return dict(zip(model.output_names, outputs, strict=True))
 
     function = tf.function(serve, input_signature=[specs]).get_concrete_function()
+    handles = {id(variable.handle) for variable in model.variables}
+    if any(
+        tensor.dtype == tf.resource and id(tensor) not in handles
+        for tensor in function.captured_inputs
+    ):
+        # A lookup layer's table is saved only with its layer, by Keras's own SavedModel.
+        return tf.lite.TFLiteConverter.from_keras_model(model)
     holder = tf.Module()  # what the SavedModel saves: the variables, not the layers
     holder.model_variables = list(model.variables)
     return tf.lite.TFLiteConverter.from_concrete_functions([function], holder)

@@ -124,3 +124,23 @@ def test_file_that_fails_in_litert_is_an_export_error_and_not_written(tmp_path):
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
     want, got = qat.predict(data, verbose=0), keras_qat.predict_tflite(path, data)
     assert np.mean(want.argmax(1) == got.argmax(1)) >= 0.99
+
+
+def test_a_lookup_table_the_converter_refuses_is_named(tmp_path):
+    """An `IntegerLookup` before an Embedding: its hash table is no TFLite builtin.
+
+    Export converts one concrete function saved with the model's variables;
+    a table is saved only by Keras's own SavedModel, and without it the
+    converter's error named a `tf.Placeholder` instead of the table.
+    """
+    inputs = keras.Input((4,), dtype="int64", name="ids")
+    ids = L.IntegerLookup(vocabulary=[3, 7, 11, 20, 42], name="lookup")(inputs)
+    hidden = L.Dense(8, activation="relu", name="hidden")(
+        L.Flatten()(L.Embedding(10, 4, name="embed")(ids))
+    )
+    model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
+    data = np.random.default_rng(0).choice([3, 7, 11, 20, 42, 5], (64, 4)).astype(np.int64)
+    qat = keras_qat.apply_retrain_config(model, {"hidden": {}, "out": {}}, data)
+    with pytest.raises(keras_qat.ExportError, match="HashTable"):
+        keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
+    assert list(tmp_path.iterdir()) == []
