@@ -303,6 +303,35 @@ def xnnpack_resize_bilinear(levels, output_size):
     return ((upper << 11) + (lower - upper) * vertical + (1 << 21)) >> 22
 
 
+def builtin_resize_bilinear(values, output_size):
+    """LiteRT's built-in `ResizeBilinearInteger` (half-pixel centres) of int8 values, in C."""
+    values = np.asarray(values, np.int64)
+    batch, height, width, channels = values.shape
+    out_height, out_width = output_size
+    height_scale = ((1 << 10) * height + out_height // 2) // out_height
+    width_scale = ((1 << 10) * width + out_width // 2) // out_width
+
+    def interpolation(o, scale, size):
+        scaled = o * scale + scale // 2 - (1 << 9)
+        lower = max(int(_c_division(np.int64(scaled), 1 << 10)), 0)
+        upper = min(int(_c_division(np.int64(scaled + (1 << 10) - 1), 1 << 10)), size - 1)
+        return scaled - (lower << 10), lower, upper
+
+    result = np.zeros((batch, out_height, out_width, channels), np.int64)
+    for y in range(out_height):
+        dy, y0, y1 = interpolation(y, height_scale, height)
+        for x in range(out_width):
+            dx, x0, x1 = interpolation(x, width_scale, width)
+            total = (
+                values[:, y0, x0] * ((1 << 10) - dy) * ((1 << 10) - dx)
+                + values[:, y1, x0] * dy * ((1 << 10) - dx)
+                + values[:, y0, x1] * ((1 << 10) - dy) * dx
+                + values[:, y1, x1] * dy * dx
+            )
+            result[:, y, x] = _c_division(total + np.where(total > 0, 1 << 19, -(1 << 19)), 1 << 20)
+    return result
+
+
 def _int16_multiplier(ratio):
     """`QuantizeMultiplier` of a float32 ratio, then `DownScaleInt32ToInt16Multiplier`."""
     q, shift = _quantize_multiplier(np.float64(ratio))

@@ -80,10 +80,11 @@ class _BilinearResize(FileOperation):
     Where its input is on a known grid (`grid_holder`: a `ReaderGridLayer`'s,
     or the tracked range of the quantized layer before it where no
     quantizer reads the output), it interpolates the levels as XNNPACK
-    does (`requantize.resize_bilinear_levels`) and writes them on that
-    grid, in training too (the gradient is the float interpolation's). A
-    `ReaderGridLayer`'s grid is its reader's, whose fake-quant then keeps
-    the values. Its `plain_copy` is the plain layer.
+    does (`requantize.resize_bilinear_levels`; LiteRT's built-in kernel
+    where it runs the op) and writes them on that grid, in training too
+    (the gradient is the float interpolation's). A `ReaderGridLayer`'s grid
+    is its reader's, whose fake-quant then keeps the values. Its
+    `plain_copy` is the plain layer.
     """
 
     def call(self, inputs, training=None):
@@ -100,17 +101,35 @@ class _BilinearResize(FileOperation):
         grid = holder.grid()
         scale, zero_point, low = grid
         levels = tf.round(divided(inputs - low, scale)) - zero_point
-        interpolated = requantize.resize_bilinear_levels(levels, requantize.spatial_size(outputs))
+        size = requantize.spatial_size(outputs)
+        if self._size_computed_in_file():
+            interpolated = requantize.builtin_resize_bilinear_levels(levels, zero_point, size)
+        else:
+            interpolated = requantize.resize_bilinear_levels(levels, size)
         # Tracked ranges and fixed grids are 8-bit; an input quantizer's may be 4-bit.
         return requantize.on_grid(interpolated, grid, getattr(holder, "bits", 8))
+
+    def _size_computed_in_file(self):
+        """Whether the file computes the output size when it runs (XNNPACK then declines the op)."""
+        return False
 
 
 class FileResizeBilinear(_BilinearResize, keras.layers.UpSampling2D):
     """A bilinear `UpSampling2D` computing the file's `RESIZE_BILINEAR` (`_BilinearResize`).
 
+    Of a tensor whose height or width is known only when the model runs,
+    the file computes the output size (SHAPE, SLICE, MUL), XNNPACK declines
+    the op and LiteRT's built-in kernel runs it
+    (`requantize.builtin_resize_bilinear_levels`).
+
     Args:
         **kwargs: `UpSampling2D` arguments (`size`, `interpolation`, ...).
     """
+
+    def _size_computed_in_file(self):
+        # The model's input shape, not the traced one: Keras traces a predict
+        # function on the batch's known shape, and the file's op is the same.
+        return None in tuple(self.get_input_shape_at(0))[1:3]
 
 
 class FileResizing(_BilinearResize, keras.layers.Resizing):

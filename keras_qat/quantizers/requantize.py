@@ -43,7 +43,9 @@ fake-quant op's:
 
 - XNNPACK's int8 `RESIZE_BILINEAR` interpolates the levels with 11-bit
   weights and rounds half up onto its input's grid
-  (`resize_bilinear_levels`).
+  (`resize_bilinear_levels`); LiteRT's built-in kernel, which runs an
+  output size computed when the model runs, with 10-bit weights, half
+  away from zero (`builtin_resize_bilinear_levels`).
 
 - XNNPACK's `QUANTIZE` of a float tensor (a model input) multiplies it by
   the float32 reciprocal of the scale and rounds half to even
@@ -344,6 +346,66 @@ def resize_bilinear_levels(levels, output_size):
     lower_rows = along_width(tf.gather(values, bottom, axis=1))
     total = upper_rows * 2048.0 + (lower_rows - upper_rows) * vertical
     return tf.cast(tf.floor((total + 2.0**21) / 2.0**22), tf.float32)
+
+
+def _builtin_interpolation(size, output_size):
+    """LiteRT's built-in int8 bilinear indices and 10-bit weights for `size` to `output_size`.
+
+    `ComputeInterpolationValuesInteger` with half-pixel centres, in int32:
+    scale `s = (2^10 * size + output_size / 2) / output_size`, output `o`
+    at `o * s + s / 2 - 2^9` (C divisions: toward zero), its neighbours
+    clamped to the edges.
+
+    Returns:
+        `(lower, upper, weights)`: int32 source indices, and the upper
+        neighbour's weights on 2^10 as float64 integers (the lower one's is
+        `2^10 - weight`; below the first centre the weight is negative).
+    """
+    size, output_size = tf.cast(size, tf.int32), tf.cast(output_size, tf.int32)
+    scale = (1024 * size + output_size // 2) // output_size
+    scaled = tf.range(output_size) * scale + scale // 2 - 512
+    lower = tf.maximum(tf.truncatediv(scaled, 1024), 0)
+    upper = tf.minimum(tf.truncatediv(scaled + 1023, 1024), size - 1)
+    return lower, upper, tf.cast(scaled - 1024 * lower, tf.float64)
+
+
+def builtin_resize_bilinear_levels(levels, zero_point, output_size):
+    """LiteRT's built-in int8 `RESIZE_BILINEAR` (half-pixel centres) of `levels` to `output_size`.
+
+    `ResizeBilinearInteger`: the four int8 values weighted on 2^20, then
+    divided by 2^20 after adding half of it with the sum's sign (half away
+    from zero, on the int8 values themselves: the zero point matters). It
+    runs where XNNPACK declines the op: an output size the file computes
+    when the model runs.
+
+    Args:
+        levels: `(batch, height, width, channels)` float32 integers, levels
+            above the grid's zero point.
+        zero_point: The grid's level of 0 (0 to 255; `zero_point - 128` is
+            the int8 zero point).
+        output_size: `(height, width)` of the output, integers or scalar
+            tensors (`spatial_size`).
+
+    Returns:
+        The interpolated levels above the zero point, float32 integers
+        (exact in float64: sums below 2^31).
+    """
+    offset = tf.cast(zero_point, tf.float64) - 128.0
+    values = tf.cast(levels, tf.float64) + offset
+    height, width = spatial_size(levels)
+    top, bottom, vertical = _builtin_interpolation(height, output_size[0])
+    left, right, horizontal = _builtin_interpolation(width, output_size[1])
+    horizontal, vertical = horizontal[:, None], vertical[:, None, None]
+
+    def along_width(rows):
+        lower, upper = tf.gather(rows, left, axis=2), tf.gather(rows, right, axis=2)
+        return lower * (1024.0 - horizontal) + upper * horizontal
+
+    upper_rows = along_width(tf.gather(values, top, axis=1))
+    lower_rows = along_width(tf.gather(values, bottom, axis=1))
+    total = upper_rows * (1024.0 - vertical) + lower_rows * vertical
+    rounded = tf.sign(total) * tf.floor((tf.abs(total) + 2.0**19) / 2.0**20)
+    return tf.cast(rounded - offset, tf.float32)
 
 
 def on_grid(levels, grid, num_bits):

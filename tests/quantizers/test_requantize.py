@@ -11,6 +11,7 @@ from keras_qat.quantizers import (
     UlqQuantizer,
 )
 from keras_qat.quantizers.requantize import (
+    builtin_resize_bilinear_levels,
     file_requantize,
     leaky_relu_requantize,
     multiply_requantize,
@@ -399,6 +400,51 @@ def test_the_resize_reference_is_what_litert_runs(size):
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_array_equal(got, reference.xnnpack_resize_bilinear(raw, size))
+
+
+# Up by two (the UpSampling2D case, first centres below 0), and other sizes;
+# zero points off the middle: the built-in kernel rounds the int8 values
+# half away from zero, so the zero point moves its ties.
+@pytest.mark.parametrize("size", [(10, 14), (15, 14), (8, 4), (3, 2), (1, 1)])
+@pytest.mark.parametrize("zero_point", [128.0, 0.0, 201.0])
+def test_builtin_resize_bilinear_levels_match_litert_s_integer_kernel(size, zero_point):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-128, 128, (2, 5, 7, 3))
+    raw[0, :2, :2] = [[[1, 0, 127]] * 2, [[0, -1, -128]] * 2]  # ties, and the extremes
+    levels = tf.constant(raw - (zero_point - 128.0), tf.float32)
+    got = builtin_resize_bilinear_levels(levels, zero_point, size).numpy()
+    want = reference.builtin_resize_bilinear(raw, size) - (zero_point - 128.0)
+    np.testing.assert_array_equal(got, want)
+    if size == (10, 14) and zero_point == 128.0:
+        assert np.any(want != reference.xnnpack_resize_bilinear(raw, size))
+
+
+@pytest.mark.parametrize("size", [(5, 7), (8, 4)])
+def test_the_builtin_resize_reference_is_what_litert_runs_for_a_size_computed_in_the_file(size):
+    from ai_edge_litert.interpreter import Interpreter
+
+    # An UpSampling2D of an image of any size: the file computes the output
+    # size (SHAPE, SLICE, MUL), which XNNPACK declines.
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.UpSampling2D(2, interpolation="bilinear")(inputs))
+    rng = np.random.default_rng(1)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, *size, 3)).astype("f4")] for _ in range(8)
+    )
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    interpreter = Interpreter(model_content=converter.convert())
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, [2, *size, 3])
+    interpreter.allocate_tensors()
+    raw = rng.integers(-128, 128, (2, *size, 3)).astype(np.int8)
+    interpreter.set_tensor(index, raw)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_array_equal(
+        got, reference.builtin_resize_bilinear(raw, (2 * size[0], 2 * size[1]))
+    )
 
 
 @pytest.mark.parametrize("reader_bits", [8, 4])
