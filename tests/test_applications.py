@@ -13,6 +13,8 @@ each other, so their top-1 says nothing. `benchmarks/fidelity.py` measures
 trained networks.
 """
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,20 @@ def int8_compute_fraction(path):
 # float32-against-int32 ties compound over its 16 blocks, amplified by the
 # swish gains and the squeeze's global mean.
 KNOWN_GAPS = {"EfficientNetB0": 0.8}
+
+
+@pytest.fixture(autouse=True)
+def _released_networks():
+    """Each network's graphs are released before the next one is built.
+
+    The module runs in one process (`--dist loadfile`), and without this the
+    eighteen networks' graphs and traced functions piled up there until the
+    system killed it (17 GB, at NASNetMobile).
+    """
+    yield
+    keras.backend.clear_session()
+    gc.collect()
+
 
 # The smallest input each family takes, from 64 up.
 SMALL_SIZES = {"InceptionV3": 75, "Xception": 71}
