@@ -332,20 +332,36 @@ def resize_bilinear_levels(levels, output_size):
         The interpolated levels, float32 integers (exact in float64: sums
         below 2^31).
     """
-    values = tf.cast(levels, tf.float64)
     height, width = spatial_size(levels)
-    top, bottom, vertical = _interpolation(height, output_size[0])
-    left, right, horizontal = _interpolation(width, output_size[1])
+    rows, columns = _interpolation(height, output_size[0]), _interpolation(width, output_size[1])
+    total = _interpolated(tf.cast(levels, tf.float64), rows, columns, 2048.0)
+    return tf.cast(tf.floor((total + 2.0**21) / 2.0**22), tf.float32)
+
+
+def _interpolated(values, rows, columns, unit):
+    """`values` interpolated along the width, then the height, in integers on `unit`^2.
+
+    Args:
+        values: `(batch, height, width, channels)` float64 integers.
+        rows: `(lower, upper, weights)` along the height (`_interpolation`,
+            `_builtin_interpolation`), the upper neighbour's weights on `unit`.
+        columns: The same along the width.
+        unit: The weights' one: `lower * unit + (upper - lower) * weight`.
+
+    Returns:
+        The float64 sums on `unit`^2, exact (below 2^53).
+    """
+    top, bottom, vertical = rows
+    left, right, horizontal = columns
     horizontal, vertical = horizontal[:, None], vertical[:, None, None]
 
-    def along_width(rows):
-        lower, upper = tf.gather(rows, left, axis=2), tf.gather(rows, right, axis=2)
-        return lower * 2048.0 + (upper - lower) * horizontal
+    def along_width(lines):
+        lower, upper = tf.gather(lines, left, axis=2), tf.gather(lines, right, axis=2)
+        return lower * unit + (upper - lower) * horizontal
 
     upper_rows = along_width(tf.gather(values, top, axis=1))
     lower_rows = along_width(tf.gather(values, bottom, axis=1))
-    total = upper_rows * 2048.0 + (lower_rows - upper_rows) * vertical
-    return tf.cast(tf.floor((total + 2.0**21) / 2.0**22), tf.float32)
+    return upper_rows * unit + (lower_rows - upper_rows) * vertical
 
 
 def _builtin_interpolation(size, output_size):
@@ -391,19 +407,11 @@ def builtin_resize_bilinear_levels(levels, zero_point, output_size):
         (exact in float64: sums below 2^31).
     """
     offset = tf.cast(zero_point, tf.float64) - 128.0
-    values = tf.cast(levels, tf.float64) + offset
     height, width = spatial_size(levels)
-    top, bottom, vertical = _builtin_interpolation(height, output_size[0])
-    left, right, horizontal = _builtin_interpolation(width, output_size[1])
-    horizontal, vertical = horizontal[:, None], vertical[:, None, None]
-
-    def along_width(rows):
-        lower, upper = tf.gather(rows, left, axis=2), tf.gather(rows, right, axis=2)
-        return lower * (1024.0 - horizontal) + upper * horizontal
-
-    upper_rows = along_width(tf.gather(values, top, axis=1))
-    lower_rows = along_width(tf.gather(values, bottom, axis=1))
-    total = upper_rows * (1024.0 - vertical) + lower_rows * vertical
+    rows = _builtin_interpolation(height, output_size[0])
+    columns = _builtin_interpolation(width, output_size[1])
+    # The kernel's four products, summed: the same integers as along the width, then the height.
+    total = _interpolated(tf.cast(levels, tf.float64) + offset, rows, columns, 1024.0)
     rounded = tf.sign(total) * tf.floor((tf.abs(total) + 2.0**19) / 2.0**20)
     return tf.cast(rounded - offset, tf.float32)
 
