@@ -11,8 +11,10 @@ class PlainCall:
     the quantizers and the file's arithmetic, 0.1-0.2 s per quantized
     layer and trace. Their control flow is Python's over Python values
     (a condition on a tensor fails loudly rather than converting), so the
-    conversion only costs. A layer a keras_qat layer calls through
-    `__call__` (a user's layer inside a wrapper) is still converted.
+    conversion only costs. The layers whose `call` they run directly are
+    tf_keras's own classes (`layer_table` matches exact types), which Keras
+    never converts; a user's layer they call through `__call__` (export's
+    `RangedOutput` around a producer) still is.
     """
 
     def _should_use_autograph(self):
