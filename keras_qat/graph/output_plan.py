@@ -248,8 +248,9 @@ def _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
 
     That is a bilinear resize, called once, whose output one input
     quantizer reads: one shared by its readers (in `shared`), or one
-    reached behind layers that keep the scale (each the one reader of the
-    tensor before it), or the one reading a Concatenate of it, or the
+    reached behind layers that keep the scale or other such resizes (each
+    the one reader of the tensor before it), or the one reading a
+    Concatenate of it, or the
     Concatenate's own tracked range: the converter gives the op that
     quantizer's scale, and the layer before writes on it. Before the first
     quantizer too: the converter keeps no such same-scale op float (a
@@ -266,7 +267,8 @@ def _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
         if len(after) != 1 or after[0] is None:
             return False
         reader = after[0]
-        if not keeps_scale(reader):
+        # A resize keeps the grid too, when it is itself on its reader's.
+        if not (keeps_scale(reader) or resizes_bilinearly(reader)):
             break
     if not isinstance(reader, keras.layers.Concatenate):
         return reader.name in enabled

@@ -51,6 +51,18 @@ class ReaderGridLayer(RequantizingLayer):
         return output_grid_holder(resize, resize.inbound_nodes.index(reads[0]))
 
     @property
+    def owner(self):
+        """The quantizer whose grid this is: the lender, or the one lending to the lender.
+
+        A resize whose output another resize reads (an `UpSampling2D` into a
+        `Resizing`) reads the grid of that resize's `ReaderGridLayer`.
+        """
+        owner = self.lender
+        while isinstance(owner, ReaderGridLayer):
+            owner = owner.lender
+        return owner
+
+    @property
     def bits(self):
         return self.lender.bits
 

@@ -149,7 +149,7 @@ def tflite_ready_copy(qat_model, batches=None):
             return _fixed_quantizer(layer, layer.name)
         if isinstance(layer, ReaderGridLayer):
             # The converter's op reads and writes the lender's grid: so does the copy.
-            return _fixed_quantizer(layer.lender, layer.name)
+            return _fixed_quantizer(layer.owner, layer.name)
         reader = _quantized_before_reader(layer, sources, consumers)
         if reader is not None and reader.name not in merged and layer.name not in ranges:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()
