@@ -372,6 +372,10 @@ def _builtin_interpolation(size, output_size):
     at `o * s + s / 2 - 2^9` (C divisions: toward zero), its neighbours
     clamped to the edges.
 
+    Args:
+        size: The input's height or width, an integer or a scalar tensor.
+        output_size: The output's, likewise.
+
     Returns:
         `(lower, upper, weights)`: int32 source indices, and the upper
         neighbour's weights on 2^10 as float64 integers (the lower one's is
