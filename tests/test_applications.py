@@ -70,8 +70,8 @@ SMALL_SIZES = {"InceptionV3": 75, "Xception": 71}
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_exports_int8(family, head, tmp_path):
     # Each network in a process of its own: the module runs in one process
-    # (--dist loadfile), where the networks' memory added up (clear_session
-    # and gc freed little of it) until the system killed it at 17.5 GB.
+    # (--dist loadfile), where the networks' memory adds up beyond what
+    # clear_session frees (18 GB by the seventeenth).
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         int8_fraction, report = pool.submit(_exported, family, head, tmp_path).result()
     assert int8_fraction >= 0.95
