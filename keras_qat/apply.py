@@ -10,7 +10,7 @@ from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.shared_inputs import returned_on_grid, shared_input_readers
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
-from keras_qat.quantizers.introspection import output_range_vars
+from keras_qat.quantizers.introspection import output_range_vars, quantized_layers
 from keras_qat.quantizers.ranges import bits_of
 from keras_qat.quantizers.wrapper import separable_depthwise
 
@@ -113,18 +113,20 @@ def apply_retrain_config(model, config, calibration_data=None):
         scalar_operations=plan.scalar_operations,
         swish_products=plan.swish_products,
         resized_on_reader=plan.resized_on_reader,
+        read_raw=plan.read_raw,
     )
     qat_model = builder.build()
+    wrappers = quantized_layers(qat_model)[1]  # by layer name (a model output's wrapper has another)
     for key, (clip_max, clip_min) in clip_ranges.items():
         layer = builder.input_quantizers.get(key)  # none on a fixed grid (see the walker)
         if layer is not None and not layer.follows_pooling:
             UlqQuantizer.assign_clip_range(layer.quantizer_vars, clip_min, clip_max)
     for name, (low, high) in output_ranges.items():
         if isinstance(name, tuple):
-            variables = qat_model.get_layer(name[0]).intermediate_vars
+            variables = wrappers[name[0]].intermediate_vars
         elif name in builder.output_quantizers:
             variables = builder.output_quantizers[name].quantizer_vars
         else:
-            variables = output_range_vars(qat_model.get_layer(name))
+            variables = output_range_vars(wrappers[name])
         TrackedRangeQuantizer.assign_range(variables, low, high)
     return qat_model

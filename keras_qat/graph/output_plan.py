@@ -22,7 +22,10 @@ quantizer in front of all its readers (`shared_inputs`). The inputs of a
 Concatenate, a Maximum or a Minimum are written on its one scale: where no
 input quantizer reads its output directly (a ReLU after it is an int8 RELU
 of its own, which requantizes, as in NASNet's cells), that output is
-rounded, on a tracked range of its own.
+rounded, on a tracked range of its own. A linear Dense read by a ReLU and
+by other layers is two FULLY_CONNECTED in the file, the ReLU fused into one
+(`_fused_copies`): the ReLU reads the Dense's sums, and an
+`OutputQuantizeLayer` rounds them for the other readers.
 """
 
 from typing import NamedTuple
@@ -79,6 +82,30 @@ def _fused_end(layer, consumers):
     return layer
 
 
+def _fused_copies(layer, consumers):
+    """The activation layers among several readers of a Dense's output that fuse into copies of it.
+
+    The converter fuses a ReLU (ReLU6, ...) into a FULLY_CONNECTED even
+    where its output has other readers too: it writes the op twice, once
+    with the activation fused (on the grid of what reads the ReLU) and once
+    for the other readers. So each such reader takes the op's sums
+    unrounded, and only the others read the op's own int8 output. (A
+    convolution's output, or a Dense's of more than two dimensions (a
+    FULLY_CONNECTED between RESHAPEs), it writes once, and a RELU op reads
+    it.)
+    """
+    readers = consumers.get(layer.name, [])
+    linear = activation_bounds(layer) == (None, None)
+    flat = isinstance(layer, keras.layers.Dense) and layer.input.shape.rank == 2
+    if len(readers) < 2 or not linear or not flat:
+        return []
+    return [
+        reader
+        for reader in readers
+        if reader is not None and functional.called_once(reader) and fused_activation(reader)
+    ]
+
+
 def _rounded_by_no_quantizer(end, consumers, enabled):
     """Whether no input quantizer reads `end`'s output, nor a Concatenate, Maximum or Minimum.
 
@@ -117,6 +144,9 @@ class OutputPlan(NamedTuple):
             computes on the grid of the quantizer reading their output
             (`_resized_on_reader`): a `FileResizeBilinear` or `FileResizing`
             after a `ReaderGridLayer`.
+        read_raw: Names of the activation layers that read the unrounded
+            output of the quantized layer before them (`_fused_copies`),
+            which an `OutputQuantizeLayer` rounds for its other readers.
     """
 
     wrappers: dict
@@ -125,6 +155,7 @@ class OutputPlan(NamedTuple):
     scalar_operations: dict
     swish_products: set
     resized_on_reader: set
+    read_raw: set
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -301,7 +332,7 @@ def plan_output_quantizers(float_model, enabled, shared=()):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {}, {}, {}, set(), set())
+    plan = OutputPlan({}, {}, {}, {}, set(), set(), set())
     swishes = hard_swishes(float_model)
     fused = set().union(*swishes.values())
     for layer in float_model.layers:
@@ -339,9 +370,19 @@ def plan_output_quantizers(float_model, enabled, shared=()):
         if not (written or _writes_int8(layer, activation, enabled, sources, memo)):
             continue
         end = _fused_end(layer, consumers)
+        weighted = end is layer and layer.name in enabled and layer_spec(layer).has_weights
+        apart = _fused_copies(layer, consumers) if weighted else []
+        for reader in apart:
+            plan.read_raw.add(reader.name)
+            if _rounded_by_no_quantizer(reader, consumers, read):
+                plan.tensors[reader.name] = activation_bounds(reader)
         if not _rounded_by_no_quantizer(end, consumers, read):
             continue
-        if end is layer and layer.name in enabled and layer_spec(layer).has_weights:
+        if apart:
+            # The op's own output, where readers other than those activations read it.
+            if len(apart) < len(consumers[layer.name]):
+                plan.tensors[layer.name] = (None, None)
+        elif weighted:
             plan.wrappers[layer.name] = activation_bounds(layer)
         else:
             plan.tensors[end.name] = activation_bounds(end)

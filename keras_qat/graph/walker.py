@@ -15,6 +15,9 @@ round where the .tflite rounds are carried out here too: an input quantizer
 moved up to a tensor all readers share (`shared_inputs`), an
 `OutputQuantizeLayer` after an Add or a fused ReLU (`operation_bounds`), a
 `FileActivation` for an activation on a fixed int8 grid (`file_activations`).
+A model output keeps its layer's name for whatever returns it (a quantizer
+after the layer); the layer's copy (a wrapper's: the layer inside keeps it)
+is renamed.
 """
 
 import tensorflow as tf
@@ -199,6 +202,9 @@ class GraphRebuilder:
         resized_on_reader: Names of the bilinear resize layers that become
             a `FileResizeBilinear` or `FileResizing` after a `ReaderGridLayer`
             (`OutputPlan.resized_on_reader`). Defaults to none.
+        read_raw: Names of the layers that read the output of the layer
+            before them unrounded by its `OutputQuantizeLayer`
+            (`OutputPlan.read_raw`). Defaults to none.
     """
 
     def __init__(
@@ -215,6 +221,7 @@ class GraphRebuilder:
         scalar_operations=None,
         swish_products=(),
         resized_on_reader=(),
+        read_raw=(),
     ):
         _check_graph(model)
         self.model = model
@@ -232,6 +239,8 @@ class GraphRebuilder:
         self.scalar_operations = scalar_operations or {}
         self.swish_products = set(swish_products)
         self.resized_on_reader = set(resized_on_reader) if quantize else set()
+        self.read_raw = set(read_raw)
+        self._unrounded = {}  # id of an OutputQuantizeLayer's output -> its input
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
         by_name = {layer.name: layer for layer in model_layers(model)}
@@ -267,6 +276,9 @@ class GraphRebuilder:
         self._joined_poolings = joined_poolings(model, {*self.layers, *self.operation_bounds})
         self._read_outputs = self._outputs_read_by_one_quantizer(outputs)
         self._returned_on_grid = set(returned_on_grid)
+        # Model outputs rounded by an `OutputQuantizeLayer`: it takes the
+        # output's name (which keys loss dicts), the layer's copy another.
+        self._returned_rounded = set(self.operation_bounds) & outputs if quantize else set()
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
         self._before_sharing = {}  # id of a shared quantizer's output -> the model output
 
@@ -317,6 +329,8 @@ class GraphRebuilder:
             return functional.replay(layer, tf.nest.flatten(args[0]), self._call)
         if id(layer) in self.folded_bns:
             return args[0]  # folded into the layer before it
+        if layer.name in self.read_raw:
+            args = (self._unrounded.get(id(args[0]), args[0]), *args[1:])
         copy = self._copy(layer)
         # TFOpLambda ops the QAT model computes as the file does, called on their tensors alone.
         if isinstance(copy, FileScalarOperation):
@@ -346,11 +360,15 @@ class GraphRebuilder:
         if layer.name in self._split:
             outputs = self._activation(layer)(outputs)
         if self.quantize and written in self.operation_bounds:
+            returned = written in self._returned_rounded
             quantizer = OutputQuantizeLayer(
-                *self.operation_bounds[written], name=self.names(f"{written}_output_quant")
+                *self.operation_bounds[written],
+                name=written if returned else self.names(f"{written}_output_quant"),
             )
             self.output_quantizers[written] = quantizer
-            outputs = quantizer(outputs)
+            rounded = quantizer(outputs)
+            self._unrounded[id(rounded)] = outputs
+            outputs = rounded
         readers = self.shared_inputs.get(written)
         if readers is not None:
             shared = self._quantized_input(readers, outputs)
@@ -405,8 +423,6 @@ class GraphRebuilder:
                 f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "
                 f"config: {e}. Custom layers need get_config()/from_config()."
             ) from e
-        if layer.name in self._returned_on_grid:
-            copy._name = self.names(f"{layer.name}_op")  # the model output keeps the name
         called = copy
         entry = self.layers.get(layer.name)
         if self.quantize and entry is not None and entry.retrain_weight_config is not None:
@@ -420,6 +436,10 @@ class GraphRebuilder:
             # The wrapper stands where the layer stood, under its name: the QAT
             # model's output names, which key loss dicts, stay the float model's.
             called = QatWrapper(copy, quantize_config, name=layer.name)
+        # The layer returning a model output keeps the name; a wrapped copy
+        # keeps it too (`quantized_layers` keys on it).
+        if layer.name in self._returned_on_grid or layer.name in self._returned_rounded:
+            called._name = self.names(f"{layer.name}_op")
         self._copies[id(layer)] = (layer, copy, called)
         return called
 

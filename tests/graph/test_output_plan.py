@@ -13,7 +13,7 @@ def plan(outputs, inputs, enabled):
 
 def expected(wrappers, tensors):
     """A plan of output quantizers alone."""
-    return OutputPlan(wrappers, tensors, {}, {}, set(), set())
+    return OutputPlan(wrappers, tensors, {}, {}, set(), set(), set())
 
 
 def test_logits_and_the_input_of_a_global_pooling_are_planned():
@@ -33,6 +33,28 @@ def test_a_fused_relu_layer_is_rounded_after_it():
     x = L.Dense(4, name="d")(inputs)
     outputs = L.ReLU(name="r")(x)
     assert plan(outputs, inputs, ["d"]) == expected({}, {"r": (0.0, None)})
+
+
+def test_relus_among_readers_of_a_dense_read_its_sums_and_a_convolutions_do_not():
+    inputs = keras.Input((8, 8, 1))
+    c = L.Conv2D(4, 3, name="c")(inputs)
+    x = L.Flatten(name="flat")(L.ReLU(name="cr")(c))
+    # `c`'s two ReLUs are RELU ops reading its int8 output. `d` is returned
+    # and read by two ReLUs, the second's output by no quantizer: each is
+    # fused into a copy of the FULLY_CONNECTED.
+    d = L.Dense(4, name="d")(x)
+    e = L.Dense(4, name="e")(L.ReLU(name="r1")(d))
+    outputs = [d, e, L.ReLU(6.0, name="r2")(d), L.Dense(4, name="f")(L.ReLU(name="cr2")(c))]
+    got = plan(outputs, inputs, ["c", "d", "e", "f"])
+    assert got == OutputPlan(
+        {"c": (None, None), "e": (None, None), "f": (None, None)},
+        {"d": (None, None), "r2": (0.0, 6.0)},
+        {},
+        {},
+        set(),
+        set(),
+        {"r1", "r2"},
+    )
 
 
 def test_unfused_activation_is_planned_and_shared_tensors_are_not():
