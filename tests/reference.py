@@ -160,16 +160,19 @@ def _multiply_by_quantized_multiplier(values, ratio):
     return _rounding_divide(high, max(-shift, 0))
 
 
-def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits):
-    """LiteRT's built-in int8 RELU on levels >= 0, in C integers.
+def litert_relu_requantize(levels, in_scale, clip_min, clip_max, bits, ceiling=np.inf):
+    """LiteRT's built-in int8 RELU (RELU6: `ceiling` 6) on levels >= 0, in C integers.
 
     `QuantizeMultiplier` of the scale ratio (31-bit q, shift), then
     `MultiplyByQuantizedMultiplier`: `SaturatingRoundingDoublingHighMul`
-    and `RoundingDivideByPOT`.
+    and `RoundingDivideByPOT`; capped at `roundf(ceiling / output scale)`.
     """
     low, _, scale = nudged(np.float32(clip_min), np.float32(clip_max), bits)
     ratio = np.float64(np.float32(in_scale)) / np.float64(scale)
     shifted = _multiply_by_quantized_multiplier(levels, ratio)
+    if np.isfinite(ceiling):
+        quotient = np.float32(ceiling) / np.float32(scale)
+        shifted = np.minimum(shifted, int(np.sign(quotient) * np.floor(np.abs(quotient) + 0.5)))
     level = np.clip(shifted + zero_point(clip_min, clip_max, bits), 0, 2**bits - 1)
     return level * scale + low
 

@@ -32,8 +32,9 @@ class _Piece(NamedTuple):
             `MEAN`, also a quantized layer's tracked output range), or
             `None` for a float slice.
         pooled: Whether an int8 average pooling of that grid wrote it.
-        relu: Whether an int8 RELU of that grid writes it on the reader's
-            grid (requantizing in its own arithmetic).
+        relu: The ceiling of an int8 RELU (`inf`) or RELU6 (6) of that grid
+            that writes it on the reader's grid (requantizing in its own
+            arithmetic), or `None`.
         leaky: The slope of an int8 LEAKY_RELU of that grid (the source may
             be a quantized layer's tracked output) that writes the slice,
             or `None`.
@@ -52,7 +53,7 @@ class _Piece(NamedTuple):
     width: int | None
     source: weakref.ref | None
     pooled: bool = False
-    relu: bool = False
+    relu: float | None = None
     mean_of: int | None = None
     leaky: float | None = None
     chain: tuple | None = None
@@ -77,9 +78,17 @@ def _producer(tensor):
     return layer, tf.nest.flatten(layer.inbound_nodes[node_index].keras_inputs)
 
 
-def _plain_relu(layer):
-    """Whether the file computes `layer` as an int8 RELU (no ceiling, slope or threshold)."""
-    return fused_activation(layer) and activation_bounds(layer) == (0.0, None)
+def _relu_ceiling(layer):
+    """The ceiling of the int8 RELU or RELU6 the file computes for `layer` (`inf`: none), or `None`.
+
+    `None` for any other layer.
+    """
+    if not fused_activation(layer):
+        return None
+    floor, ceiling = activation_bounds(layer)
+    if floor != 0.0:
+        return None
+    return float("inf") if ceiling is None else ceiling
 
 
 def reading_nodes(layer, node_index):
@@ -281,27 +290,28 @@ def _grid_piece(tensor, width):
     chain = _accumulator_chain(tensor)
     if chain is not None:
         return _Piece(width, None, chain=chain)
-    pooled = relu = False
-    mean_of = leaky = None
+    pooled = False
+    mean_of = leaky = relu = None
     # The activation op writes on the reader's grid behind layers that keep the scale too.
     activated = tensor
     while getattr(activated, "_keras_history", None) is not None:
         layer, inputs = _producer(activated)
         if len(inputs) != 1:
             break
-        if _plain_relu(layer):
-            relu, tensor = True, inputs[0]
+        if (ceiling := _relu_ceiling(layer)) is not None:
+            relu, tensor = ceiling, inputs[0]
         elif (slope := leaky_slope(layer)) is not None:
             leaky, tensor = slope, inputs[0]
         elif keeps_scale(layer):
             activated = inputs[0]
             continue
         break
-    requantized = relu or leaky is not None
+    requantized = relu is not None or leaky is not None
     while getattr(tensor, "_keras_history", None) is not None:
         layer, inputs = _producer(tensor)
-        # A quantized layer's output on its tracked range is a grid to a MEAN or a LEAKY_RELU.
-        reads_tracked = mean_of is not None or leaky is not None
+        # A quantized layer's output on its tracked range is a grid to a MEAN,
+        # a RELU or a LEAKY_RELU.
+        reads_tracked = mean_of is not None or requantized
         tracked = reads_tracked and getattr(layer, "tracks_output", False)
         if isinstance(layer, RequantizingLayer) or tracked or getattr(layer, "gathers_rows", False):
             return _Piece(width, weakref.ref(layer), pooled, relu, mean_of, leaky=leaky)
@@ -332,7 +342,7 @@ def on_a_grid(tensor):
         A bool.
     """
     piece = _grid_piece(tensor, None)
-    return piece.source is not None and not piece.relu and piece.leaky is None
+    return piece.source is not None and piece.relu is None and piece.leaky is None
 
 
 def scale_given_elsewhere(tensor):
@@ -367,7 +377,7 @@ def pooling_source(tensor):
         layers that keep the scale) of a tensor on that layer's grid.
     """
     piece = _grid_piece(tensor, None)
-    if piece.source is None or not piece.pooled or piece.relu or piece.leaky is not None:
+    if piece.source is None or not piece.pooled or piece.relu is not None or piece.leaky is not None:
         return None
     return piece.source()
 
@@ -503,9 +513,11 @@ class RequantizingLayer(QuantizerLayer):
             return requantize.float_quantize(inputs, self.grid(), self.bits)
         in_grid = piece.source().grid()
         in_scale, zero_point, _ = in_grid
-        if piece.relu:
+        if piece.relu is not None:
             levels = tf.round(inputs / in_scale)
-            return requantize.relu_requantize(levels, in_scale, self.grid(), self.bits)
+            return requantize.relu_requantize(
+                levels, in_scale, self.grid(), self.bits, piece.relu
+            )
         if piece.leaky is not None:
             # The activation's input levels: its output, below 0 divided by the slope.
             levels = tf.round(tf.where(inputs >= 0, inputs, inputs / piece.leaky) / in_scale)

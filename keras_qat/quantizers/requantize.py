@@ -508,21 +508,26 @@ def _multiply_by_quantized_multiplier(values, ratio):
     return tf.floor(high / right) + tf.cast(remainder > threshold, tf.float64)
 
 
-def relu_requantize(levels, in_scale, out_grid, num_bits):
-    """LiteRT's built-in int8 `RELU` of `levels` on step `in_scale`, onto `out_grid`.
+def relu_requantize(levels, in_scale, out_grid, num_bits, ceiling=float("inf")):
+    """LiteRT's built-in int8 `RELU` (or `RELU6`) of `levels` on step `in_scale`, onto `out_grid`.
 
     Args:
         levels: Float32 integers >= 0: the input's levels above its zero
             point, after the ReLU (the file's RELU writes the zero point for
             any level below it).
         in_scale, out_grid, num_bits: As for `file_requantize`.
+        ceiling: The activation's ceiling (6 for `RELU6`), which the kernel
+            caps the requantized levels at, rounded onto the output step
+            (`roundf`). Defaults to none.
 
     Returns:
         The output values, as `file_requantize` gives them.
     """
     ratio = tf.cast(in_scale, tf.float64) / tf.cast(out_grid[0], tf.float64)
-    shifted = _multiply_by_quantized_multiplier(tf.cast(levels, tf.float64), ratio)
-    return on_grid(tf.cast(shifted, tf.float32), out_grid, num_bits)
+    shifted = tf.cast(_multiply_by_quantized_multiplier(tf.cast(levels, tf.float64), ratio), tf.float32)
+    if ceiling != float("inf"):
+        shifted = tf.minimum(shifted, tf.floor(ceiling / out_grid[0] + 0.5))
+    return on_grid(shifted, out_grid, num_bits)
 
 
 def product_requantize(sums, step_a, step_b, out_grid, num_bits):

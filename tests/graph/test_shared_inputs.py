@@ -113,10 +113,11 @@ def test_every_reader_of_a_shared_tensor_reads_the_quantizer_output():
     qat = keras_qat.apply_retrain_config(model, config, np.random.randn(64, 4).astype("f4"))
     quantizer = qat.get_layer("b_input_quant")
     assert isinstance(quantizer, InputQuantizeLayer)
-    # The Add reads the rounded tensor, as the .tflite's int8 ADD does.
-    add_inputs = [t.node.layer.name for t in qat.get_layer("add").input]
+    # The Add reads the rounded tensor, as the .tflite's int8 ADD does. (The
+    # model output, its rounded sum, keeps the name "add".)
+    add_inputs = [t.node.layer.name for t in qat.get_layer("add_op").input]
     assert add_inputs == ["b_input_quant", "b"]
-    probe = keras.Model(qat.inputs, [quantizer.output, qat.get_layer("add").input[0]])
+    probe = keras.Model(qat.inputs, [quantizer.output, qat.get_layer("add_op").input[0]])
     rounded, read = probe.predict(np.random.randn(8, 4).astype("f4"), verbose=0)
     np.testing.assert_array_equal(rounded, read)
 

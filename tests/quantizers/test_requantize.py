@@ -83,6 +83,19 @@ def test_relu_requantize_matches_litert_fixed_point(in_scale, reader, bits):
     assert np.any(np.abs(once - want) > 1e-6) == (bits == 4)
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_relu6_requantize_caps_at_six_on_the_output_step(bits):
+    # A reader's grid reaching past 6 (9.3), from a finer step: levels up to
+    # 9.3 in, the kernel's cap at roundf(6 / step) out.
+    grid = op_grid(0.0, 9.3067306, bits)
+    in_scale = np.float32(0.0364)
+    levels = np.arange(0, 256)
+    got = relu_requantize(tf.constant(levels, tf.float32), in_scale, grid, bits, 6.0)
+    want = reference.litert_relu_requantize(levels, in_scale, 0.0, 9.3067306, bits, 6.0)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    assert want.max() < 6.4 and want.max() > 5.6
+
+
 # (input step, reader clip, reader bits, slope): 256 times the ratio a tie
 # (32.5, lrintf rounds it to 32; 16.25 below 0), a leaky ReLU read by an
 # INT8 convolution (scales of a digits CNN), and a slope of 0.01.
