@@ -116,7 +116,8 @@ def apply_retrain_config(model, config, calibration_data=None):
         read_raw=plan.read_raw,
     )
     qat_model = builder.build()
-    wrappers = quantized_layers(qat_model)[1]  # by layer name (a model output's wrapper has another)
+    # By layer name: the wrapper of a model output a quantizer returns has another.
+    wrappers = quantized_layers(qat_model)[1]
     for key, (clip_max, clip_min) in clip_ranges.items():
         layer = builder.input_quantizers.get(key)  # none on a fixed grid (see the walker)
         if layer is not None and not layer.follows_pooling:

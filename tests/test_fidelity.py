@@ -949,7 +949,8 @@ def test_relu_ops_reading_a_tracked_output_requantize_as_litert(digits, tmp_path
     keras.utils.set_random_seed(0)
     model = build()
     if build is build_returned_sequence:
-        model.compile(keras.optimizers.Adam(3e-3), [None, keras.losses.SparseCategoricalCrossentropy(True)])
+        loss = keras.losses.SparseCategoricalCrossentropy(True)
+        model.compile(keras.optimizers.Adam(3e-3), [None, loss])
         rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
         model.fit(rows[0], [np.zeros((len(rows[0]), 6, 16)), rows[1]], epochs=3, verbose=0)
         digits = rows

@@ -377,7 +377,8 @@ def pooling_source(tensor):
         layers that keep the scale) of a tensor on that layer's grid.
     """
     piece = _grid_piece(tensor, None)
-    if piece.source is None or not piece.pooled or piece.relu is not None or piece.leaky is not None:
+    requantized = piece.relu is not None or piece.leaky is not None
+    if piece.source is None or not piece.pooled or requantized:
         return None
     return piece.source()
 
@@ -515,9 +516,7 @@ class RequantizingLayer(QuantizerLayer):
         in_scale, zero_point, _ = in_grid
         if piece.relu is not None:
             levels = tf.round(inputs / in_scale)
-            return requantize.relu_requantize(
-                levels, in_scale, self.grid(), self.bits, piece.relu
-            )
+            return requantize.relu_requantize(levels, in_scale, self.grid(), self.bits, piece.relu)
         if piece.leaky is not None:
             # The activation's input levels: its output, below 0 divided by the slope.
             levels = tf.round(tf.where(inputs >= 0, inputs, inputs / piece.leaky) / in_scale)

@@ -524,7 +524,8 @@ def relu_requantize(levels, in_scale, out_grid, num_bits, ceiling=float("inf")):
         The output values, as `file_requantize` gives them.
     """
     ratio = tf.cast(in_scale, tf.float64) / tf.cast(out_grid[0], tf.float64)
-    shifted = tf.cast(_multiply_by_quantized_multiplier(tf.cast(levels, tf.float64), ratio), tf.float32)
+    shifted = _multiply_by_quantized_multiplier(tf.cast(levels, tf.float64), ratio)
+    shifted = tf.cast(shifted, tf.float32)
     if ceiling != float("inf"):
         shifted = tf.minimum(shifted, tf.floor(ceiling / out_grid[0] + 0.5))
     return on_grid(shifted, out_grid, num_bits)
