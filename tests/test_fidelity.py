@@ -914,6 +914,26 @@ def test_a_dense_output_returned_and_read_through_a_relu_is_two_ops_in_the_file(
         assert report["outputs"][name]["max_error_steps"] < 0.01, report
 
 
+def test_a_relu_op_no_quantizer_reads_writes_on_a_tracked_range(digits, tmp_path):
+    """NASNet's head: its last cell's Concatenate, a ReLU, the global pooling, the logits.
+
+    The ReLU is an int8 RELU of its own in the file (none fuses into a
+    CONCATENATION), written on a range the converter calibrated; the QAT
+    model left it unrounded: logits 3 steps off.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    left = L.Conv2D(8, 3, padding="same", name="left")(x)
+    right = L.Conv2D(8, 1, name="right")(x)
+    x = L.ReLU(name="cell_relu")(L.Concatenate(name="cell")([left, right]))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(x))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
+    assert_logits_exact(model, "INT8", digits, tmp_path)
+
+
 def build_two_relus():
     """A convolution read by a ReLU and a ReLU6: two int8 RELU ops of its tracked output."""
     inputs = keras.Input((8, 8, 1), name="image")

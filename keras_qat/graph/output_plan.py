@@ -22,10 +22,12 @@ quantizer in front of all its readers (`shared_inputs`). The inputs of a
 Concatenate, a Maximum or a Minimum are written on its one scale: where no
 input quantizer reads its output directly (a ReLU after it is an int8 RELU
 of its own, which requantizes, as in NASNet's cells), that output is
-rounded, on a tracked range of its own. A linear Dense read by a ReLU and
-by other layers is two FULLY_CONNECTED in the file, the ReLU fused into one
-(`_fused_copies`): the ReLU reads the Dense's sums, and an
-`OutputQuantizeLayer` rounds them for the other readers.
+rounded, on a tracked range of its own; so is such a ReLU's output (or a
+ReLU's of a tensor other layers read too), where no quantizer reads it
+(`_relu_op`). A linear Dense read by a ReLU and by other layers is two
+FULLY_CONNECTED in the file, the ReLU fused into one (`_fused_copies`): the
+ReLU reads the Dense's sums, and an `OutputQuantizeLayer` rounds them for
+the other readers.
 """
 
 from typing import NamedTuple
@@ -104,6 +106,20 @@ def _fused_copies(layer, consumers):
         for reader in readers
         if reader is not None and functional.called_once(reader) and fused_activation(reader)
     ]
+
+
+def _relu_op(layer, sources, consumers):
+    """Whether the file computes activation layer `layer` as an op of its own, on its own range.
+
+    That is a ReLU (ReLU6) the converter does not fuse into the op before
+    it: one after a Concatenate, Maximum or Minimum, or reading a tensor
+    that other layers read too. Its RELU op requantizes onto an output
+    range of its own where no quantizer gives it one.
+    """
+    producers = sources.get(layer.name, [])
+    if not (fused_activation(layer) and functional.called_once(layer) and len(producers) == 1):
+        return False
+    return _fused_end(producers[0], consumers) is not layer
 
 
 def _rounded_by_no_quantizer(end, consumers, enabled):
@@ -365,6 +381,14 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             and _rounded_by_no_quantizer(layer, consumers, read)
         ):
             plan.tensors[layer.name] = (None, None)
+            continue
+        if (
+            layer.name not in plan.read_raw
+            and _relu_op(layer, sources, consumers)
+            and _after_a_quantizer(layer.name, sources, enabled, memo)
+            and _rounded_by_no_quantizer(layer, consumers, read)
+        ):
+            plan.tensors[layer.name] = activation_bounds(layer)
             continue
         written = layer.name in plan.scalar_operations or layer.name in plan.swish_products
         if not (written or _writes_int8(layer, activation, enabled, sources, memo)):

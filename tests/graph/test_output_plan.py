@@ -57,6 +57,22 @@ def test_relus_among_readers_of_a_dense_read_its_sums_and_a_convolutions_do_not(
     )
 
 
+def test_a_relu_op_of_its_own_is_rounded_unless_a_quantizer_reads_it():
+    inputs = keras.Input((8, 8, 1))
+    a = L.Conv2D(4, 3, name="a")(inputs)
+    b = L.Conv2D(4, 3, name="b")(inputs)
+    joined = L.ReLU(name="r1")(L.Concatenate(name="cat")([a, b]))
+    # A ReLU of a tensor read elsewhere too: not fused into `c`.
+    c = L.Conv2D(4, 3, name="c")(joined)
+    pooled = L.GlobalAveragePooling2D(name="gap")(L.ReLU(name="r2")(c))
+    outputs = [pooled, L.Conv2D(4, 3, name="d")(L.ReLU(name="r3")(c)), c]
+    got = plan(outputs, inputs, ["a", "b", "c", "d"])
+    assert got == expected(
+        {"c": (None, None), "d": (None, None)},
+        {"cat": (None, None), "r2": (0.0, None)},
+    )
+
+
 def test_unfused_activation_is_planned_and_shared_tensors_are_not():
     inputs = keras.Input((4,))
     soft = L.Dense(4, activation="softmax", name="soft")(inputs)
