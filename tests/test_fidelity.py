@@ -934,6 +934,31 @@ def test_a_relu_op_no_quantizer_reads_writes_on_a_tracked_range(digits, tmp_path
     assert_logits_exact(model, "INT8", digits, tmp_path)
 
 
+def test_a_relu_of_a_tensor_on_another_readers_grid_requantizes_from_it(digits, tmp_path):
+    """A convolution read by a ReLU into the pooled logits and, flattened, by an auxiliary head.
+
+    The file writes the convolution on the auxiliary Dense's grid and its
+    RELU requantizes from there; the QAT model requantized the sums as if
+    the ReLU were fused into the convolution: logits 2 steps off.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    features = L.Conv2D(8, 3, name="features")(x)
+    pooled = L.GlobalAveragePooling2D(name="gap")(L.ReLU(name="relu")(features))
+    aux = L.Dense(10, name="aux")(L.Flatten(name="flat")(features))
+    model = keras.Model(inputs, [L.Dense(10, name="logits")(pooled), aux])
+    loss = keras.losses.SparseCategoricalCrossentropy(True)
+    model.compile(keras.optimizers.Adam(3e-3), [loss, loss])
+    model.fit(digits[0], [digits[1], digits[1]], epochs=3, batch_size=64, verbose=0)
+    config = {layer.name: {} for layer in quantizable(model)}
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    for name in qat.output_names:
+        assert report["outputs"][name]["max_error_steps"] < 0.01, report
+
+
 def build_two_relus():
     """A convolution read by a ReLU and a ReLU6: two int8 RELU ops of its tracked output."""
     inputs = keras.Input((8, 8, 1), name="image")

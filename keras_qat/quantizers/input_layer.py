@@ -183,6 +183,19 @@ def _writes_accumulator(piece):
     return sum(isinstance(reader, RequantizingLayer) for reader in readers) == 1
 
 
+def _written_link(piece):
+    """The index in `piece.chain` of the call whose output the file's op writes.
+
+    The converter fuses an activation into the op only where it reads the
+    tensor before it alone: after the first call that several layers read,
+    each activation is an op of its own (a RELU, which requantizes).
+    """
+    for index, link in enumerate(piece.chain[:-1]):
+        if len(_readers(link)) != 1:
+            return index
+    return len(piece.chain) - 1
+
+
 def _scale_giver(piece):
     """The `RequantizingLayer` whose grid the file writes `piece`'s op's output on, or `None`.
 
@@ -191,11 +204,11 @@ def _scale_giver(piece):
     grid of the one quantizer reading it behind layers that keep the scale,
     and the Concatenate requantizes it from there (the export rounds it
     before the Concatenate behind a cap, which makes the converter do so:
-    `tflite.fixed_quant.QuantizedBefore`).
+    `tflite.fixed_quant.QuantizedBefore`); so does a ReLU of it, a RELU op.
     """
     if piece.chain is None or any(link[0]() is None for link in piece.chain):
         return None
-    givers, links = set(), [piece.chain[-1]]
+    givers, links = set(), [piece.chain[_written_link(piece)]]
     while links:
         layer, node_index = links.pop()
         for read in reading_nodes(layer(), node_index):
@@ -543,7 +556,12 @@ class RequantizingLayer(QuantizerLayer):
         """
         giver = self if _writes_accumulator(piece) else _scale_giver(piece)
         sums_step = None if giver is None else piece.chain[0][0]().accumulator_step()
-        if sums_step is None:
+        # The activations after the op's output are RELU ops of their own,
+        # which read it on another quantizer's grid (one RELU is simulated).
+        after = [link[0]() for link in piece.chain[_written_link(piece) + 1 :]]
+        ceilings = [_relu_ceiling(layer) for layer in after if fused_activation(layer)]
+        unknown = None in ceilings or len(ceilings) > 1 or (ceilings and giver is self)
+        if sums_step is None or unknown:
             return outputs
         sums_step = _laid_out(sums_step, inputs)
         sums = tf.round(inputs / sums_step)
@@ -553,6 +571,10 @@ class RequantizingLayer(QuantizerLayer):
         given_scale = giver.grid()[0]
         written = requantize.accumulator_requantize(sums, sums_step, giver.grid(), 8)
         levels = tf.round(written / given_scale)
+        if ceilings:
+            return requantize.relu_requantize(
+                levels, given_scale, self.grid(), self.bits, ceilings[0]
+            )
         return requantize.file_requantize(levels, given_scale, self.grid(), self.bits)
 
 
