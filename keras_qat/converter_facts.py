@@ -252,6 +252,25 @@ def fused_activation(layer):
     return isinstance(layer, keras.layers.Activation) and own_activation_fuses(layer)
 
 
+def fuses_into_copies(layer):
+    """Whether the converter fuses an activation into a copy of `layer`'s op that others read too.
+
+    It does for a FULLY_CONNECTED (a Dense of a 2-D input): it writes the op
+    twice, once with the activation fused, on the grid of what reads the
+    activation, and once for the other readers. A convolution's output, or
+    a Dense's of more dimensions (a FULLY_CONNECTED between RESHAPEs), it
+    writes once, and a RELU op reads it.
+
+    Args:
+        layer: A tf_keras layer called once, or a wrapper of one.
+
+    Returns:
+        A bool.
+    """
+    inner = getattr(layer, "layer", layer)
+    return isinstance(inner, keras.layers.Dense) and layer.input.shape.rank == 2
+
+
 def leaky_slope(layer):
     """The slope below 0 of a layer the file computes as an int8 `LEAKY_RELU`, or `None`.
 

@@ -39,6 +39,7 @@ from keras_qat._keras import keras
 from keras_qat.converter_facts import (
     activation_bounds,
     fused_activation,
+    fuses_into_copies,
     keeps_scale,
     resizes_bilinearly,
     scalar_operation,
@@ -85,21 +86,14 @@ def _fused_end(layer, consumers):
 
 
 def _fused_copies(layer, consumers):
-    """The activation layers among several readers of a Dense's output that fuse into copies of it.
+    """The activation layers among several readers of `layer`'s output that fuse into copies of it.
 
-    The converter fuses a ReLU (ReLU6, ...) into a FULLY_CONNECTED even
-    where its output has other readers too: it writes the op twice, once
-    with the activation fused (on the grid of what reads the ReLU) and once
-    for the other readers. So each such reader takes the op's sums
-    unrounded, and only the others read the op's own int8 output. (A
-    convolution's output, or a Dense's of more than two dimensions (a
-    FULLY_CONNECTED between RESHAPEs), it writes once, and a RELU op reads
-    it.)
+    Each such reader takes the op's sums unrounded (`fuses_into_copies`),
+    and only the others read the op's own int8 output.
     """
     readers = consumers.get(layer.name, [])
     linear = activation_bounds(layer) == (None, None)
-    flat = isinstance(layer, keras.layers.Dense) and layer.input.shape.rank == 2
-    if len(readers) < 2 or not linear or not flat:
+    if len(readers) < 2 or not linear or not fuses_into_copies(layer):
         return []
     return [
         reader

@@ -11,6 +11,7 @@ from keras_qat.converter_facts import (
     activation_bounds,
     computed_in_float,
     fused_activation,
+    fuses_into_copies,
     is_opaque,
     keeps_layout,
     keeps_scale,
@@ -187,9 +188,12 @@ def _written_link(piece):
     """The index in `piece.chain` of the call whose output the file's op writes.
 
     The converter fuses an activation into the op only where it reads the
-    tensor before it alone: after the first call that several layers read,
-    each activation is an op of its own (a RELU, which requantizes).
+    tensor before it alone (or into a copy of the op: `fuses_into_copies`):
+    after the first call that several layers read, each activation is an
+    op of its own (a RELU, which requantizes).
     """
+    if fuses_into_copies(piece.chain[0][0]()):
+        return len(piece.chain) - 1
     for index, link in enumerate(piece.chain[:-1]):
         if len(_readers(link)) != 1:
             return index
