@@ -114,6 +114,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         swish_products=plan.swish_products,
         resized_on_reader=plan.resized_on_reader,
         read_raw=plan.read_raw,
+        joined_on_grid=plan.joined_on_grid,
     )
     qat_model = builder.build()
     # By layer name: the wrapper of a model output a quantizer returns has another.

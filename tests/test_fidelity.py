@@ -959,6 +959,34 @@ def test_a_relu_of_a_tensor_on_another_readers_grid_requantizes_from_it(digits, 
         assert report["outputs"][name]["max_error_steps"] < 0.01, report
 
 
+@pytest.mark.parametrize("shared", ["add", "convolution"])
+def test_a_tensor_a_concatenation_and_an_add_read_is_on_the_concatenations_grid(
+    digits, tmp_path, shared
+):
+    """NASNet's reduction cell: a sum joined in the cell's output and added to a pooling too.
+
+    The file writes the shared tensor on the concatenation's one scale,
+    and the other Add reads it there; the QAT model left it unrounded, and
+    added the pooling's unrounded average: logits 2 steps off (top-1
+    agreement 0.79 for the sum, 0.94 for the convolution, which the
+    converter even left float: its output had two scales to take).
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    left = L.Conv2D(8, 3, padding="same", name="left")(x)
+    if shared == "add":
+        left = L.Add(name="sum")([left, L.Conv2D(8, 1, name="right")(x)])
+    pooled = L.AveragePooling2D(3, strides=1, padding="same", name="pool")(x)
+    added = L.Add(name="added")([left, pooled])
+    x = L.ReLU(name="cell_relu")(L.Concatenate(name="cell")([left, added]))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(x))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
+    assert_logits_exact(model, "INT8", digits, tmp_path)
+
+
 def build_two_relus():
     """A convolution read by a ReLU and a ReLU6: two int8 RELU ops of its tracked output."""
     inputs = keras.Input((8, 8, 1), name="image")

@@ -116,6 +116,27 @@ def _relu_op(layer, sources, consumers):
     return _fused_end(producers[0], consumers) is not layer
 
 
+def _joined_among_readers(end, consumers, enabled):
+    """Whether a Concatenate reads `end`'s output beside other layers, and no quantizer does.
+
+    The file writes the output on the concatenation's one scale, and the
+    other readers (an Add, as in NASNet's reduction cells) read it there.
+    With a quantizer among the readers, it is on that quantizer's grid
+    instead (see `input_layer._scale_giver`).
+    """
+    readers = consumers.get(end.name, [])
+    behind = _readers(end.name, consumers)
+    joins = [reader for reader in behind if isinstance(reader, _ONE_SCALE)]
+    return (
+        len(readers) > 1
+        and None not in behind
+        and len(joins) == 1
+        and isinstance(joins[0], keras.layers.Concatenate)
+        and joins[0] in readers
+        and not any(reader.name in enabled for reader in behind)
+    )
+
+
 def _rounded_by_no_quantizer(end, consumers, enabled):
     """Whether no input quantizer reads `end`'s output, nor a Concatenate, Maximum or Minimum.
 
@@ -157,6 +178,9 @@ class OutputPlan(NamedTuple):
         read_raw: Names of the activation layers that read the unrounded
             output of the quantized layer before them (`_fused_copies`),
             which an `OutputQuantizeLayer` rounds for its other readers.
+        joined_on_grid: Names of the layers whose int8 output a
+            Concatenate and other layers read (`_joined_among_readers`): a
+            `ReaderGridLayer` after each rounds it on the Concatenate's grid.
     """
 
     wrappers: dict
@@ -166,6 +190,7 @@ class OutputPlan(NamedTuple):
     swish_products: set
     resized_on_reader: set
     read_raw: set
+    joined_on_grid: set
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -342,7 +367,7 @@ def plan_output_quantizers(float_model, enabled, shared=()):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {}, {}, {}, set(), set(), set())
+    plan = OutputPlan({}, {}, {}, {}, set(), set(), set(), set())
     swishes = hard_swishes(float_model)
     fused = set().union(*swishes.values())
     for layer in float_model.layers:
@@ -395,6 +420,8 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             if _rounded_by_no_quantizer(reader, consumers, read):
                 plan.tensors[reader.name] = activation_bounds(reader)
         if not _rounded_by_no_quantizer(end, consumers, read):
+            if _joined_among_readers(end, consumers, read):
+                plan.joined_on_grid.add(end.name)
             continue
         if apart:
             # The op's own output, where readers other than those activations read it.

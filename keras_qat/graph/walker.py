@@ -205,6 +205,8 @@ class GraphRebuilder:
         read_raw: Names of the layers that read the output of the layer
             before them unrounded by its `OutputQuantizeLayer`
             (`OutputPlan.read_raw`). Defaults to none.
+        joined_on_grid: Names of the layers followed by a `ReaderGridLayer`
+            (`OutputPlan.joined_on_grid`). Defaults to none.
     """
 
     def __init__(
@@ -222,6 +224,7 @@ class GraphRebuilder:
         swish_products=(),
         resized_on_reader=(),
         read_raw=(),
+        joined_on_grid=(),
     ):
         _check_graph(model)
         self.model = model
@@ -240,6 +243,7 @@ class GraphRebuilder:
         self.swish_products = set(swish_products)
         self.resized_on_reader = set(resized_on_reader) if quantize else set()
         self.read_raw = set(read_raw)
+        self.joined_on_grid = set(joined_on_grid) if quantize else set()
         self._unrounded = {}  # id of an OutputQuantizeLayer's output -> its input
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
@@ -369,6 +373,8 @@ class GraphRebuilder:
             rounded = quantizer(outputs)
             self._unrounded[id(rounded)] = outputs
             outputs = rounded
+        if written in self.joined_on_grid:
+            outputs = ReaderGridLayer(name=self.names(f"{written}_joined_quant"))(outputs)
         readers = self.shared_inputs.get(written)
         if readers is not None:
             shared = self._quantized_input(readers, outputs)

@@ -15,10 +15,11 @@ from keras_qat.quantizers.file_arithmetic import (
     FileScalarOperation,
     FileSubtract,
 )
-from keras_qat.quantizers.file_resize import FileResizeBilinear, FileResizing, ReaderGridLayer
+from keras_qat.quantizers.file_resize import FileResizeBilinear, FileResizing
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.output_layer import OutputQuantizeLayer
 from keras_qat.quantizers.quantize_config import WeightQuantizeConfig
+from keras_qat.quantizers.reader_grid import ReaderGridLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
 from keras_qat.quantizers.ulq import UlqQuantizer
 from keras_qat.quantizers.ulq_weight import UlqWeightQuantizer

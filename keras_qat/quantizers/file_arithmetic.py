@@ -22,7 +22,7 @@ from keras_qat.converter_facts import fused_activation, keeps_scale
 from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.hard_swish import hard_swish_requantize, swished_operand
-from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
+from keras_qat.quantizers.input_layer import RequantizingLayer, pooling_source, reading_nodes
 from keras_qat.quantizers.ranges import divided
 
 
@@ -126,8 +126,21 @@ class FileOperation(PlainCall):
         return outputs
 
     def _operand_grids(self, inputs):
-        """The layers whose grids the operands are on (`None` where unknown), from Keras tensors."""
-        return [grid_holder(t) for t in tf.nest.flatten(inputs)]
+        """The layers whose grids the operands are on (`None` where unknown), from Keras tensors.
+
+        An int8 average pooling's output is on its input's grid, as the
+        pooling rounds it (`pooling_source`; noted in `_pooled`).
+        """
+        holders = [grid_holder(t) for t in tf.nest.flatten(inputs)]
+        sources = [
+            None if holder is not None else pooling_source(tensor)
+            for holder, tensor in zip(holders, tf.nest.flatten(inputs), strict=True)
+        ]
+        self._pooled = [source is not None for source in sources]
+        return [
+            holder if source is None else source
+            for holder, source in zip(holders, sources, strict=True)
+        ]
 
     def _operands(self, inputs):
         """The two operand tensors of the op, from the layer's inputs."""
@@ -164,14 +177,15 @@ class FileOperation(PlainCall):
         if reader is None:
             return outputs
         (step_a, _, _), (step_b, _, _) = (holder.grid() for holder in holders)
-        return self._requantized(
-            tf.round(operands[0] / step_a),
-            step_a,
-            tf.round(operands[1] / step_b),
-            step_b,
-            reader.grid(),
-            reader.bits,
+        levels_a, levels_b = (
+            requantize.pooled_levels(operand, *holder.grid()[:2])
+            if pooled
+            else tf.round(operand / holder.grid()[0])
+            for operand, holder, pooled in zip(
+                operands, holders, getattr(self, "_pooled", (False, False)), strict=True
+            )
         )
+        return self._requantized(levels_a, step_a, levels_b, step_b, reader.grid(), reader.bits)
 
     def _requantized(self, levels_a, step_a, levels_b, step_b, out_grid, num_bits):
         """The file's op of the operands' levels, onto `out_grid` (`_OP`'s)."""

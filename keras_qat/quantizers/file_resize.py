@@ -7,7 +7,7 @@ that grid, and the op interpolates those levels in fixed point and rounds
 them onto it again: two roundings on one grid, which a fake-quant after a
 float interpolation does not make (a U-Net-like CNN: 64 % of its outputs
 exact, up to 4 steps off). So the QAT model rounds the resize's input on
-its reader's grid (`ReaderGridLayer`, with no range of its own) and
+its reader's grid (`reader_grid.ReaderGridLayer`) and
 interpolates as XNNPACK does: a bilinear `UpSampling2D` as a
 `FileResizeBilinear`, a bilinear `Resizing` as a `FileResizing`.
 """
@@ -16,74 +16,8 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.quantizers import requantize
-from keras_qat.quantizers.file_arithmetic import FileOperation, output_grid_holder
-from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
+from keras_qat.quantizers.file_arithmetic import FileOperation
 from keras_qat.quantizers.ranges import divided
-
-
-class ReaderGridLayer(RequantizingLayer):
-    """Rounds the input of a bilinear resize on the grid of the quantizer reading its output.
-
-    That quantizer (`lender`) is found once the model is built: the one the
-    file writes the resize's output on (`output_grid_holder`). The
-    forward pass rounds on its grid, or computes what the file writes there
-    (`RequantizingLayer`: a convolution's requantized sums in inference);
-    the gradient passes straight through, and the lender's range gets none
-    from here.
-
-    Args:
-        **kwargs: Base `Layer` arguments (`name`, ...).
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(None, **kwargs)
-
-    def build(self, input_shape):
-        keras.layers.Layer.build(self, input_shape)  # no variables of its own
-
-    @property
-    def lender(self):
-        """The `RequantizingLayer` whose grid this rounds on (`None` while the model is built)."""
-        reads = reading_nodes(self, 0) if self.inbound_nodes else []
-        if len(reads) != 1:
-            return None
-        resize = reads[0].outbound_layer
-        return output_grid_holder(resize, resize.inbound_nodes.index(reads[0]))
-
-    @property
-    def owner(self):
-        """The quantizer whose grid this is: the lender, or the one lending to the lender.
-
-        A resize whose output another resize reads (an `UpSampling2D` into a
-        `Resizing`) reads the grid of that resize's `ReaderGridLayer`.
-        """
-        owner = self.lender
-        while isinstance(owner, ReaderGridLayer):
-            owner = owner.lender
-        return owner
-
-    @property
-    def bits(self):
-        return self.lender.bits
-
-    def grid(self):
-        return self.lender.grid()
-
-    def call(self, inputs, training=None):
-        lender = self.lender
-        if lender is None:
-            return inputs  # only while the model is built: the reader comes later
-        scale, _, low = (tf.stop_gradient(value) for value in lender.grid())
-        high = low + scale * float(2**lender.bits - 1)
-        rounded = tf.quantization.fake_quant_with_min_max_vars(
-            inputs, low, high, num_bits=lender.bits
-        )
-        outputs = inputs + tf.stop_gradient(rounded - inputs)
-        return tf.__internal__.smart_cond.smart_cond(
-            False if training is None else training,
-            lambda: self._file_values(inputs, outputs, ties=False),
-            lambda: self._file_values(inputs, outputs, ties=True),
-        )
 
 
 class _BilinearResize(FileOperation):

@@ -13,7 +13,7 @@ def plan(outputs, inputs, enabled):
 
 def expected(wrappers, tensors):
     """A plan of output quantizers alone."""
-    return OutputPlan(wrappers, tensors, {}, {}, set(), set(), set())
+    return OutputPlan(wrappers, tensors, {}, {}, set(), set(), set(), set())
 
 
 def test_logits_and_the_input_of_a_global_pooling_are_planned():
@@ -54,6 +54,7 @@ def test_relus_among_readers_of_a_dense_read_its_sums_and_a_convolutions_do_not(
         set(),
         set(),
         {"r1", "r2"},
+        set(),
     )
 
 
@@ -71,6 +72,19 @@ def test_a_relu_op_of_its_own_is_rounded_unless_a_quantizer_reads_it():
         {"c": (None, None), "d": (None, None)},
         {"cat": (None, None), "r2": (0.0, None)},
     )
+
+
+def test_a_tensor_a_concatenation_reads_beside_other_layers_is_joined_on_its_grid():
+    inputs = keras.Input((8, 8, 1))
+    a = L.Conv2D(4, 3, name="a")(inputs)
+    b = L.Conv2D(4, 3, name="b")(inputs)
+    total = L.Add(name="sum")([a, b])
+    # `a` is read by a quantizer too (`c`): on that one's grid instead.
+    joined = L.Concatenate(name="cat")([total, L.Add(name="twice")([total, b]), a])
+    outputs = [L.Conv2D(4, 3, name="c")(a), L.Conv2D(4, 3, name="d")(joined)]
+    got = plan(outputs, inputs, ["a", "b", "c", "d"])
+    assert got.joined_on_grid == {"sum"}
+    assert got.tensors == {}
 
 
 def test_unfused_activation_is_planned_and_shared_tensors_are_not():
