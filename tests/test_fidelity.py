@@ -265,6 +265,13 @@ def assert_logits_exact(model, recipe, digits, tmp_path):
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
 
 
+def assert_trained_logits_exact(model, digits, tmp_path, recipe="INT8"):
+    """Trains `model` on the digits for 3 epochs, then checks its file's logits."""
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
+    assert_logits_exact(model, recipe, digits, tmp_path)
+
+
 def assert_rows_logits_exact(model, digits, tmp_path, recipe="INT8"):
     """Trains `model`, on the digits' rows as 8 tokens, and checks its file's logits."""
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
@@ -450,9 +457,7 @@ def test_a_model_written_with_tensorflow_ops_exports_as_trained(digits, tmp_path
     h = tf.concat([h, L.Conv2D(8, 1, activation="relu", name="side")(inputs)], axis=-1)
     x = L.GlobalAveragePooling2D(name="gap")(L.Conv2D(8, 3, name="conv3")(h))
     model = keras.Model(inputs, L.Dense(10, name="logits")(x))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
-    assert_logits_exact(model, "INT8", digits, tmp_path)
+    assert_trained_logits_exact(model, digits, tmp_path)
 
 
 def test_a_swish_output_read_by_a_convolution_and_an_add_is_rounded_once(digits, tmp_path):
@@ -808,9 +813,7 @@ def test_what_the_converter_decomposes_runs_in_float_in_both(digits, tmp_path):
     x = L.Concatenate(name="join")([L.Flatten()(x), L.Flatten()(cosines)])
     x = L.Dense(16, activation="softsign", name="hidden")(x)
     model = keras.Model(inputs, L.Dense(10, name="logits")(x))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
-    assert_logits_exact(model, "INT8", digits, tmp_path)
+    assert_trained_logits_exact(model, digits, tmp_path)
 
 
 def test_heads_with_activations_the_file_runs_in_float_export_as_trained(digits, tmp_path):
@@ -929,9 +932,7 @@ def test_a_relu_op_no_quantizer_reads_writes_on_a_tracked_range(digits, tmp_path
     x = L.ReLU(name="cell_relu")(L.Concatenate(name="cell")([left, right]))
     x = L.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, L.Dense(10, name="logits")(x))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
-    assert_logits_exact(model, "INT8", digits, tmp_path)
+    assert_trained_logits_exact(model, digits, tmp_path)
 
 
 def test_a_relu_of_a_tensor_on_another_readers_grid_requantizes_from_it(digits, tmp_path):
@@ -982,9 +983,7 @@ def test_a_tensor_a_concatenation_and_an_add_read_is_on_the_concatenations_grid(
     x = L.ReLU(name="cell_relu")(L.Concatenate(name="cell")([left, added]))
     x = L.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, L.Dense(10, name="logits")(x))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
-    assert_logits_exact(model, "INT8", digits, tmp_path)
+    assert_trained_logits_exact(model, digits, tmp_path)
 
 
 def build_two_relus():
@@ -1026,11 +1025,9 @@ def test_relu_ops_reading_a_tracked_output_requantize_as_litert(digits, tmp_path
         model.compile(keras.optimizers.Adam(3e-3), [None, loss])
         rows = tuple(part.reshape(-1, 8, 8) if part.ndim > 1 else part for part in digits)
         model.fit(rows[0], [np.zeros((len(rows[0]), 6, 16)), rows[1]], epochs=3, verbose=0)
-        digits = rows
+        assert_logits_exact(model, "W4A4", rows, tmp_path)
     else:
-        model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
-        model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
-    assert_logits_exact(model, "W4A4", digits, tmp_path)
+        assert_trained_logits_exact(model, digits, tmp_path, "W4A4")
 
 
 def test_a_softmax_over_another_axis_and_a_permute_write_as_the_file(digits, tmp_path):
