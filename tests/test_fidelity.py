@@ -986,6 +986,28 @@ def test_a_tensor_a_concatenation_and_an_add_read_is_on_the_concatenations_grid(
     assert_trained_logits_exact(model, digits, tmp_path)
 
 
+def test_relus_of_one_tensor_padded_apart_are_one_tensor_on_one_grid(digits, tmp_path):
+    """NASNet's reduction cell: each strided branch pads its own ReLU of the cell's input.
+
+    The converter merges the ReLUs into the op before them, which writes
+    one int8 tensor for both branches' quantizers, each behind its own
+    padding: on one's grid, requantized for the other (logits 2 steps off,
+    top-1 agreement 0.93). Those quantizers are one now, before the
+    paddings.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = L.Conv2D(8, 1, name="conv2")(x)
+    left = L.ZeroPadding2D(1, name="left_pad")(L.Activation("relu", name="left_relu")(x))
+    right = L.ZeroPadding2D(2, name="right_pad")(L.Activation("relu", name="right_relu")(x))
+    left = L.SeparableConv2D(8, 3, strides=2, name="left")(left)
+    right = L.SeparableConv2D(8, 5, strides=2, name="right")(right)
+    x = L.GlobalAveragePooling2D(name="gap")(L.Add(name="add")([left, right]))
+    model = keras.Model(inputs, L.Dense(10, name="logits")(x))
+    assert_trained_logits_exact(model, digits, tmp_path)
+
+
 def build_two_relus():
     """A convolution read by a ReLU and a ReLU6: two int8 RELU ops of its tracked output."""
     inputs = keras.Input((8, 8, 1), name="image")

@@ -27,7 +27,10 @@ converter refused to join a requantized tensor in a concatenation
 requantizing it on its own. A model output that quantized layers read is
 shared the same way: the file holds it once, on the shared grid, and
 dequantizes it for the output (the model output stays the producer's, see
-`WeightQuantizeConfig.output_on_reader`). Tensors of layers called more than
+`WeightQuantizeConfig.output_on_reader`). So is a tensor that two or more
+quantized layers read only behind layers that keep the scale (NASNet pads a
+ReLU of a cell's input before each strided separable convolution): the
+quantizer goes before those layers. Tensors of layers called more than
 once are left to the export (see `tflite.output_ranges`).
 """
 
@@ -61,6 +64,23 @@ def _reading_keys(layer, reader):
         for key, operand in zip(keys, operands, strict=True)
         if functional.producing_layer(operand) is layer
     )
+
+
+def _quantized_behind(layer, reader, consumers, settings):
+    """`(its producer, quantized layer)` reached from `reader` of `layer` behind scale keepers.
+
+    Each layer on the way is the one reader of the one before (NASNet pads
+    a cell's input before a strided separable convolution); `None` where
+    the way ends elsewhere.
+    """
+    while keeps_scale(reader) and functional.called_once(reader):
+        after = consumers.get(reader.name, [])
+        if len(after) != 1 or after[0] is None:
+            return None
+        layer, reader = reader, after[0]
+    if reader.name in settings and functional.called_once(reader):
+        return layer, reader
+    return None
 
 
 def _on_a_grid(layer, sources, settings, planned):
@@ -128,6 +148,15 @@ def shared_input_readers(float_model, settings, bits):
         # A product of the tensor with itself reads it twice, as two keys.
         keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
         others = [r for r in readers if r is not None and r.name not in settings]
+        # Quantized layers that read it only behind layers that keep the
+        # scale, two or more: the file holds it on one grid for all, which
+        # the converter would take from one of them and requantize for the
+        # others (NASNet's ReLU before pads of different sizes).
+        behind = [
+            found for r in others if (found := _quantized_behind(layer, r, consumers, settings))
+        ]
+        if not keys and len(behind) > 1 and functional.called_once(layer):
+            keys = [key for producer, reader in behind for key in _reading_keys(producer, reader)]
         # A weightless layer's int8 model output counts as a reader: the file holds that tensor.
         returned = 0
         if layer.name not in settings and _held_int8(layer, sources, settings, int8):
