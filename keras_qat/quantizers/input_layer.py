@@ -529,13 +529,12 @@ class RequantizingLayer(QuantizerLayer):
             return self._written_from_sums(inputs, outputs, piece)
         if piece.from_float:
             return requantize.float_quantize(inputs, self.grid(), self.bits)
-        # A `ReaderGridLayer` lending this grid (a Concatenate's input):
-        # the slice is on it already (its lender is unknown while this is built).
-        if getattr(piece.source(), "lender", None) in (None, self) and hasattr(
-            piece.source(), "lender"
-        ):
+        source = piece.source()
+        # A `ReaderGridLayer` lending this grid (a Concatenate's input) holds
+        # the slice on it already; its lender is unknown while this is built.
+        if hasattr(source, "lender") and source.lender in (None, self):
             return outputs
-        in_grid = piece.source().grid()
+        in_grid = source.grid()
         in_scale, zero_point, _ = in_grid
         if piece.relu is not None:
             levels = tf.round(inputs / in_scale)
