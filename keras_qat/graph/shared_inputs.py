@@ -67,20 +67,23 @@ def _reading_keys(layer, reader):
 
 
 def _quantized_behind(layer, reader, consumers, settings):
-    """`(its producer, quantized layer)` reached from `reader` of `layer` behind scale keepers.
+    """`(its producer, quantized layer)` pairs from `reader` of `layer` on, behind scale keepers.
 
-    Each layer on the way is the one reader of the one before (NASNet pads
-    a cell's input before a strided separable convolution); `None` where
-    the way ends elsewhere.
+    NASNet pads a cell's input before each strided separable convolution
+    (one padding for two, where their kernels match). Ways that end
+    elsewhere add nothing.
     """
-    while keeps_scale(reader) and functional.called_once(reader):
-        after = consumers.get(reader.name, [])
-        if len(after) != 1 or after[0] is None:
-            return None
-        layer, reader = reader, after[0]
-    if reader.name in settings and functional.called_once(reader):
-        return layer, reader
-    return None
+    if reader is None or not functional.called_once(reader):
+        return []
+    if reader.name in settings:
+        return [(layer, reader)]
+    if not keeps_scale(reader):
+        return []
+    return [
+        found
+        for after in consumers.get(reader.name, [])
+        for found in _quantized_behind(reader, after, consumers, settings)
+    ]
 
 
 def _on_a_grid(layer, sources, settings, planned):
@@ -139,7 +142,7 @@ def shared_input_readers(float_model, settings, bits):
     """
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
-    planned, int8 = {}, {}
+    planned, int8, claimed = {}, {}, set()
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
         quantized = [r for r in dict.fromkeys(readers) if r is not None and r.name in settings]
@@ -149,14 +152,20 @@ def shared_input_readers(float_model, settings, bits):
         keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
         others = [r for r in readers if r is not None and r.name not in settings]
         # Quantized layers that read it only behind layers that keep the
-        # scale, two or more: the file holds it on one grid for all, which
-        # the converter would take from one of them and requantize for the
-        # others (NASNet's ReLU before pads of different sizes).
-        behind = [
-            found for r in others if (found := _quantized_behind(layer, r, consumers, settings))
-        ]
-        if not keys and len(behind) > 1 and functional.called_once(layer):
-            keys = [key for producer, reader in behind for key in _reading_keys(producer, reader)]
+        # scale, on two or more ways: the file holds it on one grid for all,
+        # which the converter would take from one of them and requantize for
+        # the others (NASNet's ReLU before pads of different sizes).
+        branches = [_quantized_behind(layer, r, consumers, settings) for r in others]
+        branches = [branch for branch in branches if branch]
+        if not keys and len(branches) > 1 and functional.called_once(layer):
+            keys = [
+                key
+                for branch in branches
+                for producer, reader in branch
+                for key in _reading_keys(producer, reader)
+            ]
+        # Readers a producer before this one shares a quantizer for already.
+        keys = [key for key in keys if key not in claimed]
         # A weightless layer's int8 model output counts as a reader: the file holds that tensor.
         returned = 0
         if layer.name not in settings and _held_int8(layer, sources, settings, int8):
@@ -173,6 +182,7 @@ def shared_input_readers(float_model, settings, bits):
         ):
             continue
         planned[layer.name] = tuple(_first_readers(keys, settings, bits))
+        claimed.update(planned[layer.name])
     return planned
 
 

@@ -45,17 +45,23 @@ def test_the_one_quantized_reader_among_several_is_planned():
 def test_quantized_readers_behind_pads_share_one_quantizer_before_them():
     inputs = keras.Input((8, 8, 1), name="x")
     relu = L.ReLU(name="relu")(L.Conv2D(4, 3, name="conv")(inputs))
-    # NASNet's strided separable convolutions, each behind its own padding.
+    # NASNet's strided separable convolutions, each behind its own padding,
+    # or two behind one.
     a = L.SeparableConv2D(4, 3, strides=2, name="a")(L.ZeroPadding2D(1, name="pad1")(relu))
-    b = L.SeparableConv2D(4, 5, strides=2, name="b")(L.ZeroPadding2D(2, name="pad2")(relu))
+    padded = L.ZeroPadding2D(2, name="pad2")(relu)
+    b = L.SeparableConv2D(4, 5, strides=2, name="b")(padded)
+    b = L.Add(name="add_b")([b, L.SeparableConv2D(4, 5, strides=2, name="f")(padded)])
     # One quantized reader behind a pooling, beside a layer that is not one:
     # the file holds "c" on "d"'s grid, and requantizes it for the Add.
     c = L.Conv2D(4, 1, name="c")(L.Conv2D(4, 1, name="e")(inputs))
     d = L.Conv2D(4, 2, name="d")(L.MaxPooling2D(name="pool")(c))
     model = keras.Model(inputs, [L.Add(name="add")([a, b]), d, L.Add(name="add2")([c, c])])
-    settings = dict.fromkeys(["conv", "a", "b", "c", "d", "e"], "INT8")
+    settings = dict.fromkeys(["conv", "a", "b", "c", "d", "e", "f"], "INT8")
     bits = dict.fromkeys(settings, 8)
-    assert shared_input_readers(model, settings, bits) == {"x": ("e", "conv"), "relu": ("b", "a")}
+    assert shared_input_readers(model, settings, bits) == {
+        "x": ("e", "conv"),
+        "relu": ("a", "b", "f"),
+    }
 
 
 def test_a_returned_output_counts_as_a_reader_where_the_file_holds_it_int8():
