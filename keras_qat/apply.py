@@ -10,6 +10,7 @@ from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.shared_inputs import returned_on_grid, shared_input_readers
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
+from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
 from keras_qat.quantizers.introspection import output_range_vars, quantized_layers
 from keras_qat.quantizers.ranges import bits_of
 from keras_qat.quantizers.wrapper import separable_depthwise
@@ -75,9 +76,13 @@ def apply_retrain_config(model, config, calibration_data=None):
     }
     shared_inputs = shared_input_readers(float_model, data_settings, data_bits)
     plan = plan_output_quantizers(float_model, set(retrain.enabled_layers), set(shared_inputs))
-    # The QAT model rounds before such an activation (its output quantizer's), not after it.
+    # The QAT model rounds before such an activation (its output quantizer's), not after
+    # it. Its readers read the wrapper's output: a fixed grid as it is, the output of an
+    # activation the file computes in float through quantizers of their own.
     for name in float_copy.output_activations:
         plan.tensors.pop(name, None)
+        if float_model.get_layer(name).get_config()["activation"] not in FIXED_GRID_ACTIVATIONS:
+            shared_inputs.pop(name, None)
     # A shared quantizer is calibrated once, as its first reader's.
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}
     clip_ranges, output_ranges = {}, {}

@@ -174,7 +174,8 @@ def export_tflite(
     missed, twins = run_in_float(tflite, float_file, copy.name, disabled) if disabled else ([], {})
     # After the layers: a weightless op made float then reads a float layer's
     # output, and drops the round trip (QUANTIZE, DEQUANTIZE) to one it feeds.
-    run_weightless_in_float(tflite, copy.name, in_float, twins)
+    weighted = {layer.name for layer in copy.layers if layer.weights}
+    run_weightless_in_float(tflite, copy.name, in_float, twins, in_float - weighted)
     if missed:
         warnings.warn(
             f"Ops {missed} of layers with retrain_enable: false stay int8 in {path}: the float "

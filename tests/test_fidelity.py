@@ -852,6 +852,38 @@ def test_heads_with_activations_the_file_runs_in_float_export_as_trained(digits,
         np.testing.assert_array_equal(got, expected)
 
 
+def test_returned_float_activations_that_dense_layers_read_are_the_files_outputs(digits, tmp_path):
+    """A selu Activation, Dense layers with softplus and GELU activations: returned, each read.
+
+    The file computes these activations in float and QUANTIZEs their output
+    for the reader. It returned the selu half on the reader's grid (the
+    converter quantizes its positive branch, a MUL by the selu scale,
+    although the export denylists it) and the softplus wholly (the output
+    DEQUANTIZEs the reader's tensor), where the QAT model returned the
+    dense layers' outputs on the reader's grid, and the GELU's reader had
+    no input quantizer at all (planned for the activation the float copy
+    splits off): outputs 0.5-1 step off on a small model, a reader 1 step.
+    The file now returns each float, as the QAT model does.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Flatten(name="flat")(L.Conv2D(8, 3, activation="relu", name="conv")(inputs))
+    returned = [
+        L.Activation("selu", name="embedding")(L.Dense(16, name="pre")(x)),
+        L.Dense(8, activation="softplus", name="rate")(x),
+        L.Dense(8, activation="gelu", name="gate")(x),
+    ]
+    heads = [L.Dense(4, name=f"{t.node.layer.name}_head")(t) for t in returned]
+    model = keras.Model(inputs, returned + heads)
+    config = {layer.name: {} for layer in quantizable(model)}
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    assert qat.output_names == model.output_names
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    for name in model.output_names:
+        assert report["outputs"][name]["max_error_steps"] < 0.01, (name, report["outputs"])
+
+
 def test_model_outputs_that_layers_read_are_the_files_tensors(digits, tmp_path):
     """Returned and read by layers: a feature map, its global pooling, an embedding (two heads).
 

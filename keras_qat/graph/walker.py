@@ -49,6 +49,7 @@ from keras_qat.quantizers import (
     UlqQuantizer,
     WeightQuantizeConfig,
 )
+from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
 from keras_qat.quantizers.file_arithmetic import grid_holder
 from keras_qat.quantizers.hard_swish import product_operands
 from keras_qat.quantizers.input_layer import pooling_source
@@ -292,8 +293,15 @@ class GraphRebuilder:
         That is the quantizer of their one reader, a quantized layer, or one
         shared by their readers (`shared_inputs`). The file holds such a
         tensor once, on that quantizer's grid, and dequantizes it for the
-        output (`WeightQuantizeConfig.output_on_reader`).
+        output (`WeightQuantizeConfig.output_on_reader`). Not so an output
+        whose activation the file computes in float, after the layer's own
+        int8 tensor: the file returns that float tensor.
         """
+        in_float = {
+            name
+            for name, activation in self._inner_activations.items()
+            if activation not in FIXED_GRID_ACTIVATIONS
+        }
         read = set()
         for name, readers in functional.consumers(self.model).items():
             layers = [reader for reader in readers if reader is not None]
@@ -301,6 +309,7 @@ class GraphRebuilder:
             if (
                 name in outputs
                 and name in self.layers
+                and name not in in_float
                 and (one_reader or name in self.shared_inputs)
             ):
                 read.add(name)

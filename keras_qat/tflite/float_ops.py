@@ -11,6 +11,7 @@ int8 readers. So do the round trips the converter puts after a float op of
 such a layer whose int8 form has a fixed output grid (the TANH in a mish).
 """
 
+import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_qat.tflite.float_layers import drop_round_trips, float_tensor, opcode
@@ -24,8 +25,20 @@ def _is_int8_constant(tflite, tensor):
     return tensor.type == _INT8 and tflite.buffers[tensor.buffer].data is not None
 
 
-def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
-    """Rewrites, in place, the int8 ops of `layer_names` without constant int8 inputs to float.
+def _dequantized_constant(tflite, subgraph, tensor, name):
+    """Appends a float32 constant holding the real values of the int8 constant `tensor`."""
+    quantization = tensor.quantization
+    axis = quantization.quantizedDimension if len(quantization.scale) > 1 else None
+    shape = [-1 if i == axis else 1 for i in range(len(tensor.shape))] if axis is not None else []
+    values = np.frombuffer(bytes(tflite.buffers[tensor.buffer].data), np.int8).reshape(tensor.shape)
+    scale = np.reshape(np.asarray(quantization.scale, np.float32), shape)
+    zero = np.reshape(np.asarray(quantization.zeroPoint, np.int64), shape)
+    real = (values.astype(np.int64) - zero).astype(np.float32) * scale
+    return float_tensor(tflite, subgraph, tensor, f"{name}/float_constant", real)
+
+
+def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None, weightless=()):
+    """Rewrites, in place, the int8 ops of `layer_names` without int8 weights to float.
 
     Args:
         tflite: The `.tflite` as a flatbuffer object.
@@ -35,6 +48,12 @@ def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
             computed it from (`run_in_float`'s), which such an op reads
             instead: the QAT model does not round between the two. Defaults
             to none.
+        weightless: Names among `layer_names` of layers without weights
+            (and scopes of float activations). The int8 constants their ops
+            read are the activation's own (selu's scale, which the converter
+            quantizes even on a denylisted MUL); the rewritten op reads them
+            dequantized, as float constants. Other ops with int8 constants
+            are left int8. Defaults to none.
 
     Returns:
         The names of the ops rewritten.
@@ -46,6 +65,7 @@ def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
         # int8 tensor -> a float tensor of its values (before any rounding), made so far
         as_float = dict(float_twins or {})
         operators, made_float = [], {}  # made_float: int8 output -> its float twin
+        written_in_float = set()  # float outputs of the layers' ops the converter kept float
         for op in subgraph.operators:
             name = op_name(subgraph, op)
             inputs = [tensors[i] if i >= 0 else None for i in op.inputs]
@@ -54,17 +74,27 @@ def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
             if (
                 builtin_code(tflite, op) == _OPS.QUANTIZE
                 and tensors[op.inputs[0]].type != _INT8
-                and computes_layers(name, model_name, layer_names)
+                and (
+                    computes_layers(name, model_name, layer_names)
+                    or op.inputs[0] in written_in_float
+                )
             ):
-                # A float op of the layer whose output the converter rounds
-                # all the same (a TANH's, on its fixed int8 grid, inside a
-                # mish): its float readers read the float output instead.
+                # A float output of the layers that the converter rounds all
+                # the same (a TANH's, on its fixed int8 grid, inside a mish),
+                # or that a quantized layer reads (a softplus returned and
+                # read by a Dense, rounded on the Dense's input grid): its
+                # float readers (the model output) read the float tensor.
                 as_float[op.outputs[0]] = made_float[op.outputs[0]] = op.inputs[0]
+            elif computes_layers(name, model_name, layer_names):
+                written_in_float.update(i for i in op.outputs if tensors[i].type != _INT8)
             if (
                 builtin_code(tflite, op) in (_OPS.DEQUANTIZE, _OPS.QUANTIZE)
                 or not computes_layers(name, model_name, layer_names)
                 or not any(tensors[i].type == _INT8 for i in op.outputs)
-                or any(_is_int8_constant(tflite, t) for t in inputs if t is not None)
+                or (
+                    any(_is_int8_constant(tflite, t) for t in inputs if t is not None)
+                    and not computes_layers(name, model_name, weightless)
+                )
             ):
                 operators.append(op)
                 continue
@@ -72,6 +102,9 @@ def run_weightless_in_float(tflite, model_name, layer_names, float_twins=None):
             for index, tensor in zip(op.inputs, inputs, strict=True):
                 if tensor is None or tensor.type != _INT8:
                     new_inputs.append(index)
+                    continue
+                if _is_int8_constant(tflite, tensor):
+                    new_inputs.append(_dequantized_constant(tflite, subgraph, tensor, name))
                     continue
                 if index not in as_float:
                     as_float[index] = float_tensor(tflite, subgraph, tensor, f"{name}/float_in")
