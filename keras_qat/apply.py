@@ -77,12 +77,14 @@ def apply_retrain_config(model, config, calibration_data=None):
     shared_inputs = shared_input_readers(float_model, data_settings, data_bits)
     plan = plan_output_quantizers(float_model, set(retrain.enabled_layers), set(shared_inputs))
     # The QAT model rounds before such an activation (its output quantizer's), not after
-    # it. Its readers read the wrapper's output: a fixed grid as it is, the output of an
-    # activation the file computes in float through quantizers of their own.
-    for name in float_copy.output_activations:
+    # it, and its wrapper writes the activation's output: the readers' shared quantizer
+    # reads the wrapper. A fixed grid's readers read it as it is: their plan stays under
+    # the activation's name, which names no layer of the QAT model, so none is made.
+    for name, layer_name in float_copy.output_activations.items():
         plan.tensors.pop(name, None)
-        if float_model.get_layer(name).get_config()["activation"] not in FIXED_GRID_ACTIVATIONS:
-            shared_inputs.pop(name, None)
+        activation = float_model.get_layer(name).get_config()["activation"]
+        if name in shared_inputs and activation not in FIXED_GRID_ACTIVATIONS:
+            shared_inputs[layer_name] = shared_inputs.pop(name)
     # A shared quantizer is calibrated once, as its first reader's.
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}
     clip_ranges, output_ranges = {}, {}

@@ -853,17 +853,18 @@ def test_heads_with_activations_the_file_runs_in_float_export_as_trained(digits,
 
 
 def test_returned_float_activations_that_dense_layers_read_are_the_files_outputs(digits, tmp_path):
-    """A selu Activation, Dense layers with softplus and GELU activations: returned, each read.
+    """A selu Activation, Dense layers with softplus and GELU activations: returned and read.
 
     The file computes these activations in float and QUANTIZEs their output
     for the reader. It returned the selu half on the reader's grid (the
     converter quantizes its positive branch, a MUL by the selu scale,
     although the export denylists it) and the softplus wholly (the output
     DEQUANTIZEs the reader's tensor), where the QAT model returned the
-    dense layers' outputs on the reader's grid, and the GELU's reader had
-    no input quantizer at all (planned for the activation the float copy
-    splits off): outputs 0.5-1 step off on a small model, a reader 1 step.
-    The file now returns each float, as the QAT model does.
+    dense layers' outputs on the reader's grid, and the GELU's two readers
+    had no input quantizer at all (their shared one was planned for the
+    activation the float copy splits off): outputs 0.14-1 step off on a
+    small model, the readers 1-2 steps. The file now returns each float, as
+    the QAT model does, and the GELU's readers share one quantizer.
     """
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
@@ -874,6 +875,7 @@ def test_returned_float_activations_that_dense_layers_read_are_the_files_outputs
         L.Dense(8, activation="gelu", name="gate")(x),
     ]
     heads = [L.Dense(4, name=f"{t.node.layer.name}_head")(t) for t in returned]
+    heads.append(L.Dense(4, name="gate_head2")(returned[-1]))
     model = keras.Model(inputs, returned + heads)
     config = {layer.name: {} for layer in quantizable(model)}
     qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])

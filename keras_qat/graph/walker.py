@@ -273,8 +273,9 @@ class GraphRebuilder:
                 elif name in self.output_bounds:
                     self._inner_activations[name] = activation
         self._split = {name: self.names(f"{name}_activation") for name in split + output_split}
-        # The float copy's Activation layers that the QAT model's output quantizers apply.
-        self.output_activations = {self._split[name] for name in output_split}
+        # The float copy's Activation layers that the QAT model's output quantizers
+        # apply -> the layers they are split from.
+        self.output_activations = {self._split[name]: name for name in output_split}
         # Input key of a quantized layer -> the input keys its shared quantizer reads for.
         self._sharing = {key: keys for keys in self.shared_inputs.values() for key in keys}
         self.input_quantizers = {}  # operand key -> InputQuantizeLayer
