@@ -10,7 +10,6 @@ from keras_qat.graph.recursion import with_graph_recursion_room
 from keras_qat.graph.shared_inputs import returned_on_grid, shared_input_readers
 from keras_qat.graph.walker import GraphRebuilder
 from keras_qat.quantizers import TrackedRangeQuantizer, UlqQuantizer
-from keras_qat.quantizers.file_activation import FIXED_GRID_ACTIVATIONS
 from keras_qat.quantizers.introspection import output_range_vars, quantized_layers
 from keras_qat.quantizers.ranges import bits_of
 from keras_qat.quantizers.wrapper import separable_depthwise
@@ -78,12 +77,10 @@ def apply_retrain_config(model, config, calibration_data=None):
     plan = plan_output_quantizers(float_model, set(retrain.enabled_layers), set(shared_inputs))
     # The QAT model rounds before such an activation (its output quantizer's), not after
     # it, and its wrapper writes the activation's output: the readers' shared quantizer
-    # reads the wrapper. A fixed grid's readers read it as it is: their plan stays under
-    # the activation's name, which names no layer of the QAT model, so none is made.
+    # reads the wrapper (none on a fixed grid, which they read as it is).
     for name, layer_name in float_copy.output_activations.items():
         plan.tensors.pop(name, None)
-        activation = float_model.get_layer(name).get_config()["activation"]
-        if name in shared_inputs and activation not in FIXED_GRID_ACTIVATIONS:
+        if name in shared_inputs:
             shared_inputs[layer_name] = shared_inputs.pop(name)
     # A shared quantizer is calibrated once, as its first reader's.
     later_readers = {name for names in shared_inputs.values() for name in names[1:]}

@@ -788,6 +788,31 @@ def test_a_layer_reading_a_fixed_grid_computes_the_files_integer_sums(digits, tm
     assert_rows_logits_exact(model, digits, tmp_path)
 
 
+def test_a_layer_reading_a_returned_fixed_grid_computes_the_files_integer_sums(digits, tmp_path):
+    """A convolution with a tanh, returned, read by a convolution and through a global pooling.
+
+    The returned tanh is on TANH's fixed grid in the file, and the second
+    convolution reads it with no input quantizer. That grid was in the
+    first convolution's output quantizer, which gave the reader no input
+    step: it summed in float and added its float bias (a step off on a
+    small CNN, a sigmoid's reader too). The wrapper is that grid's holder
+    now, as a `FileActivation` is.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    features = L.Conv2D(8, 3, padding="same", activation="tanh", name="features")(x)
+    pooled = L.GlobalAveragePooling2D(name="pool")(features)
+    heads = [L.Dense(10, name="logits")(pooled), L.Conv2D(4, 3, name="side")(features)]
+    model = keras.Model(inputs, [features, *heads])
+    config = {layer.name: {} for layer in quantizable(model)}
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    for name in model.output_names:
+        assert report["outputs"][name]["max_error_steps"] < 0.01, (name, report["outputs"])
+
+
 def test_what_the_converter_decomposes_runs_in_float_in_both(digits, tmp_path):
     """selu, hard_sigmoid, mish, softsign, a ReLU with a threshold, a Rescaling, a cosine Dot.
 

@@ -158,6 +158,10 @@ class ActivatedOutputQuantizer(TrackedRangeQuantizer):
         """Whether the file computes the activation in float (not on a fixed int8 grid)."""
         return self.activation not in FIXED_GRID_ACTIVATIONS
 
+    def fixed_grid(self):
+        """The fixed output grid (`requantize.op_grid`'s triple) where not `runs_in_float`."""
+        return requantize.op_grid(*FIXED_GRID_ACTIVATIONS[self.activation], 8)
+
     def __call__(self, inputs, training, weights, **kwargs):
         rounded = super().__call__(inputs, training, weights, **kwargs)
         if not self.runs_in_float:

@@ -11,7 +11,7 @@ from keras_qat.converter_facts import own_activation_fuses
 from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.bias import bias_units
-from keras_qat.quantizers.file_activation import FileActivation
+from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
 from keras_qat.quantizers.file_arithmetic import grid_holder
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
@@ -83,11 +83,12 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
 
     When it is called on the output of an input quantizer (an
     `InputQuantizeLayer`, or the fixed form export gives it: any layer with
-    an `input_step` method), or on a tensor that a `FileActivation` writes
-    on its op's fixed grid (a softmax's, a tanh's, behind layers that keep
-    the scale: the file reads that grid, and no input quantizer stands
-    between), in every Functional model built from the walker's graph (the
-    QAT model, a clone, a model loaded from a file, export's copy), it
+    an `input_step` method), or on a tensor that a `FileActivation` or a
+    wrapper's output quantizer (`writes_fixed_grid`) writes on its op's
+    fixed grid (a softmax's, a tanh's, behind layers that keep the scale:
+    the file reads that grid, and no input quantizer stands between), in
+    every Functional model built from the walker's graph (the QAT model, a
+    clone, a model loaded from a file, export's copy), it
     keeps a reference to that layer, from which `bias_step` takes the
     input's step.
 
@@ -307,7 +308,9 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
             `bias_step()`, or `None`.
         """
         reference = getattr(self, "_input_quantizer", None)
-        if reference is None or not isinstance(reference(), (InputQuantizeLayer, FileActivation)):
+        if reference is None or not isinstance(
+            reference(), (InputQuantizeLayer, FileActivation, QatWrapper)
+        ):
             return None
         if not own_activation_fuses(self.layer):
             return None
@@ -331,6 +334,32 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
         return any(getattr(q, "runs_in_float", False) for q in self._output_quantizers)
 
     @property
+    def writes_fixed_grid(self):
+        """Whether the output quantizer applies an activation on its op's fixed grid.
+
+        A sigmoid, tanh or softmax model output (`ActivatedOutputQuantizer`):
+        a quantized layer reads that grid with no input quantizer, as it
+        reads a `FileActivation`'s.
+        """
+        return any(
+            isinstance(q, ActivatedOutputQuantizer) and not q.runs_in_float
+            for q in self._output_quantizers
+        )
+
+    def input_step(self):
+        """The step of the fixed grid, the input step of a quantized layer reading it.
+
+        Returns:
+            A scalar tensor, or `None` without a fixed grid and where the
+            wrapper's own sums are not simulated (`accumulator_step`: in
+            export's copy, whose input quantizers are fixed ones): there its
+            readers' are not either.
+        """
+        if not self.writes_fixed_grid or self.accumulator_step() is None:
+            return None
+        return self.grid()[0]
+
+    @property
     def gathers_rows(self):
         """Whether the output is rows of a per-tensor quantized table (an Embedding's).
 
@@ -342,12 +371,15 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
         )
 
     def grid(self):
-        """The grid of the tracked output range (`TrackedRangeQuantizer.grid`), or of the rows.
+        """The grid of the output: of the tracked range (`TrackedRangeQuantizer.grid`), or fixed.
 
         Returns:
-            `(scale, zero_point, low)` as float32 tensors: the table's step
+            `(scale, zero_point, low)` as float32 tensors: the activation's
+            fixed grid where the wrapper `writes_fixed_grid`; the table's step
             (`weight_unit`) and zeros where the layer `gathers_rows`.
         """
+        if self.writes_fixed_grid:
+            return self._output_quantizers[0].fixed_grid()
         if self.gathers_rows:
             return self.weight_unit(), tf.zeros(()), tf.zeros(())
         return TrackedRangeQuantizer.grid(self._output_quantizer_vars)
