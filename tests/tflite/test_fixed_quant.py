@@ -69,6 +69,9 @@ def test_unambiguous_bounds_round_as_the_clip_range_and_agree_in_float64():
         np.testing.assert_array_equal(fake_quant(x, low, high), fake_quant(x, clip_min, clip_max))
         zero_point = ranges.op_nudge(clip_min, clip_max, 8).zero_point
         assert float64_zero_point(low, high) == zero_point, (clip_min, clip_max)
+        # The converter's step, from the float64 difference, is the op's.
+        width = np.float32(clip_max) - np.float32(clip_min)
+        assert np.float64(high) - np.float64(low) == np.float64(width), (clip_min, clip_max)
 
 
 def float64_width_ranges(count, seed=0):
