@@ -34,8 +34,8 @@ def unambiguous_bounds(clip_min, clip_max):
     """Bounds with the 8-bit op's grid for [clip_min, clip_max] and no tie in their zero point.
 
     The lower one is the op's nudged lower bound, a whole number of steps
-    below 0 (up to a few ulps), so float32 and float64 nudging agree on the
-    zero point. The pair's exact difference is the float32 width
+    below 0 (within an ulp of the upper one), so float32 and float64
+    nudging agree on the zero point. The pair's exact difference is the float32 width
     `clip_max - clip_min`, from which the op derives its step and its
     inverse: on these bounds it rounds every value as it does on the clip
     range, and the converter, which subtracts them in float64, takes the
