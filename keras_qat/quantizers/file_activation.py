@@ -39,6 +39,11 @@ FIXED_GRID_ACTIVATIONS = {"sigmoid": _SIGMOID_GRID, "tanh": _TANH_GRID, "softmax
 MULTIPLYING_ACTIVATIONS = ("swish", "silu")
 
 
+def fixed_grid(activation):
+    """The op's fixed output grid of one of `FIXED_GRID_ACTIVATIONS` (`requantize.op_grid`'s)."""
+    return requantize.op_grid(*FIXED_GRID_ACTIVATIONS[activation], 8)
+
+
 class _LogisticGrid:
     """The grid a `LOGISTIC` writes on, for swish's `MUL`, as a `FileOperation` operand sees it."""
 
@@ -87,7 +92,7 @@ class FileActivation(FileOperation, keras.layers.Layer):
 
     def grid(self):
         """The op's fixed output grid (`requantize.op_grid`'s triple), if `writes_fixed_grid`."""
-        return requantize.op_grid(*FIXED_GRID_ACTIVATIONS[self.activation], 8)
+        return fixed_grid(self.activation)
 
     def input_step(self):
         """The step of the fixed grid, the input step of a quantized layer reading it.
@@ -157,10 +162,6 @@ class ActivatedOutputQuantizer(TrackedRangeQuantizer):
     def runs_in_float(self):
         """Whether the file computes the activation in float (not on a fixed int8 grid)."""
         return self.activation not in FIXED_GRID_ACTIVATIONS
-
-    def fixed_grid(self):
-        """The fixed output grid (`requantize.op_grid`'s triple) where not `runs_in_float`."""
-        return requantize.op_grid(*FIXED_GRID_ACTIVATIONS[self.activation], 8)
 
     def __call__(self, inputs, training, weights, **kwargs):
         rounded = super().__call__(inputs, training, weights, **kwargs)

@@ -176,15 +176,14 @@ class FileOperation(PlainCall):
         reader = output_grid_holder(self, self._node_index)
         if reader is None:
             return outputs
-        (step_a, _, _), (step_b, _, _) = (holder.grid() for holder in holders)
+        grids = [holder.grid() for holder in holders]
         levels_a, levels_b = (
-            requantize.pooled_levels(operand, *holder.grid()[:2])
-            if pooled
-            else tf.round(operand / holder.grid()[0])
-            for operand, holder, pooled in zip(
-                operands, holders, getattr(self, "_pooled", (False, False)), strict=True
+            requantize.pooled_levels(operand, *grid[:2]) if pooled else tf.round(operand / grid[0])
+            for operand, grid, pooled in zip(
+                operands, grids, getattr(self, "_pooled", (False, False)), strict=True
             )
         )
+        (step_a, _, _), (step_b, _, _) = grids
         return self._requantized(levels_a, step_a, levels_b, step_b, reader.grid(), reader.bits)
 
     def _requantized(self, levels_a, step_a, levels_b, step_b, out_grid, num_bits):

@@ -11,7 +11,11 @@ from keras_qat.converter_facts import own_activation_fuses
 from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.bias import bias_units
-from keras_qat.quantizers.file_activation import ActivatedOutputQuantizer, FileActivation
+from keras_qat.quantizers.file_activation import (
+    ActivatedOutputQuantizer,
+    FileActivation,
+    fixed_grid,
+)
 from keras_qat.quantizers.file_arithmetic import grid_holder
 from keras_qat.quantizers.input_layer import InputQuantizeLayer
 from keras_qat.quantizers.tracked import TrackedRangeQuantizer
@@ -379,7 +383,7 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
             (`weight_unit`) and zeros where the layer `gathers_rows`.
         """
         if self.writes_fixed_grid:
-            return self._output_quantizers[0].fixed_grid()
+            return fixed_grid(self._output_quantizers[0].activation)
         if self.gathers_rows:
             return self.weight_unit(), tf.zeros(()), tf.zeros(())
         return TrackedRangeQuantizer.grid(self._output_quantizer_vars)
