@@ -119,6 +119,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         resized_on_reader=plan.resized_on_reader,
         read_raw=plan.read_raw,
         joined_on_grid=plan.joined_on_grid,
+        compared_on_reader=plan.compared_on_reader,
     )
     qat_model = builder.build()
     # By layer name: the wrapper of a model output a quantizer returns has another.

@@ -17,14 +17,17 @@ from keras_qat.layer_table import SOURCE_KIND
 from keras_qat.rebuild_check import differing_samples
 
 
-def copy_layer(layer):
-    """A new layer from `layer`'s config.
+def copy_layer(layer, name=None):
+    """A new layer from `layer`'s config, named `name` (`None`: as `layer`).
 
     Raises:
         UnsupportedModelError: if the config does not make one.
     """
     try:
-        return type(layer).from_config(layer.get_config())
+        config = layer.get_config()
+        if name is not None:
+            config = config | {"name": name}
+        return type(layer).from_config(config)
     except Exception as e:  # any failure here means the layer cannot be copied
         raise UnsupportedModelError(
             f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied from its "

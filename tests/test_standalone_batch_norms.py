@@ -127,23 +127,26 @@ def test_equal_int4_kernels_sharing_a_buffer_export_as_trained(tmp_path):
     assert report["outputs"]["head"]["max_error_steps"] < 0.01, report
 
 
-@pytest.mark.parametrize("rank", [2, 3])
-def test_one_on_features_or_a_sequence_exports_as_trained(tmp_path, rank):
+@pytest.mark.parametrize("kind", ["features", "sequence", "any_length"])
+def test_one_on_features_or_a_sequence_exports_as_trained(tmp_path, kind):
     # A head's BatchNormalization after its global pooling (2-D), or one on a
-    # sequence's features (3-D): one row of an image for the depthwise
-    # convolution. Left a BatchNormalization, the file ran an int8 MUL and
-    # ADD on representative ranges (here 2 output steps off, 78 % and 86 %
-    # of the logits within one).
-    if rank == 2:
+    # sequence's features (3-D, of a known length or of any): one row of an
+    # image for the depthwise convolution. Left a BatchNormalization, the
+    # file ran an int8 MUL and ADD on representative ranges (here 2 output
+    # steps off, 78 % and 86 % of the logits within one; of any length, 2
+    # steps off on a small Conv1D model, 82 % of its logits exact).
+    if kind == "features":
         inputs = keras.Input((6, 6, 2), name="image")
         x = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu", name="conv")(inputs))
     else:
-        inputs = keras.Input((5, 3), name="sequence")
+        inputs = keras.Input((5 if kind == "sequence" else None, 3), name="sequence")
         x = L.Dense(4, activation="relu", name="conv")(inputs)
     x = L.BatchNormalization(name="bn")(x)
-    model = trained_statistics(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))))
+    pooled = L.GlobalAveragePooling1D()(x) if kind == "any_length" else L.Flatten()(x)
+    model = trained_statistics(keras.Model(inputs, L.Dense(3, name="head")(pooled)))
     assert type(checked_model(model).get_layer("bn")).__name__ == "DepthwiseConv2D"
-    data = np.random.default_rng(3).normal(size=(64, *inputs.shape[1:])).astype("f4")
+    shape = (5, 3) if kind == "any_length" else inputs.shape[1:]
+    data = np.random.default_rng(3).normal(size=(64, *shape)).astype("f4")
     qat = keras_qat.apply_retrain_config(model, {name: {} for name in ("conv", "bn", "head")}, data)
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", data)
     report = keras_qat.check_tflite(qat, path, data, measure="steps")

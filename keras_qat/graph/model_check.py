@@ -11,6 +11,7 @@ from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph.merge_chains import spell_out_merges
 from keras_qat.graph.op_layers import ops_as_layers
 from keras_qat.graph.repeated_layers import merge_repeated_layers
+from keras_qat.graph.shared_layers import split_shared_layers
 from keras_qat.graph.standalone_batch_norms import spell_out_batch_norms
 from keras_qat.keras3 import as_tf_keras
 from keras_qat.layer_table import layer_spec
@@ -123,8 +124,9 @@ def checked_model(model):
         (`attention`), TensorFlow ops as the Keras layers that compute them
         (`op_layers`), repeated weightless layers made one
         (`repeated_layers`), merges of several tensors as chains of two-input
-        ones (`merge_chains`) and standalone BatchNormalizations as
-        convolutions (`standalone_batch_norms`).
+        ones (`merge_chains`), standalone BatchNormalizations as
+        convolutions (`standalone_batch_norms`) and each call of a shared
+        weightless layer after its first on a copy of it (`shared_layers`).
 
     Raises:
         UnsupportedModelError: see `check_model` and `keras3.as_tf_keras`.
@@ -132,7 +134,7 @@ def checked_model(model):
     model = as_tf_keras(model)
     check_model(model)
     model = spell_out_merges(open_attention(merge_repeated_layers(ops_as_layers(model))))
-    model = spell_out_batch_norms(model)
+    model = split_shared_layers(spell_out_batch_norms(model))
     _warn_of_opaque_layers(model)
     return model
 

@@ -181,6 +181,9 @@ class OutputPlan(NamedTuple):
         joined_on_grid: Names of the layers whose int8 output a
             Concatenate and other layers read (`_joined_among_readers`): a
             `ReaderGridLayer` after each rounds it on the Concatenate's grid.
+        compared_on_reader: Names of the Maximum and Minimum layers of int8
+            operands (`_compared_on_reader`): a `ReaderGridLayer` before each
+            operand rounds it on the grid of the quantizer after the layer.
     """
 
     wrappers: dict
@@ -191,6 +194,7 @@ class OutputPlan(NamedTuple):
     resized_on_reader: set
     read_raw: set
     joined_on_grid: set
+    compared_on_reader: set
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -309,6 +313,21 @@ def _writes_int8(layer, activation, enabled, sources, memo):
     )
 
 
+def _compared_on_reader(layer, sources, enabled, memo):
+    """Whether the file's `MAXIMUM` or `MINIMUM` for `layer` compares int8 operands on one scale.
+
+    That is the scale of the quantizer reading its output, or its own
+    output range (the converter fuses no activation into the op): each
+    operand's op writes on it, or the file requantizes the operand onto it
+    from the grid of another reader (a `QUANTIZE`, with its own rounding).
+    """
+    return (
+        isinstance(layer, (keras.layers.Maximum, keras.layers.Minimum))
+        and functional.called_once(layer)
+        and all(_after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name])
+    )
+
+
 def _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
     """Whether the file's `RESIZE_BILINEAR` for `layer` reads and writes its reader's grid.
 
@@ -367,12 +386,14 @@ def plan_output_quantizers(float_model, enabled, shared=()):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     memo = {}
-    plan = OutputPlan({}, {}, {}, {}, set(), set(), set(), set())
+    plan = OutputPlan({}, {}, {}, {}, set(), set(), set(), set(), set())
     swishes = hard_swishes(float_model)
     fused = set().union(*swishes.values())
     for layer in float_model.layers:
         if _resized_on_reader(layer, consumers, sources, enabled, shared, memo):
             plan.resized_on_reader.add(layer.name)
+        if _compared_on_reader(layer, sources, enabled, memo):
+            plan.compared_on_reader.add(layer.name)
     # Their `ReaderGridLayer` reads the layer before them.
     read = enabled | plan.resized_on_reader
     for layer in float_model.layers:

@@ -12,9 +12,10 @@ quantizer, per-channel INT8 weights, bias on the int32 grid) and the file
 runs as one `DEPTHWISE_CONV_2D` with a single rounding. At the door, each
 such layer on a 4-D input becomes that convolution, under the layer's name
 (config definitions know it as a `BatchNormalization`); on the features of a
-vector or a sequence (a head's after its global pooling), of static shape,
-it runs on them reshaped to one row of an image and back (two `RESHAPE`s,
-which keep the scale). Its factors are
+vector, a sequence or a volume (a head's after its global pooling, a
+Conv1D's of a sequence of any length, a Conv3D's), of a shape known but
+for one dimension, it runs on them reshaped to one row of an image and back
+(two `RESHAPE`s, which keep the scale). Its factors are
 trained from there as weights, as folded BatchNormalizations are. One before
 any quantizable layer (normalising raw inputs) stays float, as everything
 before the first quantizer does. One reading an average pooling that a
@@ -83,8 +84,9 @@ def _standalone(model, folded, memo, outputs):
             (
                 rank == 4
                 or (
-                    rank in (2, 3)
-                    and None not in layer.input_shape[1:]
+                    rank > 1
+                    and layer.input_shape[1:].count(None) <= 1
+                    and layer.input_shape[-1] is not None
                     and layer.name not in outputs
                 )
             )
@@ -119,9 +121,11 @@ class _Speller(Rebuilder):
         shape = tuple(layer.input_shape[1:])
         if len(shape) == 3:
             return convolution(args[0])
-        # Features of a vector or a sequence: one row of an image, and back.
-        as_image = self._reshape(f"{layer.name}/as_image", (1, int(np.prod(shape[:-1])), shape[-1]))
-        as_before = self._reshape(f"{layer.name}/as_before", shape)
+        # Features of a vector, a sequence or a volume: one row of an image, and back.
+        as_image = self._reshape(f"{layer.name}/as_image", (1, -1, shape[-1]))
+        as_before = self._reshape(
+            f"{layer.name}/as_before", tuple(-1 if d is None else d for d in shape)
+        )
         return as_before(convolution(as_image(args[0])))
 
     def _reshape(self, name, shape):

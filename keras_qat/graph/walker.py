@@ -208,6 +208,9 @@ class GraphRebuilder:
             (`OutputPlan.read_raw`). Defaults to none.
         joined_on_grid: Names of the layers followed by a `ReaderGridLayer`
             (`OutputPlan.joined_on_grid`). Defaults to none.
+        compared_on_reader: Names of the layers with a `ReaderGridLayer`
+            before each input (`OutputPlan.compared_on_reader`). Defaults to
+            none.
     """
 
     def __init__(
@@ -226,6 +229,7 @@ class GraphRebuilder:
         resized_on_reader=(),
         read_raw=(),
         joined_on_grid=(),
+        compared_on_reader=(),
     ):
         _check_graph(model)
         self.model = model
@@ -245,6 +249,7 @@ class GraphRebuilder:
         self.resized_on_reader = set(resized_on_reader) if quantize else set()
         self.read_raw = set(read_raw)
         self.joined_on_grid = set(joined_on_grid) if quantize else set()
+        self.compared_on_reader = set(compared_on_reader) if quantize else set()
         self._unrounded = {}  # id of an OutputQuantizeLayer's output -> its input
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
@@ -354,6 +359,14 @@ class GraphRebuilder:
         elif layer.name in self.resized_on_reader:
             rounding = ReaderGridLayer(name=self.names(f"{layer.name}_input_quant"))
             args = (rounding(args[0]), *args[1:])
+        elif layer.name in self.compared_on_reader:
+            args = (
+                [
+                    ReaderGridLayer(name=self.names(f"{layer.name}_input_quant"))(operand)
+                    for operand in args[0]
+                ],
+                *args[1:],
+            )
         if layer.name in self.layers:
             # An input whose quantizer is shared reads its output already.
             keys = operand_keys(layer.name, layer_spec(layer))

@@ -65,19 +65,23 @@ def _copy_weights(source, target, form=None):
     target.set_weights(values)
 
 
-def _fixed_quantizer(layer, name):
-    """The fixed form of an input or output quantizer `layer` at its current range, named `name`."""
+def _fixed_quantizer(layer, name, cap=False):
+    """The fixed form of an input or output quantizer `layer` at its current range, named `name`.
+
+    `cap`: as `FixedInputQuantizer`'s.
+    """
     if isinstance(layer, OutputQuantizeLayer):
         # A plain fake-quant: the converter writes the requantizations
         # itself; on fixed bounds it takes the op's step (`unambiguous_bounds`).
         variables = layer.quantizer_vars
         bounds = (float(variables["range_min"]), float(variables["range_max"]))
-        return FixedInputQuantizer(*bounds, "INT8", name=name)
-    return FixedInputQuantizer.freeze(layer, name=name)
+        return FixedInputQuantizer(*bounds, "INT8", cap=cap, name=name)
+    return FixedInputQuantizer.freeze(layer, cap=cap, name=name)
 
 
 _RESHAPES = (keras.layers.Reshape, keras.layers.Flatten)
 _GLOBAL_POOLINGS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+_COMPARISONS = (keras.layers.Maximum, keras.layers.Minimum)
 
 
 def _one_quantizer_reading(layer, consumers):
@@ -148,8 +152,14 @@ def tflite_ready_copy(qat_model, batches=None):
         if isinstance(layer, OutputQuantizeLayer):
             return _fixed_quantizer(layer, layer.name)
         if isinstance(layer, ReaderGridLayer):
-            # The converter's op reads and writes the lender's grid: so does the copy.
-            return _fixed_quantizer(layer.owner, layer.name)
+            # The converter's op reads and writes the lender's grid: so does
+            # the copy. An operand of a MAXIMUM on another reader's grid is
+            # QUANTIZEd onto it behind a cap (a second range on one tensor
+            # the converter refuses; without the grid it may take the
+            # operand's for the op, and requantize its output).
+            elsewhere = layer.grid_sources[0] is not None
+            cap = elsewhere and isinstance(consumers[layer.name][0], _COMPARISONS)
+            return _fixed_quantizer(layer.owner, layer.name, cap)
         reader = _quantized_before_reader(layer, sources, consumers)
         if reader is not None and reader.name not in merged and layer.name not in ranges:
             quantizer = FixedInputQuantizer.freeze(reader).get_config()
