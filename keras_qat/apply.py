@@ -99,8 +99,12 @@ def apply_retrain_config(model, config, calibration_data=None):
             for key in calibrated
         }
         inputs = {name: float_copy.layer_inputs[name] for name in calibrated}
-        outputs = {name: float_model.get_layer(name).output for name in tracked}
-        outputs.update({(name, "between"): tensor for name, tensor in between.items()})
+        # A layer called at several places has one range for all its calls.
+        outputs = {
+            name: [node.outputs for node in float_model.get_layer(name).inbound_nodes]
+            for name in tracked
+        }
+        outputs.update({(name, "between"): [tensor] for name, tensor in between.items()})
         clip_ranges, output_ranges = calibrate(
             float_model, inputs, settings, calibration_data, retrain.batch_num, outputs
         )

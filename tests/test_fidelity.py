@@ -1319,3 +1319,87 @@ def test_a_maximum_of_a_tensor_another_layer_reads_compares_the_files_operands(
     pooled = L.Concatenate(name="cat")([L.GlobalAveragePooling2D()(t) for t in branches])
     model = keras.Model(inputs, L.Dense(10, name="logits")(pooled))
     assert_logits_exact(model, recipe, digits, tmp_path)
+
+
+def test_global_average_poolings_read_by_a_subtract_or_returned_are_the_files_means(
+    digits, tmp_path
+):
+    """Two towers' global average poolings, subtracted (one also returned), then a Dense.
+
+    The file's int8 MEAN writes on an output range of its own where no
+    quantizer reads it, which the QAT model did not round: the SUB read
+    its operands on unknown grids and computed in float (a small model of
+    this shape: 0.61 top-1 agreement, 5 steps off). An `OutputQuantizeLayer`
+    now rounds each MEAN's output on a tracked range, computing the file's
+    MEAN in inference.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    towers = [
+        L.GlobalAveragePooling2D(name=f"pooled{i}")(
+            L.Conv2D(8, 3, activation="relu", name=f"tower{i}")(x)
+        )
+        for i in (1, 2)
+    ]
+    difference = L.Subtract(name="difference")(towers)
+    model = keras.Model(inputs, [L.Dense(10, name="logits")(difference), towers[0]])
+    config = {layer.name: {} for layer in quantizable(model)}
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    report = keras_qat.check_tflite(qat, path, digits[2], measure="steps")
+    for name in model.output_names:
+        assert report["outputs"][name]["max_error_steps"] < 0.01, report["outputs"]
+
+
+def test_dense_layers_on_a_five_dimensional_tensor_add_their_bias_in_the_fully_connected(
+    digits, tmp_path
+):
+    """Dense layers on a 5-D tensor (the digits as 2x4 blocks of 8 pixels), then a classifier.
+
+    The export's Dense on rows reshaped the FULLY_CONNECTED's output back
+    before adding the bias, which the converter kept apart at rank 5: an
+    int8 ADD of an int8 bias, with a range of its own (here 1 step off; a
+    small model of this shape: 0.60 top-1 agreement, 4 steps). The bias and
+    activation now go in before the reshape, into the FULLY_CONNECTED.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Reshape((2, 4, 8, 1), name="blocks")(inputs)
+    x = L.Dense(6, activation="relu", name="expand")(x)
+    x = L.Dense(4, activation="relu", name="mix")(x)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
+    assert_trained_logits_exact(model, digits, tmp_path)
+
+
+@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
+def test_a_siamese_tower_called_on_two_images_computes_each_files_branch(digits, tmp_path, recipe):
+    """One nested model of two convolutions and a global pooling, called on two images.
+
+    Its convolutions are called twice, and keras_qat planned no output
+    range for a layer called more than once: the file ranged each call's
+    output from the representative data (a trained model of this shape:
+    0.72 top-1 agreement, 12 steps off; its ReLU layer, shared too: 0.36).
+    Each call now writes on the wrapper's one tracked range, calibrated
+    over all calls, which the export gives each call's op.
+    """
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1))
+    relu = L.ReLU(name="relu")
+    x = relu(L.Conv2D(8, 3, name="conv1")(image))
+    x = L.Conv2D(8, 3, activation="relu", name="conv2")(x)
+    tower = keras.Model(image, L.GlobalAveragePooling2D(name="gap")(x), name="tower")
+    left, right = keras.Input((8, 8, 1), name="left"), keras.Input((8, 8, 1), name="right")
+    difference = L.Subtract(name="difference")([tower(left), tower(right)])
+    model = keras.Model([left, right], L.Dense(10, name="logits")(difference))
+    train, test = ({"left": x, "right": x[::-1]} for x in (digits[0], digits[2]))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(train, digits[1], epochs=3, batch_size=64, verbose=0)
+    config = {layer.name: {} for layer in quantizable(model)}
+    if recipe == "W4A4":
+        config = int4_except_ends(model)
+    calibration = {name: x[:256] for name, x in train.items()}
+    qat = keras_qat.apply_retrain_config(model, config, calibration)
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", calibration)
+    report = keras_qat.check_tflite(qat, path, test, measure="steps")
+    assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report

@@ -123,9 +123,10 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num, range_tensor
         settings: Layer name -> `(num_bits, fixed_min)`.
         data: Calibration data (see `iterate_batches`).
         batch_num: Number of batches.
-        range_tensors: Name -> a tensor of `float_model` whose minimum and
-            maximum over the same batches are wanted too (one pass reads
-            both). Defaults to `None`.
+        range_tensors: Name -> tensors of `float_model` (a list: one per
+            call of a layer called several times) whose minimum and maximum
+            over the same batches, all of them together, are wanted too (one
+            pass reads both). Defaults to `None`.
 
     Returns:
         `(clips, ranges)`: layer name -> `(clip_max, clip_min)`, and name ->
@@ -135,6 +136,7 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num, range_tensor
         DataError: if a tensor calibration reads holds NaN or Inf values.
     """
     range_tensors = range_tensors or {}
+    range_names = [name for name, tensors in range_tensors.items() for _ in tensors]
     names = list(layer_inputs)
     flat = [(name, t) for name in names for t in layer_inputs[name]]
     samples = {name: [] for name in names}
@@ -145,12 +147,16 @@ def calibrate(float_model, layer_inputs, settings, data, batch_num, range_tensor
     # batch_num x activation size.
     size = -(-MAX_SAMPLES // batch_num)
     values = tensor_samples(
-        float_model, [t for _, t in flat], batches, size, range_tensors=list(range_tensors.values())
+        float_model,
+        [t for _, t in flat],
+        batches,
+        size,
+        range_tensors=[t for tensors in range_tensors.values() for t in tensors],
     )
     for index, outputs in enumerate(values, 1):
         for (name, _), output in zip(flat, outputs[: len(flat)], strict=True):
             samples[name].append(output)
-        for name, (low, high) in zip(range_tensors, outputs[len(flat) :], strict=True):
+        for name, (low, high) in zip(range_names, outputs[len(flat) :], strict=True):
             old_low, old_high = ranges.get(name, (low, high))
             ranges[name] = (float(min(low, old_low)), float(max(high, old_high)))
         progress.update(index)

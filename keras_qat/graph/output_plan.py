@@ -7,7 +7,8 @@ product and an Add of int8 tensors. When an input quantizer reads that
 tensor (directly or behind layers that keep the scale, such as max pooling),
 the file uses the quantizer's grid, which the QAT model already rounds on.
 When none does (the logits; the input of a global average pooling, of an
-Add or of an unfused activation; the output of an activation op the file
+Add or of an unfused activation; the output of a global average pooling,
+an int8 MEAN, read by an Add or returned; the output of an activation op the file
 computes on a range of its own, ELU, GELU, LEAKY_RELU or PRELU, which the
 converter otherwise calibrates), the QAT model
 rounds it on a tracked 8-bit range: inside the layer's wrapper, after its
@@ -38,6 +39,7 @@ from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
     activation_bounds,
+    computed_in_float,
     fused_activation,
     fuses_into_copies,
     keeps_scale,
@@ -65,17 +67,21 @@ def _readers(name, consumers):
 # the output's scale.
 _ONE_SCALE = (keras.layers.Concatenate, keras.layers.Maximum, keras.layers.Minimum)
 
+# Global average poolings: the file's int8 MEAN writes on an output range of
+# its own, unless a quantizer reads its output; it fuses no activation.
+_MEANS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+
 
 def _fused_end(layer, consumers):
     """The layer whose output is the tensor the file holds: `layer`, or a ReLU fused into it.
 
-    The converter fuses no activation into a CONCATENATION, MAXIMUM or
-    MINIMUM: a ReLU after one is a RELU op of its own, which requantizes its
-    int8 output.
+    The converter fuses no activation into a CONCATENATION, MAXIMUM,
+    MINIMUM or MEAN: a ReLU after one is a RELU op of its own, which
+    requantizes its int8 output.
     """
     after = consumers.get(layer.name, [])
     if (
-        not isinstance(layer, _ONE_SCALE)
+        not isinstance(layer, (*_ONE_SCALE, *_MEANS))
         and len(after) == 1
         and after[0] is not None
         and functional.called_once(after[0])
@@ -134,6 +140,21 @@ def _joined_among_readers(end, consumers, enabled):
         and isinstance(joins[0], keras.layers.Concatenate)
         and joins[0] in readers
         and not any(reader.name in enabled for reader in behind)
+    )
+
+
+def _read_in_float(layer, consumers, enabled):
+    """Whether every reader of `layer`'s output computes in float in the file.
+
+    Such as a Dense with `retrain_enable: false`, or an ELU: the file
+    computes a weightless layer before them in float too
+    (`tflite.float_front.float_kinds`).
+    """
+    readers = _readers(layer.name, consumers)
+    return bool(readers) and all(
+        reader is not None
+        and (computed_in_float(reader) or (reader.weights and reader.name not in enabled))
+        for reader in readers
     )
 
 
@@ -295,19 +316,21 @@ def _writes_int8(layer, activation, enabled, sources, memo):
 
     `activation` is the layer's `activation` argument (None for layers without one).
     """
-    if not functional.called_once(layer):
-        return False
     if layer.name in enabled:
         # Weighted layers and the attention products are int8 ops (an unfused
         # activation is split off by the walker, an op of its own after them);
-        # an Embedding's output is its rows, already on the weights' grid.
+        # an Embedding's output is its rows, already on the weights' grid. The
+        # calls of one called at several places (a siamese tower's) share
+        # its wrapper's output range, which the export gives each call's op.
         spec = layer_spec(layer)
         return spec is not None and spec.operands > 0 and (spec.has_weights or spec.operands > 1)
+    if not functional.called_once(layer):
+        return False
     # Swish is LOGISTIC then MUL in the file, and the MUL writes on a range of its own.
     # A Concatenate's (Maximum's, Minimum's) one scale is its own where no input
-    # quantizer gives it one.
+    # quantizer gives it one; so is a MEAN's output scale.
     swish = activation in MULTIPLYING_ACTIVATIONS
-    joins = isinstance(layer, _ONE_SCALE)
+    joins = isinstance(layer, (*_ONE_SCALE, *_MEANS))
     return (isinstance(layer, _REQUANTIZING) or swish or joins) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
     )
@@ -433,6 +456,11 @@ def plan_output_quantizers(float_model, enabled, shared=()):
         written = layer.name in plan.scalar_operations or layer.name in plan.swish_products
         if not (written or _writes_int8(layer, activation, enabled, sources, memo)):
             continue
+        if isinstance(layer, _MEANS) and _read_in_float(layer, consumers, enabled):
+            continue
+        readers = consumers.get(layer.name, [])
+        if not functional.called_once(layer) and any(map(fused_activation, filter(None, readers))):
+            continue  # each call's op fuses its own activation, which the plan does not tell apart
         end = _fused_end(layer, consumers)
         weighted = end is layer and layer.name in enabled and layer_spec(layer).has_weights
         apart = _fused_copies(layer, consumers) if weighted else []

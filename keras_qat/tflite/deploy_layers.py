@@ -122,7 +122,7 @@ class DenseOnRows(_DeployLayer):
 
     def call(self, inputs):
         rows = tf.reshape(inputs, (-1, inputs.shape[-1]))
-        return self._finish(_reshape_last(tf.matmul(rows, self.kernel), inputs, self.filters))
+        return _reshape_last(self._finish(tf.matmul(rows, self.kernel)), inputs, self.filters)
 
     compute_output_shape = DenseAsConv.compute_output_shape
 

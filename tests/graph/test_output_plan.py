@@ -71,7 +71,7 @@ def test_a_relu_op_of_its_own_is_rounded_unless_a_quantizer_reads_it():
     got = plan(outputs, inputs, ["a", "b", "c", "d"])
     assert got == expected(
         {"c": (None, None), "d": (None, None)},
-        {"cat": (None, None), "r2": (0.0, None)},
+        {"cat": (None, None), "r2": (0.0, None), "gap": (None, None)},
     )
 
 
@@ -128,14 +128,15 @@ def test_inputs_of_a_concatenation_are_not_planned():
 def test_a_concatenation_no_quantizer_reads_is_planned_and_its_inputs_are_not():
     # Inception's last block: branches, one a concatenation itself, joined
     # and read by a global pooling. The file writes every branch on the
-    # outer concatenation's one scale.
+    # outer concatenation's one scale; the returned pooling, a MEAN, on a
+    # range of its own.
     inputs = keras.Input((4, 4, 1))
     x = L.Conv2D(4, 1, name="stem")(inputs)
     inner = L.Concatenate(name="inner")([L.Conv2D(2, 1, name=f"b{i}")(x) for i in (1, 2)])
     joined = L.Concatenate(name="joined")([inner, L.Conv2D(2, 1, name="b3")(x)])
     outputs = L.GlobalAveragePooling2D(name="gap")(joined)
     got = plan(outputs, inputs, ["stem", "b1", "b2", "b3"])
-    assert got == expected({}, {"joined": (None, None)})
+    assert got == expected({}, {"joined": (None, None), "gap": (None, None)})
 
 
 def test_disabled_readers_do_not_count_as_quantizers():
@@ -218,3 +219,28 @@ def test_a_bilinear_upsampling_into_a_reader_rounds_on_its_grid_and_others_are_n
     shared = plan_output_quantizers(keras.Model(inputs, outputs), {"c1", "c2", "c3", "c4"}, {"up2"})
     assert shared.resized_on_reader == {"up1", "up2"}
     assert shared.wrappers == {"c3": (None, None), "c4": (None, None)}
+
+
+def test_a_global_average_pooling_no_quantizer_reads_is_rounded_on_its_own_range():
+    # The file's MEAN writes on a range of its own: "g1" is read by an Add,
+    # "g2" returned too. "g3" is read by a Dense, whose quantizer gives the
+    # MEAN its scale; the ReLU after "g4" is a RELU op of its own. "g5" is
+    # read by a Dense left float, and computed in float before it.
+    inputs = keras.Input((8, 8, 1))
+    c = L.Conv2D(4, 3, name="c")(inputs)
+    g1, g2, g3, g4, g5 = (L.GlobalAveragePooling2D(name=f"g{i}")(c) for i in range(1, 6))
+    outputs = [
+        L.Add(name="add")([g1, g2]),
+        g2,
+        L.Dense(2, name="d")(g3),
+        L.ReLU(name="r")(g4),
+        L.Dense(2, name="float")(g5),
+    ]
+    got = plan(outputs, inputs, ["c", "d"])
+    assert got.tensors == {
+        "g1": (None, None),
+        "g2": (None, None),
+        "add": (None, None),
+        "g4": (None, None),
+        "r": (0.0, None),
+    }
