@@ -132,7 +132,8 @@ def _joined_among_readers(end, consumers, enabled):
     """
     readers = consumers.get(end.name, [])
     behind = _readers(end.name, consumers)
-    joins = [reader for reader in behind if isinstance(reader, _ONE_SCALE)]
+    # One Concatenate joining each call of a layer called at several places is one.
+    joins = list({id(r): r for r in behind if isinstance(r, _ONE_SCALE)}.values())
     return (
         len(readers) > 1
         and None not in behind

@@ -67,12 +67,18 @@ def _twins(model):
 
 
 def _consumers(model):
-    """Layer name -> the layers its output feeds, pooled over its twins."""
+    """Layer name -> the layers its output feeds, pooled over its twins, each once.
+
+    Each once: the calls of a layer called at several places (a siamese
+    tower's) feed one input quantizer, called as often, which is no fan-out.
+    """
     twins = _twins(model)
     consumers = {}
     for producer, consumer in functional.edges(model):
         for name in twins.get(producer.name, [producer.name]):
-            consumers.setdefault(name, []).append(consumer)
+            users = consumers.setdefault(name, [])
+            if all(user is not consumer for user in users):
+                users.append(consumer)
     return consumers
 
 
