@@ -99,6 +99,11 @@ def resizes_bilinearly(layer):
     return False
 
 
+# The global average poolings, which the converter makes an int8 MEAN of: it
+# averages the int8 levels and requantizes the sum onto its output scale,
+# fusing no activation.
+MEANS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+
 # Weightless layers the converter makes pure ops of: two equal ops on the same
 # tensors are merged into one, so the file holds one output tensor for them.
 MERGED_WHEN_REPEATED = (

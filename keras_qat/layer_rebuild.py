@@ -35,6 +35,24 @@ def copy_layer(layer, name=None):
         ) from e
 
 
+class UniqueNames:
+    """Hands out layer names that collide with no name taken already nor each other.
+
+    Args:
+        taken: The names in use (a model's layers' and nested models').
+    """
+
+    def __init__(self, taken):
+        self._used = set(taken)
+
+    def __call__(self, base):
+        name, index = base, 1
+        while name in self._used:
+            name, index = f"{base}_{index}", index + 1
+        self._used.add(name)
+        return name
+
+
 class Rebuilder:
     """Replays a model with copies of its layers, except those `replace` spells out.
 

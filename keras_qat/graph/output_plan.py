@@ -38,6 +38,7 @@ import numpy as np
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
+    MEANS,
     activation_bounds,
     computed_in_float,
     fused_activation,
@@ -67,10 +68,6 @@ def _readers(name, consumers):
 # the output's scale.
 _ONE_SCALE = (keras.layers.Concatenate, keras.layers.Maximum, keras.layers.Minimum)
 
-# Global average poolings: the file's int8 MEAN writes on an output range of
-# its own, unless a quantizer reads its output; it fuses no activation.
-_MEANS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
-
 
 def _fused_end(layer, consumers):
     """The layer whose output is the tensor the file holds: `layer`, or a ReLU fused into it.
@@ -81,7 +78,7 @@ def _fused_end(layer, consumers):
     """
     after = consumers.get(layer.name, [])
     if (
-        not isinstance(layer, (*_ONE_SCALE, *_MEANS))
+        not isinstance(layer, (*_ONE_SCALE, *MEANS))
         and len(after) == 1
         and after[0] is not None
         and functional.called_once(after[0])
@@ -331,7 +328,7 @@ def _writes_int8(layer, activation, enabled, sources, memo):
     # A Concatenate's (Maximum's, Minimum's) one scale is its own where no input
     # quantizer gives it one; so is a MEAN's output scale.
     swish = activation in MULTIPLYING_ACTIVATIONS
-    joins = isinstance(layer, (*_ONE_SCALE, *_MEANS))
+    joins = isinstance(layer, (*_ONE_SCALE, *MEANS))
     return (isinstance(layer, _REQUANTIZING) or swish or joins) and all(
         _after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name]
     )
@@ -457,7 +454,7 @@ def plan_output_quantizers(float_model, enabled, shared=()):
         written = layer.name in plan.scalar_operations or layer.name in plan.swish_products
         if not (written or _writes_int8(layer, activation, enabled, sources, memo)):
             continue
-        if isinstance(layer, _MEANS) and _read_in_float(layer, consumers, enabled):
+        if isinstance(layer, MEANS) and _read_in_float(layer, consumers, enabled):
             continue
         readers = consumers.get(layer.name, [])
         if not functional.called_once(layer) and any(map(fused_activation, filter(None, readers))):

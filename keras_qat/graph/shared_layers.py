@@ -18,7 +18,7 @@ its layer's name).
 """
 
 from keras_qat import functional
-from keras_qat.layer_rebuild import Rebuilder, copy_layer
+from keras_qat.layer_rebuild import Rebuilder, UniqueNames, copy_layer
 from keras_qat.layer_table import layer_spec
 
 
@@ -51,7 +51,7 @@ class _Splitter(Rebuilder):
     def __init__(self, split, names):
         super().__init__()
         self.split = split
-        self.taken = set(names)
+        self.names = UniqueNames(names)
         self.calls = {}  # id(layer) -> calls made so far
 
     def replace(self, layer, args, kwargs):
@@ -60,10 +60,7 @@ class _Splitter(Rebuilder):
         count = self.calls[id(layer)] = self.calls.get(id(layer), 0) + 1
         if count == 1:
             return None  # the first call keeps the layer, and its name
-        name, index = f"{layer.name}_{count - 1}", count
-        while name in self.taken:
-            name, index = f"{layer.name}_{index}", index + 1
-        self.taken.add(name)
+        name = self.names(layer.name)
         return self.made_layer(name, lambda: copy_layer(layer, name))(*args, **kwargs)
 
 

@@ -29,6 +29,7 @@ from keras_qat.converter_facts import own_activation_fuses, resizes_bilinearly, 
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
+from keras_qat.layer_rebuild import UniqueNames
 from keras_qat.layer_table import layer_spec, operand_keys, owner_of
 from keras_qat.quantizers import (
     FileActivation,
@@ -55,25 +56,6 @@ from keras_qat.quantizers.hard_swish import product_operands
 from keras_qat.quantizers.input_layer import pooling_source
 from keras_qat.quantizers.quantize_config import initialize_weight_scales
 from keras_qat.quantizers.wrapper import quantized_variables
-
-
-class UniqueNames:
-    """Hands out layer names that collide with no name of the model nor each other.
-
-    Args:
-        model: The original model (all its layer names are taken).
-    """
-
-    def __init__(self, model):
-        self._used = {layer.name for layer in model_layers(model)}
-        self._used.update(container.name for container in iter_containers(model))
-
-    def __call__(self, base):
-        name, index = base, 1
-        while name in self._used:
-            name, index = f"{base}_{index}", index + 1
-        self._used.add(name)
-        return name
 
 
 def _check_graph(model):
@@ -238,7 +220,10 @@ class GraphRebuilder:
         self.quantize = quantize
         self.folds = plan_batch_norm_folds(model, set(self.layers))
         self.folded_bns = {id(bn) for bn in self.folds.values()}
-        self.names = UniqueNames(model)
+        self.names = UniqueNames(
+            [layer.name for layer in model_layers(model)]
+            + [container.name for container in iter_containers(model)]
+        )
         self._copies = {}  # id(original layer) -> (original, copy, called copy)
         self.output_bounds = output_bounds or {}
         self.shared_inputs = shared_inputs or {}

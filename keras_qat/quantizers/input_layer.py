@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
+    MEANS,
     activation_bounds,
     computed_in_float,
     fused_activation,
@@ -224,9 +225,6 @@ def _scale_giver(piece):
     return givers.pop() if len(givers) == 1 else None
 
 
-_GLOBAL_AVERAGES = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
-
-
 def _averaged(layer, tensor):
     """How many values of `tensor` global average pooling `layer` averages, or `None` if unknown."""
     if layer.data_format != "channels_last" or None in tensor.shape[1:-1]:
@@ -334,7 +332,7 @@ def _grid_piece(tensor, width):
             return _Piece(width, weakref.ref(layer), pooled, relu, mean_of, leaky=leaky)
         if len(inputs) != 1 or mean_of is not None:
             break  # a global average pooling reads its grid directly
-        if isinstance(layer, _GLOBAL_AVERAGES):
+        if isinstance(layer, MEANS):
             mean_of = None if pooled or requantized else _averaged(layer, inputs[0])
             if mean_of is None:
                 break

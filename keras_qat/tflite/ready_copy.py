@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
+from keras_qat.converter_facts import MEANS
 from keras_qat.quantizers import (
     InputQuantizeLayer,
     OutputQuantizeLayer,
@@ -80,7 +81,6 @@ def _fixed_quantizer(layer, name, cap=False):
 
 
 _RESHAPES = (keras.layers.Reshape, keras.layers.Flatten)
-_GLOBAL_POOLINGS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
 _COMPARISONS = (keras.layers.Maximum, keras.layers.Minimum)
 
 
@@ -109,7 +109,7 @@ def _quantized_before_reader(layer, sources, consumers):
     if (
         not isinstance(layer, _RESHAPES)
         or len(producers) != 1
-        or not isinstance(producers[0], _GLOBAL_POOLINGS)
+        or not isinstance(producers[0], MEANS)
         or len(consumers.get(producers[0].name, [])) != 1
     ):
         return None
@@ -157,7 +157,7 @@ def tflite_ready_copy(qat_model, batches=None):
             # QUANTIZEd onto it behind a cap (a second range on one tensor
             # the converter refuses; without the grid it may take the
             # operand's for the op, and requantize its output).
-            elsewhere = layer.grid_sources[0] is not None
+            elsewhere = any(source is not None for source in layer.grid_sources)
             cap = elsewhere and isinstance(consumers[layer.name][0], _COMPARISONS)
             return _fixed_quantizer(layer.owner, layer.name, cap)
         reader = _quantized_before_reader(layer, sources, consumers)
