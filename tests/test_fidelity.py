@@ -1438,3 +1438,24 @@ def test_a_shared_dense_embedding_of_two_inputs_is_the_files(tmp_path):
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", calibration)
     report = keras_qat.check_tflite(qat, path, data, measure="steps")
     assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report
+
+
+def test_a_global_average_and_a_global_max_pooling_joined_are_the_files(digits, tmp_path):
+    """Concat pooling: a global average and a global max pooling of one feature map, joined.
+
+    The converter writes the feature map on the concatenation's scale, which
+    the max pooling keeps, and the MEAN requantizes its average from there;
+    the QAT model averaged the feature map unrounded (a small CNN: a step
+    off on ties). A `ReaderGridLayer` now rounds it on that grid (its lender
+    found behind the max pooling) and the quantizer after the concatenation
+    computes the MEAN of it.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = L.Conv2D(16, 3, activation="relu", name="features")(x)
+    pooled = [L.GlobalAveragePooling2D(name="average")(x), L.GlobalMaxPooling2D(name="max")(x)]
+    joined = L.Concatenate(name="pooled")(pooled)
+    assert_trained_logits_exact(
+        keras.Model(inputs, L.Dense(10, name="logits")(joined)), digits, tmp_path
+    )

@@ -122,7 +122,9 @@ def _relu_op(layer, sources, consumers):
 def _joined_among_readers(end, consumers, enabled):
     """Whether a Concatenate reads `end`'s output beside other layers, and no quantizer does.
 
-    The file writes the output on the concatenation's one scale, and the
+    Directly, or behind layers that keep the scale (a global max pooling
+    beside a global average pooling, joined). The file writes the output
+    on the concatenation's one scale, and the
     other readers (an Add, as in NASNet's reduction cells) read it there.
     With a quantizer among the readers, it is on that quantizer's grid
     instead (see `input_layer._scale_giver`).
@@ -136,7 +138,6 @@ def _joined_among_readers(end, consumers, enabled):
         and None not in behind
         and len(joins) == 1
         and isinstance(joins[0], keras.layers.Concatenate)
-        and joins[0] in readers
         and not any(reader.name in enabled for reader in behind)
     )
 

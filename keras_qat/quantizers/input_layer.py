@@ -529,8 +529,10 @@ class RequantizingLayer(QuantizerLayer):
             return requantize.float_quantize(inputs, self.grid(), self.bits)
         source = piece.source()
         # A `ReaderGridLayer` lending this grid (a Concatenate's input) holds
-        # the slice on it already; its lender is unknown while this is built.
-        if hasattr(source, "lender") and source.lender in (None, self):
+        # the slice on it already, unless a MEAN of it wrote the slice; its
+        # lender is unknown while this is built.
+        lender = getattr(source, "lender", source)
+        if lender is None or (lender is self and piece.mean_of is None):
             return outputs
         in_grid = source.grid()
         in_scale, zero_point, _ = in_grid

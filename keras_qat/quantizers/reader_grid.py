@@ -11,6 +11,7 @@ too (`ReaderGridLayer`).
 import tensorflow as tf
 
 from keras_qat._keras import keras
+from keras_qat.converter_facts import keeps_scale
 from keras_qat.quantizers.file_arithmetic import output_grid_holder
 from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
 
@@ -38,12 +39,23 @@ class ReaderGridLayer(RequantizingLayer):
 
     @property
     def lender(self):
-        """The `RequantizingLayer` whose grid this rounds on (`None` while the model is built)."""
+        """The `RequantizingLayer` whose grid this rounds on (`None` while the model is built).
+
+        A Concatenate among the readers lends its grid also behind layers
+        that keep the scale (a global max pooling beside a global average
+        pooling, joined).
+        """
         reads = reading_nodes(self, 0) if self.inbound_nodes else []
-        for read in reads:
-            reader = read.outbound_layer
-            if len(reads) == 1 or isinstance(reader, keras.layers.Concatenate):
-                return output_grid_holder(reader, reader.inbound_nodes.index(read))
+        if len(reads) == 1:
+            reader = reads[0].outbound_layer
+            return output_grid_holder(reader, reader.inbound_nodes.index(reads[0]))
+        while reads:
+            read = reads.pop(0)
+            reader, index = read.outbound_layer, read.outbound_layer.inbound_nodes.index(read)
+            if isinstance(reader, keras.layers.Concatenate):
+                return output_grid_holder(reader, index)
+            if keeps_scale(reader):
+                reads.extend(reading_nodes(reader, index))
         return None
 
     @property
