@@ -531,8 +531,9 @@ class RequantizingLayer(QuantizerLayer):
         # A `ReaderGridLayer` lending this grid (a Concatenate's input) holds
         # the slice on it already, unless a MEAN of it wrote the slice; its
         # lender is unknown while this is built.
-        lender = getattr(source, "lender", source)
-        if lender is None or (lender is self and piece.mean_of is None):
+        if hasattr(source, "lender") and (
+            source.lender is None or (source.lender is self and piece.mean_of is None)
+        ):
             return outputs
         in_grid = source.grid()
         in_scale, zero_point, _ = in_grid
