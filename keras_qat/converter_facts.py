@@ -99,6 +99,10 @@ def resizes_bilinearly(layer):
     return False
 
 
+# The layers the converter makes an int8 MAXIMUM or MINIMUM of, which has one
+# scale for its operands and its output and fuses no activation.
+COMPARISONS = (keras.layers.Maximum, keras.layers.Minimum)
+
 # The global average poolings, which the converter makes an int8 MEAN of: it
 # averages the int8 levels and requantizes the sum onto its output scale,
 # fusing no activation.

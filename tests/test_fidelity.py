@@ -241,12 +241,14 @@ def quantizable(model):
     return [layer for layer in checked_model(model).layers if layer_spec(layer) is not None]
 
 
+# A layer's config entry for INT4 data and weights.
+INT4 = {"retrain_data_config": {"dst_type": "INT4"}, "retrain_weight_config": {"dst_type": "INT4"}}
+
+
 def int4_except_ends(model):
     """W4A4 on layers with weights but the first and last (AMCT's INT4 recipe); poolings INT8."""
-    int4 = {"retrain_data_config": {"dst_type": "INT4"},
-            "retrain_weight_config": {"dst_type": "INT4"}}  # fmt: skip
     return {
-        layer.name: {} if layer.name in ("conv1", "logits") or not layer.weights else int4
+        layer.name: {} if layer.name in ("conv1", "logits") or not layer.weights else INT4
         for layer in quantizable(model)
     }
 
@@ -1396,9 +1398,7 @@ def test_a_siamese_tower_called_on_two_images_computes_each_files_branch(digits,
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
     model.fit(train, digits[1], epochs=3, batch_size=64, verbose=0)
     # The tower's layers by name: `quantizable` lists the outer model's, the tower one of them.
-    int4 = {"retrain_data_config": {"dst_type": "INT4"},
-            "retrain_weight_config": {"dst_type": "INT4"}}  # fmt: skip
-    config = {"conv1": {}, "conv2": int4 if recipe == "W4A4" else {}, "logits": {}}
+    config = {"conv1": {}, "conv2": INT4 if recipe == "W4A4" else {}, "logits": {}}
     calibration = {name: x[:256] for name, x in train.items()}
     qat = keras_qat.apply_retrain_config(model, config, calibration)
     path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", calibration)

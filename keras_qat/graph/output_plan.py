@@ -38,6 +38,7 @@ import numpy as np
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.converter_facts import (
+    COMPARISONS,
     MEANS,
     activation_bounds,
     computed_in_float,
@@ -66,7 +67,7 @@ def _readers(name, consumers):
 # Layers the file computes as an int8 op with one scale for its inputs and
 # output (CONCATENATION, MAXIMUM, MINIMUM): the converter writes the inputs on
 # the output's scale.
-_ONE_SCALE = (keras.layers.Concatenate, keras.layers.Maximum, keras.layers.Minimum)
+_ONE_SCALE = (keras.layers.Concatenate, *COMPARISONS)
 
 
 def _fused_end(layer, consumers):
@@ -344,7 +345,7 @@ def _compared_on_reader(layer, sources, enabled, memo):
     from the grid of another reader (a `QUANTIZE`, with its own rounding).
     """
     return (
-        isinstance(layer, (keras.layers.Maximum, keras.layers.Minimum))
+        isinstance(layer, COMPARISONS)
         and functional.called_once(layer)
         and all(_after_a_quantizer(p.name, sources, enabled, memo) for p in sources[layer.name])
     )

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras, tfmot
-from keras_qat.converter_facts import MEANS
+from keras_qat.converter_facts import COMPARISONS, MEANS
 from keras_qat.quantizers import (
     InputQuantizeLayer,
     OutputQuantizeLayer,
@@ -81,7 +81,6 @@ def _fixed_quantizer(layer, name, cap=False):
 
 
 _RESHAPES = (keras.layers.Reshape, keras.layers.Flatten)
-_COMPARISONS = (keras.layers.Maximum, keras.layers.Minimum)
 
 
 def _one_quantizer_reading(layer, consumers):
@@ -158,7 +157,7 @@ def tflite_ready_copy(qat_model, batches=None):
             # the converter refuses; without the grid it may take the
             # operand's for the op, and requantize its output).
             elsewhere = any(source is not None for source in layer.grid_sources)
-            cap = elsewhere and isinstance(consumers[layer.name][0], _COMPARISONS)
+            cap = elsewhere and isinstance(consumers[layer.name][0], COMPARISONS)
             return _fixed_quantizer(layer.owner, layer.name, cap)
         reader = _quantized_before_reader(layer, sources, consumers)
         if reader is not None and reader.name not in merged and layer.name not in ranges:
