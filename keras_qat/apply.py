@@ -99,9 +99,13 @@ def apply_retrain_config(model, config, calibration_data=None):
             for key in calibrated
         }
         inputs = {name: float_copy.layer_inputs[name] for name in calibrated}
-        # A layer called at several places has one range for all its calls.
+        # A layer called at several places has one range for the calls it rounds.
         outputs = {
-            name: [node.outputs for node in float_model.get_layer(name).inbound_nodes]
+            name: [
+                node.outputs
+                for index, node in enumerate(float_model.get_layer(name).inbound_nodes)
+                if index not in plan.read_calls.get(name, ())
+            ]
             for name in tracked
         }
         outputs.update({(name, "between"): [tensor] for name, tensor in between.items()})
@@ -124,6 +128,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         read_raw=plan.read_raw,
         joined_on_grid=plan.joined_on_grid,
         compared_on_reader=plan.compared_on_reader,
+        read_calls=plan.read_calls,
     )
     qat_model = builder.build()
     # By layer name: the wrapper of a model output a quantizer returns has another.

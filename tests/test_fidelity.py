@@ -1459,3 +1459,70 @@ def test_a_global_average_and_a_global_max_pooling_joined_are_the_files(digits, 
     assert_trained_logits_exact(
         keras.Model(inputs, L.Dense(10, name="logits")(joined)), digits, tmp_path
     )
+
+
+def build_convolution_steps():
+    """One convolution applied three times in sequence; its last output to an Add and a pooling."""
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    step = L.Conv2D(8, 3, padding="same", activation="relu", name="step")
+    x = step(step(step(x)))
+    x = L.Add(name="add")([x, L.MaxPooling2D(1, name="keep")(x)])
+    return keras.Model(inputs, L.Dense(10, name="logits")(L.GlobalAveragePooling2D()(x)))
+
+
+def build_dense_steps():
+    """One Dense applied twice in sequence to the flattened image."""
+    inputs = keras.Input((8, 8, 1), name="image")
+    step = L.Dense(64, activation="relu", name="step")
+    x = step(step(L.Flatten(name="flat")(inputs)))
+    return keras.Model(inputs, L.Dense(10, name="logits")(x))
+
+
+@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
+@pytest.mark.parametrize("build", [build_convolution_steps, build_dense_steps])
+def test_a_layer_applied_several_times_in_sequence_computes_each_calls_file_arithmetic(
+    digits, tmp_path, build, recipe
+):
+    """A convolution or a Dense applied several times in sequence (weights tied across steps).
+
+    Its input quantizer reads another layer's sums at the first call and
+    its own at the next; the convolution's last output goes to a global
+    pooling and an Add on a range of its own, which the other calls skip.
+    The QAT model computed every call as the last one (a small CNN of this
+    shape: 0.81-0.86 top-1 agreement, 3-5 steps off); the file kept one
+    range for the calls (the Dense: 4-7 steps off). The model reloaded
+    computes the same.
+    """
+    keras.utils.set_random_seed(0)
+    model = build()
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
+    config = {layer.name: {} for layer in quantizable(model)}
+    if recipe == "W4A4":
+        config = int4_except_ends(model)
+    qat = keras_qat.apply_retrain_config(model, config, digits[0][:256])
+    path = keras_qat.export_tflite(qat, tmp_path / "m.tflite", digits[0][:256])
+    qat.save(tmp_path / "qat.keras")
+    for computed in (qat, keras_qat.load_model(tmp_path / "qat.keras")):
+        report = keras_qat.check_tflite(computed, path, digits[2], measure="steps")
+        assert report["outputs"]["logits"]["max_error_steps"] < 0.01, report["outputs"]
+
+
+def test_one_average_pooling_on_two_branches_computes_each_calls_file_arithmetic(digits, tmp_path):
+    """One quantized AveragePooling2D on a ReLU convolution's output and a linear one's.
+
+    Its input quantizer requantizes each call's input from another op's
+    sums; it computed both as its last call (1 step off here).
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    pool = L.AveragePooling2D(name="pool")
+    relu = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    linear = L.Conv2D(8, 3, padding="same", name="conv2")(inputs)
+    x = L.Concatenate(name="cat")([pool(relu), pool(linear)])
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv3")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    assert_trained_logits_exact(
+        keras.Model(inputs, L.Dense(10, name="logits")(x)), digits, tmp_path
+    )

@@ -34,6 +34,7 @@ the other readers.
 from typing import NamedTuple
 
 import numpy as np
+import tensorflow as tf
 
 from keras_qat import functional
 from keras_qat._keras import keras
@@ -51,6 +52,7 @@ from keras_qat.converter_facts import (
 from keras_qat.layer_table import layer_spec
 from keras_qat.quantizers.file_activation import FILE_ACTIVATIONS, MULTIPLYING_ACTIVATIONS
 from keras_qat.quantizers.hard_swish import hard_swishes
+from keras_qat.quantizers.input_layer import reading_nodes
 
 
 def _readers(name, consumers):
@@ -143,6 +145,44 @@ def _joined_among_readers(end, consumers, enabled):
     )
 
 
+def _call_readers(layer, node_index, outputs):
+    """The layers reading the output of `layer`'s call `node_index`, behind scale-keeping layers.
+
+    `None` stands for a model output (`outputs`: the ids of the model's
+    output tensors).
+    """
+    node = layer.inbound_nodes[node_index]
+    returned = any(id(tensor) in outputs for tensor in tf.nest.flatten(node.outputs))
+    readers = [None] if returned else []
+    for read in reading_nodes(layer, node_index):
+        reader = read.outbound_layer
+        if keeps_scale(reader):
+            readers.extend(_call_readers(reader, reader.inbound_nodes.index(read), outputs))
+        else:
+            readers.append(reader)
+    return readers
+
+
+def _calls_read_by_quantizers(layer, outputs, enabled):
+    """The indexes of `layer`'s calls whose output the file writes on a reader's grid.
+
+    That is a call that a quantizer among `enabled` reads, or a Concatenate,
+    Maximum or Minimum alone (`_rounded_by_no_quantizer`, call by call).
+    `None` where a call's output is joined by a Concatenate beside other
+    layers and read by no quantizer (`_joined_among_readers`, which is
+    planned per layer).
+    """
+    read = set()
+    for index in range(len(layer.inbound_nodes)):
+        readers = _call_readers(layer, index, outputs)
+        quantized = [r for r in readers if r is not None and r.name in enabled]
+        if quantized or any(isinstance(r, _ONE_SCALE) for r in readers):
+            if not quantized and len(readers) > 1:
+                return None
+            read.add(index)
+    return read
+
+
 def _read_in_float(layer, consumers, enabled):
     """Whether every reader of `layer`'s output computes in float in the file.
 
@@ -205,6 +245,11 @@ class OutputPlan(NamedTuple):
         compared_on_reader: Names of the Maximum and Minimum layers of int8
             operands (`_compared_on_reader`): a `ReaderGridLayer` before each
             operand rounds it on the grid of the quantizer after the layer.
+        read_calls: Name of a quantized layer called at several places, with
+            an output quantizer in `wrappers` -> the indexes of its calls
+            (in `inbound_nodes`) whose output an input quantizer reads: the
+            file's op writes those on that quantizer's grid, and they skip
+            the output quantizer (`QatWrapper`'s `round_output`).
     """
 
     wrappers: dict
@@ -216,6 +261,7 @@ class OutputPlan(NamedTuple):
     read_raw: set
     joined_on_grid: set
     compared_on_reader: set
+    read_calls: dict
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -408,8 +454,9 @@ def plan_output_quantizers(float_model, enabled, shared=()):
     """
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
+    outputs = {id(tensor) for tensor in float_model.outputs}
     memo = {}
-    plan = OutputPlan({}, {}, {}, {}, set(), set(), set(), set(), set())
+    plan = OutputPlan({}, {}, {}, {}, set(), set(), set(), set(), set(), {})
     swishes = hard_swishes(float_model)
     fused = set().union(*swishes.values())
     for layer in float_model.layers:
@@ -468,6 +515,20 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             plan.read_raw.add(reader.name)
             if _rounded_by_no_quantizer(reader, consumers, read):
                 plan.tensors[reader.name] = activation_bounds(reader)
+        if (
+            weighted
+            and not apart
+            and layer.name not in shared
+            and not functional.called_once(layer)
+        ):
+            # Each call is rounded where the file writes it: the calls no
+            # quantizer reads on the output range they share.
+            read_calls = _calls_read_by_quantizers(layer, outputs, read)
+            if read_calls is not None and len(read_calls) < len(layer.inbound_nodes):
+                plan.wrappers[layer.name] = activation_bounds(layer)
+                if read_calls:
+                    plan.read_calls[layer.name] = read_calls
+                continue
         if not _rounded_by_no_quantizer(end, consumers, read):
             if _joined_among_readers(end, consumers, read):
                 plan.joined_on_grid.add(end.name)

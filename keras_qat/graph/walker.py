@@ -193,6 +193,10 @@ class GraphRebuilder:
         compared_on_reader: Names of the layers with a `ReaderGridLayer`
             before each input (`OutputPlan.compared_on_reader`). Defaults to
             none.
+        read_calls: Quantized layer name -> the calls whose wrapper skips its
+            output quantizer (`OutputPlan.read_calls`), counted in the order
+            this replays them, which is the float copy's node order.
+            Defaults to none.
     """
 
     def __init__(
@@ -212,6 +216,7 @@ class GraphRebuilder:
         read_raw=(),
         joined_on_grid=(),
         compared_on_reader=(),
+        read_calls=None,
     ):
         _check_graph(model)
         self.model = model
@@ -235,6 +240,8 @@ class GraphRebuilder:
         self.read_raw = set(read_raw)
         self.joined_on_grid = set(joined_on_grid) if quantize else set()
         self.compared_on_reader = set(compared_on_reader) if quantize else set()
+        self.read_calls = read_calls or {}
+        self._calls_made = {}  # layer name -> how many of its calls were replayed
         self._unrounded = {}  # id of an OutputQuantizeLayer's output -> its input
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
         outputs = {functional.producing_layer(t).name for t in model.outputs}
@@ -366,6 +373,10 @@ class GraphRebuilder:
                     ],
                     *args[1:],
                 )
+        index = self._calls_made.get(layer.name, 0)
+        self._calls_made[layer.name] = index + 1
+        if index in self.read_calls.get(layer.name, ()):
+            kwargs = {**kwargs, "round_output": False}
         outputs = copy(*args, **kwargs)
         # The plans name the tensor the layer writes: its split activation's, if any.
         written = self._split.get(layer.name, layer.name)

@@ -22,7 +22,12 @@ from keras_qat.converter_facts import fused_activation, keeps_scale
 from keras_qat.plain_call import PlainCall
 from keras_qat.quantizers import requantize
 from keras_qat.quantizers.hard_swish import hard_swish_requantize, swished_operand
-from keras_qat.quantizers.input_layer import RequantizingLayer, pooling_source, reading_nodes
+from keras_qat.quantizers.input_layer import (
+    RequantizingLayer,
+    pooling_source,
+    reading_nodes,
+    tracks_output,
+)
 from keras_qat.quantizers.ranges import divided
 
 
@@ -43,7 +48,7 @@ def grid_holder(tensor):
         layer, node_index, _ = tensor._keras_history
         if (
             isinstance(layer, RequantizingLayer)
-            or getattr(layer, "tracks_output", False)
+            or tracks_output(layer, node_index)
             or getattr(layer, "writes_fixed_grid", False)
         ):
             return layer

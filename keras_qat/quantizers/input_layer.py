@@ -93,6 +93,20 @@ def _relu_ceiling(layer):
     return float("inf") if ceiling is None else ceiling
 
 
+def tracks_output(layer, node_index):
+    """Whether `layer`'s call `node_index` rounds its output on a range it tracks (a wrapper's).
+
+    Args:
+        layer: A layer of a built Functional model.
+        node_index: The index of the call in `layer.inbound_nodes`.
+
+    Returns:
+        A bool.
+    """
+    tracks = getattr(layer, "tracks_output", None)
+    return tracks is not None and tracks(node_index)
+
+
 def reading_nodes(layer, node_index):
     """The nodes (calls) that read the output of `layer`'s call `node_index`.
 
@@ -133,7 +147,7 @@ def _accumulator_chain(tensor):
         if getattr(layer, "gathers_rows", False):
             return None  # a table's rows: no sums
         if hasattr(layer, "accumulator_step"):
-            rounds = layer._output_quantizers or layer.quantize_config.output_on_reader
+            rounds = layer.rounds_output(node_index) or layer.quantize_config.output_on_reader
             return None if rounds else tuple(chain)
         _, inputs = _producer(tensor)
         if len(inputs) != 1:
@@ -327,7 +341,7 @@ def _grid_piece(tensor, width):
         # A quantized layer's output on its tracked range is a grid to a MEAN,
         # a RELU or a LEAKY_RELU.
         reads_tracked = mean_of is not None or requantized
-        tracked = reads_tracked and getattr(layer, "tracks_output", False)
+        tracked = reads_tracked and tracks_output(layer, tensor._keras_history.node_index)
         if isinstance(layer, RequantizingLayer) or tracked or getattr(layer, "gathers_rows", False):
             return _Piece(width, weakref.ref(layer), pooled, relu, mean_of, leaky=leaky)
         if len(inputs) != 1 or mean_of is not None:
@@ -436,36 +450,51 @@ class RequantizingLayer(QuantizerLayer):
     a step). Subclasses give the quantizer's grid (`grid`) and its width
     (`bits`).
 
+    A layer called at several places computes each call's file arithmetic:
+    its calls after the first pass their index in `inbound_nodes`.
+
     Args:
         quantizer: The activation quantizer.
         **kwargs: Base `Layer` arguments (`name`, ...).
+
+    Call arguments:
+        inputs: The tensor to round.
+        training: Whether the model is training. Defaults to `None`.
+        call_index: The call this is, which the layer sets when called on
+            a Keras tensor. Defaults to 0.
     """
 
     def __init__(self, quantizer, **kwargs):
         super().__init__(quantizer, **kwargs)
-        self._axis, self._pieces = None, [_Piece(None, None)]
+        # Call index -> how the file holds that call's input (`_grid_pieces`).
+        # A plain dict, outside Keras's attribute tracking, which would save it
+        # with the model (and refuses its int keys): calls rebuild it.
+        object.__setattr__(self, "_calls", {})
 
     def __call__(self, inputs, *args, **kwargs):
         if getattr(inputs, "_keras_history", None) is not None:
-            self._axis, self._pieces = _grid_pieces(inputs)
+            # A layer called at several places (a convolution applied twice,
+            # one pooling on two branches) reads each call's input on other
+            # grids. The index, kept in the call's node, tells the calls apart
+            # when the model runs, and when it is rebuilt from its config.
+            index = kwargs.get("call_index", len(self.inbound_nodes))
+            if index:
+                kwargs["call_index"] = index
+            self._calls[index] = _grid_pieces(inputs)
         return super().__call__(inputs, *args, **kwargs)
+
+    def _held(self, call_index):
+        """`(axis, pieces)` of call `call_index` (`_grid_pieces`), or one float piece if unknown."""
+        return self._calls.get(call_index, (None, [_Piece(None, None)]))
 
     @property
     def grid_sources(self):
-        """Per slice of the input, the `InputQuantizeLayer` whose grid it is on, or `None`.
+        """Per slice of the first call's input, the `InputQuantizeLayer` whose grid it is on.
 
-        One entry, unless the input is a Concatenate of tensors on grids.
+        `None` for a slice on no grid. One entry, unless the input is a
+        Concatenate of tensors on grids.
         """
-        return [None if piece.source is None else piece.source() for piece in self._pieces]
-
-    @property
-    def computes_file_arithmetic(self):
-        """Whether the forward pass computes the file's arithmetic on some slice of the input.
-
-        That is, whether a slice is on another quantizer's grid or a quantized
-        layer's accumulator (`False`: a plain fake-quant).
-        """
-        return any(piece.requantized(ties=True) for piece in self._pieces)
+        return [None if piece.source is None else piece.source() for piece in self._held(0)[1]]
 
     @property
     def bits(self):
@@ -476,44 +505,46 @@ class RequantizingLayer(QuantizerLayer):
         """The fake-quant op's grid of the current bounds: `requantize.op_grid`'s triple."""
         raise NotImplementedError
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, call_index=0):
         outputs = super().call(inputs, training)
+        return self._file_values_of(inputs, outputs, training, call_index)
+
+    def _file_values_of(self, inputs, outputs, training, call_index):
+        """`_file_values` of call `call_index`, in training or in inference."""
         return tf.__internal__.smart_cond.smart_cond(
             False if training is None else training,
-            lambda: self._file_values(inputs, outputs, ties=False),
-            lambda: self._file_values(inputs, outputs, ties=True),
+            lambda: self._file_values(inputs, outputs, call_index, ties=False),
+            lambda: self._file_values(inputs, outputs, call_index, ties=True),
         )
 
-    def _file_values(self, inputs, outputs, ties):
+    def _file_values(self, inputs, outputs, call_index, ties):
         """`outputs` with the file's values forward and the quantizer's gradients backward.
 
         In inference (`ties`), the file's values alone: the fake-quant that
         would carry the gradients is then not computed.
         """
-        if not any(piece.requantized(ties) for piece in self._pieces):
+        axis, pieces = self._held(call_index)
+        if not any(piece.requantized(ties) for piece in pieces):
             return outputs
-        written = self._all_written(inputs, outputs, ties)
+        if axis is None:
+            written = self._written(inputs, outputs, pieces[0], ties)
+        else:  # slice by slice
+            widths = [piece.width for piece in pieces]
+            written = tf.concat(
+                [
+                    self._written(*slices, piece, ties)
+                    for *slices, piece in zip(
+                        tf.split(inputs, widths, axis),
+                        tf.split(outputs, widths, axis),
+                        pieces,
+                        strict=True,
+                    )
+                ],
+                axis,
+            )
         if ties:
             return written
         return outputs + tf.stop_gradient(written - outputs)
-
-    def _all_written(self, inputs, outputs, ties):
-        """What the file writes for the whole input, slice by slice (`_written`)."""
-        if self._axis is None:
-            return self._written(inputs, outputs, self._pieces[0], ties)
-        widths = [piece.width for piece in self._pieces]
-        return tf.concat(
-            [
-                self._written(*slices, piece, ties)
-                for *slices, piece in zip(
-                    tf.split(inputs, widths, self._axis),
-                    tf.split(outputs, widths, self._axis),
-                    self._pieces,
-                    strict=True,
-                )
-            ],
-            self._axis,
-        )
 
     def _written(self, inputs, outputs, piece, ties=True):
         """What the file writes for one slice: `outputs` where it is a float, else requantized.
@@ -639,12 +670,12 @@ class InputQuantizeLayer(RequantizingLayer):
         else:
             super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, call_index=0):
         if not self.follows_pooling:
-            return super().call(inputs, training)
+            return super().call(inputs, training, call_index)
         if self.followed is None:
             return inputs  # only while the model is built: the concatenation comes later
-        written = self._written(inputs, inputs, self._pieces[0])
+        written = self._written(inputs, inputs, self._held(call_index)[1][0])
         return inputs + tf.stop_gradient(written - inputs)
 
     @property

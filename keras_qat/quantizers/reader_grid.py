@@ -77,7 +77,7 @@ class ReaderGridLayer(RequantizingLayer):
     def grid(self):
         return self.lender.grid()
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, call_index=0):
         lender = self.lender
         if lender is None:
             return inputs  # only while the model is built: the reader comes later
@@ -87,8 +87,4 @@ class ReaderGridLayer(RequantizingLayer):
             inputs, low, high, num_bits=lender.bits
         )
         outputs = inputs + tf.stop_gradient(rounded - inputs)
-        return tf.__internal__.smart_cond.smart_cond(
-            False if training is None else training,
-            lambda: self._file_values(inputs, outputs, ties=False),
-            lambda: self._file_values(inputs, outputs, ties=True),
-        )
+        return self._file_values_of(inputs, outputs, training, call_index)

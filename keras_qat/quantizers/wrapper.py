@@ -113,6 +113,11 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
     Its output quantizer, and the quantizer reading its output, round in
     inference as the file's op requantizes its int32 sums
     (`accumulator_step`).
+
+    A layer called at several places rounds the output of the calls an
+    input quantizer reads on that quantizer's grid alone (the file's op
+    writes there): those calls pass `round_output=False`, and skip the
+    output quantizer that rounds the other calls' outputs.
     """
 
     def build(self, input_shape):
@@ -129,11 +134,11 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
             self._input_quantizer = weakref.ref(source)
         return super().__call__(inputs, *args, **kwargs)
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, training=None, round_output=True, **kwargs):
         if training is None:
             training = keras.backend.learning_phase()
         outputs = self._computed(inputs, training, **kwargs)
-        if self._output_quantizers:
+        if self._output_quantizers and round_output:
             quantizer, variables = self._output_quantizers[0], self._output_quantizer_vars
             outputs = tf.__internal__.smart_cond.smart_cond(
                 training,
@@ -320,11 +325,15 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
             return None
         return self.bias_step()
 
-    @property
-    def tracks_output(self):
-        """Whether the output is rounded on a tracked 8-bit range, whose grid `grid()` gives."""
+    def rounds_output(self, node_index):
+        """Whether call `node_index` applies the output quantizer (see `round_output`)."""
+        kwargs = self.inbound_nodes[node_index].call_kwargs
+        return bool(self._output_quantizers) and kwargs.get("round_output", True)
+
+    def tracks_output(self, node_index):
+        """Whether call `node_index` rounds its output on a tracked 8-bit range (`grid()`'s)."""
         return (
-            bool(self._output_quantizers)
+            self.rounds_output(node_index)
             and type(self._output_quantizers[0]) is TrackedRangeQuantizer
         )
 

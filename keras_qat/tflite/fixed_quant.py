@@ -153,7 +153,9 @@ class FixedInputQuantizer(PlainCall, keras.layers.Layer):
         name = layer.name if name is None else name
         return cls(*clip_range(layer), layer.quantizer.dst_type, cap=cap, name=name)
 
-    def call(self, inputs):
+    def call(self, inputs, call_index=0):
+        # `call_index` tells a `RequantizingLayer`'s calls apart; a frozen grid is each call's.
+        del call_index
         bits = ranges.bits_of(self.dst_type)
         grid = ranges.op_nudge(self.clip_min, self.clip_max, bits)
         if self.cap or bits == 4:

@@ -66,19 +66,33 @@ def _twins(model):
     return {name: names for names in groups.values() for name in names}
 
 
-def _consumers(model):
-    """Layer name -> the layers its output feeds, pooled over its twins, each once.
+def _call_consumers(model):
+    """`(layer name, call index)` -> the layers that call's output feeds, pooled over twins.
 
-    Each once: the calls of a layer called at several places (a siamese
-    tower's) feed one input quantizer, called as often, which is no fan-out.
+    Each once: a layer that reads the output twice is one consumer.
     """
     twins = _twins(model)
     consumers = {}
-    for producer, consumer in functional.edges(model):
-        for name in twins.get(producer.name, [producer.name]):
-            users = consumers.setdefault(name, [])
-            if all(user is not consumer for user in users):
-                users.append(consumer)
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for producer, index, _, _ in node.iterate_inbound():
+                for name in twins.get(producer.name, [producer.name]):
+                    users = consumers.setdefault((name, index), [])
+                    if all(user is not node.layer for user in users):
+                        users.append(node.layer)
+    return consumers
+
+
+def _consumers(model):
+    """Layer name -> the layers its output feeds, pooled over its calls and twins, each once.
+
+    Each once: one input quantizer reading the calls of a layer called at
+    several places (a siamese tower's) is one consumer.
+    """
+    consumers = {}
+    for (name, _), users in _call_consumers(model).items():
+        pooled = consumers.setdefault(name, [])
+        pooled.extend(user for user in users if all(user is not seen for seen in pooled))
     return consumers
 
 
@@ -95,7 +109,9 @@ def shared_quantized_inputs(model):
     """Layers whose output feeds an `InputQuantizeLayer` and a layer that is not one.
 
     Such a tensor the converter would leave float, unless it is on a
-    quantizer's grid already (an average pooling of its output).
+    quantizer's grid already (an average pooling of its output). Call by
+    call: a layer called at several places whose one call an input
+    quantizer reads and another call other layers has no such tensor.
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -105,13 +121,18 @@ def shared_quantized_inputs(model):
     """
     quantizers = _input_quantizer_names(model)
     sources = functional.sources(model)
-    return [
+    shared = {
         name
-        for name, users in _consumers(model).items()
-        if name not in quantizers
-        and not _carries_range(model.get_layer(name), sources, quantizers)
-        and any(isinstance(user, InputQuantizeLayer) for user in users)
+        for (name, _), users in _call_consumers(model).items()
+        if any(isinstance(user, InputQuantizeLayer) for user in users)
         and not all(isinstance(user, InputQuantizeLayer) for user in users)
+    }
+    return [
+        layer.name
+        for layer in model.layers
+        if layer.name in shared
+        and layer.name not in quantizers
+        and not _carries_range(layer, sources, quantizers)
     ]
 
 
@@ -130,6 +151,9 @@ def fanned_out_ranges(model):
     ranges, or leaves the producer float when they differ. Such a tensor is
     quantized once, over the union of its quantizers' ranges (their common
     range right after calibration; QAT moves them apart only a little).
+    Call by call: the calls of a layer called at several places that feed
+    one quantizer each (a siamese tower's, a Dense applied twice in
+    sequence) are no fan-out.
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -139,10 +163,12 @@ def fanned_out_ranges(model):
     """
     quantizers = _input_quantizer_names(model)
     unions = {}
-    for name, users in _consumers(model).items():
+    for (name, _), users in _call_consumers(model).items():
         union = _quantizer_union(users)
         if name not in quantizers and len(users) > 1 and union is not None:
-            unions[name] = union
+            # A layer called at several places has one range for its calls.
+            low, high = unions.get(name, union)
+            unions[name] = min(low, union[0]), max(high, union[1])
     return unions
 
 

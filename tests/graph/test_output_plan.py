@@ -13,7 +13,7 @@ def plan(outputs, inputs, enabled):
 
 def expected(wrappers, tensors):
     """A plan of output quantizers alone."""
-    return OutputPlan(wrappers, tensors, {}, {}, set(), set(), set(), set(), set())
+    return OutputPlan(wrappers, tensors, {}, {}, set(), set(), set(), set(), set(), {})
 
 
 def test_logits_and_the_input_of_a_global_pooling_are_planned():
@@ -56,6 +56,7 @@ def test_relus_among_readers_of_a_dense_read_its_sums_and_a_convolutions_do_not(
         {"r1", "r2"},
         set(),
         set(),
+        {},
     )
 
 
@@ -244,3 +245,22 @@ def test_a_global_average_pooling_no_quantizer_reads_is_rounded_on_its_own_range
         "g4": (None, None),
         "r": (0.0, None),
     }
+
+
+def test_a_layer_applied_twice_rounds_the_call_no_quantizer_reads():
+    inputs = keras.Input((8, 8, 1))
+    step = L.Conv2D(4, 3, padding="same", activation="relu", name="step")
+    x = step(step(L.Conv2D(4, 3, padding="same", name="c")(inputs)))
+    outputs = L.Dense(3, name="logits")(L.GlobalAveragePooling2D(name="gap")(x))
+    got = plan(outputs, inputs, ["c", "step", "logits"])
+    assert got.wrappers == {"step": (0.0, None), "logits": (None, None)}
+    assert got.read_calls == {"step": {0}}
+
+
+def test_a_layer_applied_twice_whose_calls_quantizers_read_keeps_no_range():
+    inputs = keras.Input((8,))
+    step = L.Dense(8, name="step")
+    outputs = L.Dense(3, name="logits")(step(step(inputs)))
+    got = plan(outputs, inputs, ["step", "logits"])
+    assert got.wrappers == {"logits": (None, None)}
+    assert got.read_calls == {}
