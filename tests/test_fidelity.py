@@ -1471,6 +1471,15 @@ def build_convolution_steps():
     return keras.Model(inputs, L.Dense(10, name="logits")(L.GlobalAveragePooling2D()(x)))
 
 
+def build_steps_through_a_relu_layer():
+    """One linear convolution applied twice, a ReLU layer between; its last output pooled."""
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    step = L.Conv2D(8, 3, padding="same", name="step")
+    x = step(L.ReLU(name="relu")(step(x)))
+    return keras.Model(inputs, L.Dense(10, name="logits")(L.GlobalAveragePooling2D()(x)))
+
+
 def build_dense_steps():
     """One Dense applied twice in sequence to the flattened image."""
     inputs = keras.Input((8, 8, 1), name="image")
@@ -1480,7 +1489,9 @@ def build_dense_steps():
 
 
 @pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
-@pytest.mark.parametrize("build", [build_convolution_steps, build_dense_steps])
+@pytest.mark.parametrize(
+    "build", [build_convolution_steps, build_steps_through_a_relu_layer, build_dense_steps]
+)
 def test_a_layer_applied_several_times_in_sequence_computes_each_calls_file_arithmetic(
     digits, tmp_path, build, recipe
 ):
@@ -1491,8 +1502,9 @@ def test_a_layer_applied_several_times_in_sequence_computes_each_calls_file_arit
     pooling and an Add on a range of its own, which the other calls skip.
     The QAT model computed every call as the last one (a small CNN of this
     shape: 0.81-0.86 top-1 agreement, 3-5 steps off); the file kept one
-    range for the calls (the Dense: 4-7 steps off). The model reloaded
-    computes the same.
+    range for the calls (the Dense: 4-7 steps off). A call whose output a
+    ReLU layer reads has that ReLU fused into its op, the other call not
+    (2 steps off). The model reloaded computes the same.
     """
     keras.utils.set_random_seed(0)
     model = build()

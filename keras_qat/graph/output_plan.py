@@ -163,24 +163,50 @@ def _call_readers(layer, node_index, outputs):
     return readers
 
 
-def _calls_read_by_quantizers(layer, outputs, enabled):
-    """The indexes of `layer`'s calls whose output the file writes on a reader's grid.
+def _fused_call_activation(layer, node_index, outputs):
+    """The activation layer the converter fuses into the op of `layer`'s call, or `None`.
 
-    That is a call that a quantizer among `enabled` reads, or a Concatenate,
-    Maximum or Minimum alone (`_rounded_by_no_quantizer`, call by call).
-    `None` where a call's output is joined by a Concatenate beside other
-    layers and read by no quantizer (`_joined_among_readers`, which is
-    planned per layer).
+    That is the call's one reader, a `fused_activation` called once, where
+    the call's output is no model output (`_fused_end`, call by call).
     """
-    read = set()
+    reads = reading_nodes(layer, node_index)
+    node = layer.inbound_nodes[node_index]
+    returned = any(id(tensor) in outputs for tensor in tf.nest.flatten(node.outputs))
+    if returned or len(reads) != 1:
+        return None
+    reader = reads[0].outbound_layer
+    return reader if functional.called_once(reader) and fused_activation(reader) else None
+
+
+def _rounding_by_call(layer, outputs, enabled):
+    """Where the file rounds each call of `layer`: `(calls rounded elsewhere, activations)`.
+
+    A call's output is rounded elsewhere where the file writes it on a
+    reader's grid (a quantizer among `enabled` reads it, or a Concatenate,
+    Maximum or Minimum alone: `_rounded_by_no_quantizer`, call by call), or
+    where the converter fuses an activation into the call's op: that
+    activation's output is then the tensor the file holds, which
+    `activations` (activation name -> `(floor, ceiling)`) rounds on a range
+    of its own where no quantizer reads it. `None` where a call's tensor is
+    joined by a Concatenate beside other layers and read by no quantizer
+    (`_joined_among_readers`, which is planned per layer).
+    """
+    elsewhere, activations = set(), {}
     for index in range(len(layer.inbound_nodes)):
-        readers = _call_readers(layer, index, outputs)
+        end, end_index = layer, index
+        activation = _fused_call_activation(layer, index, outputs)
+        if activation is not None:
+            end, end_index = activation, 0
+            elsewhere.add(index)
+        readers = _call_readers(end, end_index, outputs)
         quantized = [r for r in readers if r is not None and r.name in enabled]
         if quantized or any(isinstance(r, _ONE_SCALE) for r in readers):
             if not quantized and len(readers) > 1:
                 return None
-            read.add(index)
-    return read
+            elsewhere.add(index)
+        elif activation is not None:
+            activations[activation.name] = activation_bounds(activation)
+    return elsewhere, activations
 
 
 def _read_in_float(layer, consumers, enabled):
@@ -245,11 +271,12 @@ class OutputPlan(NamedTuple):
         compared_on_reader: Names of the Maximum and Minimum layers of int8
             operands (`_compared_on_reader`): a `ReaderGridLayer` before each
             operand rounds it on the grid of the quantizer after the layer.
-        read_calls: Name of a quantized layer called at several places, with
-            an output quantizer in `wrappers` -> the indexes of its calls
-            (in `inbound_nodes`) whose output an input quantizer reads: the
-            file's op writes those on that quantizer's grid, and they skip
-            the output quantizer (`QatWrapper`'s `round_output`).
+        read_calls: Name of a quantized layer called at several places -> the
+            indexes of its calls (in `inbound_nodes`) whose output is rounded
+            elsewhere (`_rounding_by_call`): the file's op writes those on a
+            reader's grid, or fuses an activation into them, and they skip
+            the output quantizer in `wrappers` (`QatWrapper`'s
+            `round_output`).
     """
 
     wrappers: dict
@@ -505,9 +532,6 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             continue
         if isinstance(layer, MEANS) and _read_in_float(layer, consumers, enabled):
             continue
-        readers = consumers.get(layer.name, [])
-        if not functional.called_once(layer) and any(map(fused_activation, filter(None, readers))):
-            continue  # each call's op fuses its own activation, which the plan does not tell apart
         end = _fused_end(layer, consumers)
         weighted = end is layer and layer.name in enabled and layer_spec(layer).has_weights
         apart = _fused_copies(layer, consumers) if weighted else []
@@ -521,14 +545,21 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             and layer.name not in shared
             and not functional.called_once(layer)
         ):
-            # Each call is rounded where the file writes it: the calls no
-            # quantizer reads on the output range they share.
-            read_calls = _calls_read_by_quantizers(layer, outputs, read)
-            if read_calls is not None and len(read_calls) < len(layer.inbound_nodes):
-                plan.wrappers[layer.name] = activation_bounds(layer)
-                if read_calls:
-                    plan.read_calls[layer.name] = read_calls
+            # Each call is rounded where the file writes it: the calls rounded
+            # nowhere else on the output range they share.
+            rounding = _rounding_by_call(layer, outputs, read)
+            elsewhere, activations = rounding or (set(), {})
+            calls = len(layer.inbound_nodes)
+            if rounding is not None and (activations or len(elsewhere) < calls):
+                plan.tensors.update(activations)
+                if len(elsewhere) < calls:
+                    plan.wrappers[layer.name] = activation_bounds(layer)
+                if elsewhere:
+                    plan.read_calls[layer.name] = elsewhere
                 continue
+        readers = consumers.get(layer.name, [])
+        if not functional.called_once(layer) and any(map(fused_activation, filter(None, readers))):
+            continue  # each call's op fuses its own activation, not planned call by call here
         if not _rounded_by_no_quantizer(end, consumers, read):
             if _joined_among_readers(end, consumers, read):
                 plan.joined_on_grid.add(end.name)

@@ -264,3 +264,16 @@ def test_a_layer_applied_twice_whose_calls_quantizers_read_keeps_no_range():
     got = plan(outputs, inputs, ["step", "logits"])
     assert got.wrappers == {"logits": (None, None)}
     assert got.read_calls == {}
+
+
+def test_a_call_of_a_layer_applied_twice_fuses_the_relu_layer_reading_it():
+    inputs = keras.Input((8, 8, 1))
+    step = L.Conv2D(4, 3, padding="same", name="step")
+    x = L.Conv2D(4, 3, padding="same", name="c")(inputs)
+    x = L.ReLU(name="r2")(step(L.ReLU(name="r1")(step(x))))
+    outputs = L.Dense(3, name="logits")(L.GlobalAveragePooling2D(name="gap")(x))
+    got = plan(outputs, inputs, ["c", "step", "logits"])
+    # r1 writes on step's input grid; r2, read by the pooling, on a range of its own.
+    assert got.wrappers == {"logits": (None, None)}
+    assert got.tensors == {"r2": (0.0, None)}
+    assert got.read_calls == {"step": {0, 1}}
