@@ -104,7 +104,7 @@ def apply_retrain_config(model, config, calibration_data=None):
             name: [
                 node.outputs
                 for index, node in enumerate(float_model.get_layer(name).inbound_nodes)
-                if index not in plan.read_calls.get(name, ())
+                if index not in plan.unrounded_calls.get(name, ())
             ]
             for name in tracked
         }
@@ -128,7 +128,7 @@ def apply_retrain_config(model, config, calibration_data=None):
         read_raw=plan.read_raw,
         joined_on_grid=plan.joined_on_grid,
         compared_on_reader=plan.compared_on_reader,
-        read_calls=plan.read_calls,
+        unrounded_calls=plan.unrounded_calls,
     )
     qat_model = builder.build()
     # By layer name: the wrapper of a model output a quantizer returns has another.

@@ -1538,3 +1538,29 @@ def test_one_average_pooling_on_two_branches_computes_each_calls_file_arithmetic
     assert_trained_logits_exact(
         keras.Model(inputs, L.Dense(10, name="logits")(x)), digits, tmp_path
     )
+
+
+@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
+def test_a_convolution_applied_to_a_feature_map_and_to_its_max_pooling_reads_one_grid(
+    digits, tmp_path, recipe
+):
+    """One convolution applied to a feature map and to its max pooling, its outputs pooled.
+
+    Its input quantizer reads the map directly at one call and behind the
+    max pooling at the other: the QAT model writes the map on that
+    quantizer's grid. The export gave the map the range observed on the
+    representative data, and the converter dropped the quantizer on the
+    direct read (a small CNN of this shape: 2 steps off, 12 at W4A4); it
+    gives the map the quantizer's grid now.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    step = L.Conv2D(8, 3, padding="same", activation="relu", name="step")
+    pooled = [
+        L.GlobalAveragePooling2D(name="average")(step(x)),
+        L.GlobalMaxPooling2D(name="max")(step(L.MaxPooling2D(name="pool")(x))),
+    ]
+    joined = L.Concatenate(name="pooled")(pooled)
+    model = keras.Model(inputs, L.Dense(10, name="logits")(joined))
+    assert_trained_logits_exact(model, digits, tmp_path, recipe)

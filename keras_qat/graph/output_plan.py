@@ -145,15 +145,19 @@ def _joined_among_readers(end, consumers, enabled):
     )
 
 
+def _call_returned(layer, node_index, outputs):
+    """Whether the output of `layer`'s call `node_index` is among `outputs` (tensor ids)."""
+    node = layer.inbound_nodes[node_index]
+    return any(id(tensor) in outputs for tensor in tf.nest.flatten(node.outputs))
+
+
 def _call_readers(layer, node_index, outputs):
     """The layers reading the output of `layer`'s call `node_index`, behind scale-keeping layers.
 
     `None` stands for a model output (`outputs`: the ids of the model's
     output tensors).
     """
-    node = layer.inbound_nodes[node_index]
-    returned = any(id(tensor) in outputs for tensor in tf.nest.flatten(node.outputs))
-    readers = [None] if returned else []
+    readers = [None] if _call_returned(layer, node_index, outputs) else []
     for read in reading_nodes(layer, node_index):
         reader = read.outbound_layer
         if keeps_scale(reader):
@@ -170,9 +174,7 @@ def _fused_call_activation(layer, node_index, outputs):
     the call's output is no model output (`_fused_end`, call by call).
     """
     reads = reading_nodes(layer, node_index)
-    node = layer.inbound_nodes[node_index]
-    returned = any(id(tensor) in outputs for tensor in tf.nest.flatten(node.outputs))
-    if returned or len(reads) != 1:
+    if _call_returned(layer, node_index, outputs) or len(reads) != 1:
         return None
     reader = reads[0].outbound_layer
     return reader if functional.called_once(reader) and fused_activation(reader) else None
@@ -271,7 +273,7 @@ class OutputPlan(NamedTuple):
         compared_on_reader: Names of the Maximum and Minimum layers of int8
             operands (`_compared_on_reader`): a `ReaderGridLayer` before each
             operand rounds it on the grid of the quantizer after the layer.
-        read_calls: Name of a quantized layer called at several places -> the
+        unrounded_calls: Name of a quantized layer called at several places -> the
             indexes of its calls (in `inbound_nodes`) whose output is rounded
             elsewhere (`_rounding_by_call`): the file's op writes those on a
             reader's grid, or fuses an activation into them, and they skip
@@ -288,7 +290,7 @@ class OutputPlan(NamedTuple):
     read_raw: set
     joined_on_grid: set
     compared_on_reader: set
-    read_calls: dict
+    unrounded_calls: dict
 
 
 # Weightless layers the file computes in int8 on an output range of their own.
@@ -555,7 +557,7 @@ def plan_output_quantizers(float_model, enabled, shared=()):
                 if len(elsewhere) < calls:
                     plan.wrappers[layer.name] = activation_bounds(layer)
                 if elsewhere:
-                    plan.read_calls[layer.name] = elsewhere
+                    plan.unrounded_calls[layer.name] = elsewhere
                 continue
         readers = consumers.get(layer.name, [])
         if not functional.called_once(layer) and any(map(fused_activation, filter(None, readers))):

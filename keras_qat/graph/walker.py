@@ -193,8 +193,8 @@ class GraphRebuilder:
         compared_on_reader: Names of the layers with a `ReaderGridLayer`
             before each input (`OutputPlan.compared_on_reader`). Defaults to
             none.
-        read_calls: Quantized layer name -> the calls whose wrapper skips its
-            output quantizer (`OutputPlan.read_calls`), counted in the order
+        unrounded_calls: Quantized layer name -> the calls whose wrapper skips its
+            output quantizer (`OutputPlan.unrounded_calls`), counted in the order
             this replays them, which is the float copy's node order.
             Defaults to none.
     """
@@ -216,7 +216,7 @@ class GraphRebuilder:
         read_raw=(),
         joined_on_grid=(),
         compared_on_reader=(),
-        read_calls=None,
+        unrounded_calls=None,
     ):
         _check_graph(model)
         self.model = model
@@ -240,7 +240,7 @@ class GraphRebuilder:
         self.read_raw = set(read_raw)
         self.joined_on_grid = set(joined_on_grid) if quantize else set()
         self.compared_on_reader = set(compared_on_reader) if quantize else set()
-        self.read_calls = read_calls or {}
+        self.unrounded_calls = unrounded_calls or {}
         self._calls_made = {}  # layer name -> how many of its calls were replayed
         self._unrounded = {}  # id of an OutputQuantizeLayer's output -> its input
         self.output_quantizers = {}  # layer name -> its OutputQuantizeLayer
@@ -375,7 +375,7 @@ class GraphRebuilder:
                 )
         index = self._calls_made.get(layer.name, 0)
         self._calls_made[layer.name] = index + 1
-        if index in self.read_calls.get(layer.name, ()):
+        if index in self.unrounded_calls.get(layer.name, ()):
             kwargs = {**kwargs, "round_output": False}
         outputs = copy(*args, **kwargs)
         # The plans name the tensor the layer writes: its split activation's, if any.

@@ -114,10 +114,19 @@ class QatWrapper(PlainCall, tfmot.quantization.keras.QuantizeWrapperV2):
     inference as the file's op requantizes its int32 sums
     (`accumulator_step`).
 
-    A layer called at several places rounds the output of the calls an
+    A layer called at several places rounds the output of a call that an
     input quantizer reads on that quantizer's grid alone (the file's op
-    writes there): those calls pass `round_output=False`, and skip the
-    output quantizer that rounds the other calls' outputs.
+    writes there), and of one whose op fuses the ReLU layer reading it after
+    that ReLU: such calls pass `round_output=False`, and skip the output
+    quantizer that rounds the other calls' outputs.
+
+    Call arguments:
+        inputs: The layer's input.
+        training: Whether the model is training. Defaults to `None` (the
+            learning phase).
+        round_output: Whether to apply the output quantizer. Defaults to
+            `True`.
+        **kwargs: The wrapped layer's call arguments.
     """
 
     def build(self, input_shape):

@@ -157,13 +157,22 @@ class FixedInputQuantizer(PlainCall, keras.layers.Layer):
         # `call_index` tells a `RequantizingLayer`'s calls apart; a frozen grid is each call's.
         del call_index
         bits = ranges.bits_of(self.dst_type)
-        grid = ranges.op_nudge(self.clip_min, self.clip_max, bits)
         if self.cap or bits == 4:
-            inputs = tf.minimum(inputs, grid.high)
+            inputs = tf.minimum(inputs, ranges.op_nudge(self.clip_min, self.clip_max, bits).high)
+        return fixed_fake_quant(inputs, *self.carrier_bounds())
+
+    def carrier_bounds(self):
+        """The bounds of the 8-bit fake-quant this applies: the clip range, or INT4's carrier's.
+
+        Returns:
+            `(low, high)`, floats.
+        """
+        bits = ranges.bits_of(self.dst_type)
         if bits == 8:
-            return fixed_fake_quant(inputs, self.clip_min, self.clip_max)
+            return self.clip_min, self.clip_max
+        grid = ranges.op_nudge(self.clip_min, self.clip_max, bits)
         top = np.float32(grid.low) + np.float32(255) * np.float32(grid.scale)
-        return fixed_fake_quant(inputs, grid.low, float(top))
+        return float(grid.low), float(top)
 
     def input_step(self):
         """The step of the grid, as `InputQuantizeLayer.input_step` computes it (float32)."""

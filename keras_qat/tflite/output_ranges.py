@@ -22,7 +22,7 @@ from keras_qat.calibration.collect import tensor_ranges
 from keras_qat.converter_facts import keeps_scale
 from keras_qat.quantizers import InputQuantizeLayer, OutputQuantizeLayer
 from keras_qat.quantizers.introspection import clip_range
-from keras_qat.tflite.fixed_quant import AroundLayer, fixed_fake_quant
+from keras_qat.tflite.fixed_quant import AroundLayer, FixedInputQuantizer, fixed_fake_quant
 
 
 class RangedOutput(AroundLayer):
@@ -292,6 +292,24 @@ def observed_ranges(model, names, batches):
     return {name: (low[name], high[name]) for name in names if high[name] > low[name]}
 
 
+def _one_quantizer_behind(name, consumers):
+    """The one `InputQuantizeLayer` that every reader of `name`'s output is or leads to, or `None`.
+
+    Behind layers that keep the scale: a layer called at several places
+    reading a tensor at one call and its max pooling at another.
+    """
+    found, names = set(), [name]
+    while names:
+        for user in consumers.get(names.pop(), []):
+            if isinstance(user, InputQuantizeLayer):
+                found.add(user)
+            elif keeps_scale(user):
+                names.append(user.name)
+            else:
+                return None
+    return found.pop() if len(found) == 1 else None
+
+
 def export_ranges(model, batches=None):
     """The output range of each producer that gets one in the export copy.
 
@@ -299,6 +317,9 @@ def export_ranges(model, batches=None):
     ranges; with `batches`, tensors shared by a quantizer and another layer,
     and concatenations joining a ranged tensor, take the range observed on
     them, or their quantizers' union when only input quantizers read them.
+    A shared tensor whose other readers keep the scale for the same
+    quantizer takes that quantizer's grid (an INT4 one's carrier): the
+    QAT model writes it there.
 
     Args:
         model: A QAT model (Functional, nested models inlined).
@@ -312,7 +333,13 @@ def export_ranges(model, batches=None):
         return ranges
     shared = shared_quantized_inputs(model)
     consumers = _consumers(model)
-    observed = list(shared)
+    observed = []
+    for name in shared:
+        reader = _one_quantizer_behind(name, consumers)
+        if reader is None:
+            observed.append(name)
+        else:
+            ranges[name] = FixedInputQuantizer.freeze(reader).carrier_bounds()
     for name in joining_concatenations(model, {*ranges, *shared}):
         union = _quantizer_union(consumers.get(name))
         if union is None:

@@ -254,7 +254,7 @@ def test_a_layer_applied_twice_rounds_the_call_no_quantizer_reads():
     outputs = L.Dense(3, name="logits")(L.GlobalAveragePooling2D(name="gap")(x))
     got = plan(outputs, inputs, ["c", "step", "logits"])
     assert got.wrappers == {"step": (0.0, None), "logits": (None, None)}
-    assert got.read_calls == {"step": {0}}
+    assert got.unrounded_calls == {"step": {0}}
 
 
 def test_a_layer_applied_twice_whose_calls_quantizers_read_keeps_no_range():
@@ -263,7 +263,7 @@ def test_a_layer_applied_twice_whose_calls_quantizers_read_keeps_no_range():
     outputs = L.Dense(3, name="logits")(step(step(inputs)))
     got = plan(outputs, inputs, ["step", "logits"])
     assert got.wrappers == {"logits": (None, None)}
-    assert got.read_calls == {}
+    assert got.unrounded_calls == {}
 
 
 def test_a_call_of_a_layer_applied_twice_fuses_the_relu_layer_reading_it():
@@ -276,4 +276,4 @@ def test_a_call_of_a_layer_applied_twice_fuses_the_relu_layer_reading_it():
     # r1 writes on step's input grid; r2, read by the pooling, on a range of its own.
     assert got.wrappers == {"logits": (None, None)}
     assert got.tensors == {"r2": (0.0, None)}
-    assert got.read_calls == {"step": {0, 1}}
+    assert got.unrounded_calls == {"step": {0, 1}}
