@@ -30,8 +30,11 @@ dequantizes it for the output (the model output stays the producer's, see
 `WeightQuantizeConfig.output_on_reader`). So is a tensor that two or more
 quantized layers read only behind layers that keep the scale (NASNet pads a
 ReLU of a cell's input before each strided separable convolution): the
-quantizer goes before those layers. Tensors of layers called more than
-once are left to the export (see `tflite.output_ranges`).
+quantizer goes before those layers. A layer of one input called at several
+places shares at each call where its readers share, the one quantizer at
+every call (the export gives the op of each call that quantizer's grid);
+tensors of producers called more than once are left to the export (see
+`tflite.output_ranges`).
 """
 
 import tensorflow as tf
@@ -143,10 +146,21 @@ def shared_input_readers(float_model, settings, bits):
     consumers = functional.consumers(float_model)
     sources = functional.sources(float_model)
     planned, int8, claimed = {}, {}, set()
+    groups = {}  # input key -> the keys it shares a quantizer with
+    # The keys of layers of one input called at several places (an ALBERT
+    # block's projections, weights tied across blocks): they may share a
+    # quantizer at each call, the same one at every call.
+    repeated = {
+        layer.name
+        for layer in float_model.layers
+        if layer.name in settings
+        and not functional.called_once(layer)
+        and len(operand_keys(layer.name, layer_spec(layer))) == 1
+    }
     for layer in float_model.layers:
         readers = consumers.get(layer.name, [])
         quantized = [r for r in dict.fromkeys(readers) if r is not None and r.name in settings]
-        if not all(functional.called_once(r) for r in quantized):
+        if not all(functional.called_once(r) or r.name in repeated for r in quantized):
             continue
         # A product of the tensor with itself reads it twice, as two keys.
         keys = [key for reader in quantized for key in _reading_keys(layer, reader)]
@@ -165,7 +179,7 @@ def shared_input_readers(float_model, settings, bits):
                 for key in _reading_keys(producer, reader)
             ]
         # Readers a producer before this one shares a quantizer for already.
-        keys = [key for key in keys if key not in claimed]
+        keys = [key for key in keys if key not in claimed or key in repeated]
         # A weightless layer's int8 model output counts as a reader: the file holds that tensor.
         returned = 0
         if layer.name not in settings and _held_int8(layer, sources, settings, int8):
@@ -181,8 +195,12 @@ def shared_input_readers(float_model, settings, bits):
             or len(tf.nest.flatten(layer.output)) != 1
         ):
             continue
-        planned[layer.name] = tuple(_first_readers(keys, settings, bits))
-        claimed.update(planned[layer.name])
+        group = tuple(_first_readers(keys, settings, bits))
+        if any(groups.get(key, group) != group for key in group if key in repeated):
+            continue  # another group at another call: the calls would read two quantizers
+        planned[layer.name] = group
+        claimed.update(group)
+        groups.update(dict.fromkeys(group, group))
     return planned
 
 

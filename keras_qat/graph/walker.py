@@ -25,7 +25,12 @@ import tensorflow as tf
 from keras_qat import functional
 from keras_qat._keras import keras
 from keras_qat.attention_layers import AttentionContext, AttentionScores
-from keras_qat.converter_facts import own_activation_fuses, resizes_bilinearly, scalar_operation
+from keras_qat.converter_facts import (
+    keeps_scale,
+    own_activation_fuses,
+    resizes_bilinearly,
+    scalar_operation,
+)
 from keras_qat.errors import UnsupportedModelError
 from keras_qat.graph import bn_folding
 from keras_qat.graph.model_check import iter_containers, model_layers
@@ -284,6 +289,8 @@ class GraphRebuilder:
         self._returned_rounded = set(self.operation_bounds) & outputs if quantize else set()
         self.layer_inputs = {}  # operand key -> its input tensors, one per call site
         self._before_sharing = {}  # id of a shared quantizer's output -> the model output
+        # Id of a shared quantizer's output, or of a scale keeper's of it -> the keys it serves.
+        self._read_shared = {}
 
     def _outputs_read_by_one_quantizer(self, outputs):
         """Names of the quantized model outputs that one input quantizer reads first.
@@ -323,7 +330,7 @@ class GraphRebuilder:
         # A model input that a quantized layer shares with other readers is
         # rounded once, before all of them (no layer call to follow).
         read = [
-            self._quantized_input(self.shared_inputs[name], tensor)
+            self._shared_quantizer(self.shared_inputs[name], tensor)
             if name in self.shared_inputs
             else tensor
             for tensor, name in zip(inputs, names, strict=True)
@@ -362,13 +369,15 @@ class GraphRebuilder:
         if layer.name in self.layers:
             # An input whose quantizer is shared reads its output already.
             keys = operand_keys(layer.name, layer_spec(layer))
-            if len(keys) == 1 and layer.name not in self._sharing:
+            if len(keys) == 1 and keys[0] not in self._read_shared.get(id(args[0]), ()):
                 args = (self._quantized_input(keys, args[0]), *args[1:])
             elif len(keys) > 1:  # a product: each input on its own grid
                 operands = zip(keys, args[0], strict=True)
                 args = (
                     [
-                        t if k in self._sharing else self._quantized_input((k,), t)
+                        t
+                        if k in self._read_shared.get(id(t), ())
+                        else self._quantized_input((k,), t)
                         for k, t in operands
                     ],
                     *args[1:],
@@ -378,6 +387,8 @@ class GraphRebuilder:
         if index in self.unrounded_calls.get(layer.name, ()):
             kwargs = {**kwargs, "round_output": False}
         outputs = copy(*args, **kwargs)
+        if keeps_scale(layer) and id(args[0]) in self._read_shared:
+            self._read_shared[id(outputs)] = self._read_shared[id(args[0])]
         # The plans name the tensor the layer writes: its split activation's, if any.
         written = self._split.get(layer.name, layer.name)
         if layer.name in self._split:
@@ -396,7 +407,7 @@ class GraphRebuilder:
             outputs = ReaderGridLayer(name=self.names(f"{written}_joined_quant"))(outputs)
         readers = self.shared_inputs.get(written)
         if readers is not None:
-            shared = self._quantized_input(readers, outputs)
+            shared = self._shared_quantizer(readers, outputs)
             self._before_sharing[id(shared)] = (
                 keras.layers.Activation("linear", name=written)(shared)
                 if written in self._returned_on_grid
@@ -404,6 +415,16 @@ class GraphRebuilder:
             )
             outputs = shared
         return outputs
+
+    def _shared_quantizer(self, keys, tensor):
+        """`tensor` through the input quantizer that input keys `keys` share (`shared_inputs`).
+
+        The calls of those layers that read its output, or the output of
+        layers that keep the scale of it, do not round it again.
+        """
+        shared = self._quantized_input(keys, tensor)
+        self._read_shared[id(shared)] = set(keys)
+        return shared
 
     def _quantized_input(self, names, tensor):
         """Records `tensor` as the input of layers `names`; returns it through their quantizer.
@@ -421,6 +442,10 @@ class GraphRebuilder:
             return tensor
         source = functional.producing_layer(tensor)
         follows = source.name in self._joined_poolings and pooling_source(tensor) is not None
+        # A layer called at several places reads one quantizer at every call:
+        # the one it shares with other readers at another call, if any.
+        if len(names) == 1 and names[0] in self._sharing:
+            names = self._sharing[names[0]]
         return self._input_quantizer(names, follows)(tensor)
 
     def _copy(self, layer):
