@@ -1590,3 +1590,38 @@ def test_a_transformer_block_applied_twice_shares_its_projections_quantizers(dig
         x = L.LayerNormalization(name=f"out{block}")(x)
     x = L.GlobalAveragePooling1D(name="pool")(x)
     assert_rows_logits_exact(keras.Model(inputs, L.Dense(10, name="logits")(x)), digits, tmp_path)
+
+
+@pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
+@pytest.mark.parametrize("readers", ["two_dense", "one_dense", "convolution"])
+def test_a_global_average_pooling_beside_a_quantized_reader_averages_the_files_levels(
+    digits, tmp_path, readers, recipe
+):
+    """A feature map's global average pooling beside a global max pooling or a convolution.
+
+    The poolings are read by a Dense each, or by one Dense called twice: the
+    file writes the map on the grid of the quantizer after the max pooling,
+    and its MEAN averages the levels there; the QAT model averaged the
+    unrounded map (2 steps off, 14-27 at W4A4). A `ReaderGridLayer` rounds
+    the map on that grid now, before both poolings. Beside a convolution,
+    the two read one quantizer after the map already.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    average = L.GlobalAveragePooling2D(name="average")(x)
+    if readers == "convolution":
+        x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    largest = L.GlobalMaxPooling2D(name="max")(x)
+    if readers == "one_dense":
+        dense = L.Dense(16, activation="relu", name="head")
+        heads = [dense(average), dense(largest)]
+    else:
+        heads = [
+            L.Dense(16, activation="relu", name=f"head{i}")(x)
+            for i, x in enumerate([average, largest])
+        ]
+    x = L.Add(name="add")(heads)
+    assert_trained_logits_exact(
+        keras.Model(inputs, L.Dense(10, name="logits")(x)), digits, tmp_path, recipe
+    )

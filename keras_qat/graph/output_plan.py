@@ -145,6 +145,23 @@ def _joined_among_readers(end, consumers, enabled):
     )
 
 
+def _averaged_beside_a_reader(end, consumers, enabled):
+    """Whether a global average pooling reads `end`'s output beside one quantizer.
+
+    That quantizer reads it behind layers that keep the scale (a global
+    max pooling): the file writes the output on its grid
+    (`input_layer._scale_giver`) and the MEAN averages the levels there.
+    """
+    behind = _readers(end.name, consumers)
+    quantized = {id(r) for r in behind if r is not None and r.name in enabled}
+    return (
+        any(isinstance(r, MEANS) and r.name not in enabled for r in consumers.get(end.name, []))
+        and len(quantized) == 1
+        and None not in behind
+        and not any(isinstance(r, _ONE_SCALE) for r in behind)
+    )
+
+
 def _call_returned(layer, node_index, outputs):
     """Whether the output of `layer`'s call `node_index` is among `outputs` (tensor ids)."""
     node = layer.inbound_nodes[node_index]
@@ -268,8 +285,10 @@ class OutputPlan(NamedTuple):
             output of the quantized layer before them (`_fused_copies`),
             which an `OutputQuantizeLayer` rounds for its other readers.
         joined_on_grid: Names of the layers whose int8 output a
-            Concatenate and other layers read (`_joined_among_readers`): a
-            `ReaderGridLayer` after each rounds it on the Concatenate's grid.
+            Concatenate and other layers read (`_joined_among_readers`), or
+            a global average pooling beside a quantizer
+            (`_averaged_beside_a_reader`): a `ReaderGridLayer` after each
+            rounds it on the Concatenate's grid, or the quantizer's.
         compared_on_reader: Names of the Maximum and Minimum layers of int8
             operands (`_compared_on_reader`): a `ReaderGridLayer` before each
             operand rounds it on the grid of the quantizer after the layer.
@@ -563,7 +582,9 @@ def plan_output_quantizers(float_model, enabled, shared=()):
         if not functional.called_once(layer) and any(map(fused_activation, filter(None, readers))):
             continue  # each call's op fuses its own activation, not planned call by call here
         if not _rounded_by_no_quantizer(end, consumers, read):
-            if _joined_among_readers(end, consumers, read):
+            # Where its readers share a quantizer after it, the pooling reads that quantizer's.
+            averaged = end.name not in shared and _averaged_beside_a_reader(end, consumers, read)
+            if averaged or _joined_among_readers(end, consumers, read):
                 plan.joined_on_grid.add(end.name)
             continue
         if apart:

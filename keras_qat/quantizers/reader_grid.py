@@ -13,7 +13,7 @@ import tensorflow as tf
 from keras_qat._keras import keras
 from keras_qat.converter_facts import keeps_scale
 from keras_qat.quantizers.file_arithmetic import output_grid_holder
-from keras_qat.quantizers.input_layer import RequantizingLayer, reading_nodes
+from keras_qat.quantizers.input_layer import InputQuantizeLayer, RequantizingLayer, reading_nodes
 
 
 class ReaderGridLayer(RequantizingLayer):
@@ -43,7 +43,9 @@ class ReaderGridLayer(RequantizingLayer):
 
         A Concatenate among the readers lends its grid also behind layers
         that keep the scale (a global max pooling beside a global average
-        pooling, joined).
+        pooling, joined); so does an input quantizer among them, where no
+        Concatenate is (a global max pooling read by a quantizer beside a
+        global average pooling).
         """
         reads = reading_nodes(self, 0) if self.inbound_nodes else []
         if len(reads) == 1:
@@ -54,6 +56,8 @@ class ReaderGridLayer(RequantizingLayer):
             reader, index = read.outbound_layer, read.outbound_layer.inbound_nodes.index(read)
             if isinstance(reader, keras.layers.Concatenate):
                 return output_grid_holder(reader, index)
+            if isinstance(reader, InputQuantizeLayer):
+                return reader
             if keeps_scale(reader):
                 reads.extend(reading_nodes(reader, index))
         return None
