@@ -1593,7 +1593,7 @@ def test_a_transformer_block_applied_twice_shares_its_projections_quantizers(dig
 
 
 @pytest.mark.parametrize("recipe", ["INT8", "W4A4"])
-@pytest.mark.parametrize("readers", ["two_dense", "one_dense", "convolution"])
+@pytest.mark.parametrize("readers", ["two_dense", "one_dense", "convolution", "steps"])
 def test_a_global_average_pooling_beside_a_quantized_reader_averages_the_files_levels(
     digits, tmp_path, readers, recipe
 ):
@@ -1603,17 +1603,22 @@ def test_a_global_average_pooling_beside_a_quantized_reader_averages_the_files_l
     file writes the map on the grid of the quantizer after the max pooling,
     and its MEAN averages the levels there; the QAT model averaged the
     unrounded map (2 steps off, 14-27 at W4A4). A `ReaderGridLayer` rounds
-    the map on that grid now, before both poolings. Beside a convolution,
-    the two read one quantizer after the map already.
+    the map on that grid now, before both poolings; so for a map a
+    convolution applied twice writes (`steps`: its first call's output goes
+    to its own quantizer). Beside a convolution, the two read one quantizer
+    after the map already.
     """
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    if readers == "steps":
+        step = L.Conv2D(8, 3, padding="same", activation="relu", name="step")
+        x = step(step(x))
     average = L.GlobalAveragePooling2D(name="average")(x)
     if readers == "convolution":
         x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
     largest = L.GlobalMaxPooling2D(name="max")(x)
-    if readers == "one_dense":
+    if readers in ("one_dense", "steps"):
         dense = L.Dense(16, activation="relu", name="head")
         heads = [dense(average), dense(largest)]
     else:

@@ -145,23 +145,6 @@ def _joined_among_readers(end, consumers, enabled):
     )
 
 
-def _averaged_beside_a_reader(end, consumers, enabled):
-    """Whether a global average pooling reads `end`'s output beside one quantizer.
-
-    That quantizer reads it behind layers that keep the scale (a global
-    max pooling): the file writes the output on its grid
-    (`input_layer._scale_giver`) and the MEAN averages the levels there.
-    """
-    behind = _readers(end.name, consumers)
-    quantized = {id(r) for r in behind if r is not None and r.name in enabled}
-    return (
-        any(isinstance(r, MEANS) and r.name not in enabled for r in consumers.get(end.name, []))
-        and len(quantized) == 1
-        and None not in behind
-        and not any(isinstance(r, _ONE_SCALE) for r in behind)
-    )
-
-
 def _call_returned(layer, node_index, outputs):
     """Whether the output of `layer`'s call `node_index` is among `outputs` (tensor ids)."""
     node = layer.inbound_nodes[node_index]
@@ -195,6 +178,28 @@ def _fused_call_activation(layer, node_index, outputs):
         return None
     reader = reads[0].outbound_layer
     return reader if functional.called_once(reader) and fused_activation(reader) else None
+
+
+def _averaged_beside_a_reader(end, outputs, enabled):
+    """Whether a global average pooling reads `end`'s output beside one quantizer.
+
+    That quantizer reads it behind layers that keep the scale (a global
+    max pooling): the file writes the output on its grid
+    (`input_layer._scale_giver`) and the MEAN averages the levels there.
+    Each call of a layer called at several places is read so, or by that
+    one quantizer alone (a convolution applied twice, then pooled so).
+    """
+    averaged = False
+    for index in range(len(end.inbound_nodes)):
+        behind = _call_readers(end, index, outputs)
+        quantized = {id(r) for r in behind if r is not None and r.name in enabled}
+        direct = [read.outbound_layer for read in reading_nodes(end, index)]
+        mean = any(isinstance(r, MEANS) and r.name not in enabled for r in direct)
+        joined = any(isinstance(r, _ONE_SCALE) for r in behind)
+        if len(quantized) != 1 or None in behind or joined or not (mean or len(behind) == 1):
+            return False
+        averaged = averaged or mean
+    return averaged
 
 
 def _rounding_by_call(layer, outputs, enabled):
@@ -583,7 +588,7 @@ def plan_output_quantizers(float_model, enabled, shared=()):
             continue  # each call's op fuses its own activation, not planned call by call here
         if not _rounded_by_no_quantizer(end, consumers, read):
             # Where its readers share a quantizer after it, the pooling reads that quantizer's.
-            averaged = end.name not in shared and _averaged_beside_a_reader(end, consumers, read)
+            averaged = end.name not in shared and _averaged_beside_a_reader(end, outputs, read)
             if averaged or _joined_among_readers(end, consumers, read):
                 plan.joined_on_grid.add(end.name)
             continue

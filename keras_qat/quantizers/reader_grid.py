@@ -45,9 +45,11 @@ class ReaderGridLayer(RequantizingLayer):
         that keep the scale (a global max pooling beside a global average
         pooling, joined); so does an input quantizer among them, where no
         Concatenate is (a global max pooling read by a quantizer beside a
-        global average pooling).
+        global average pooling), and one that is the one reader.
         """
         reads = reading_nodes(self, 0) if self.inbound_nodes else []
+        if len(reads) == 1 and isinstance(reads[0].outbound_layer, InputQuantizeLayer):
+            return reads[0].outbound_layer
         if len(reads) == 1:
             reader = reads[0].outbound_layer
             return output_grid_holder(reader, reader.inbound_nodes.index(reads[0]))

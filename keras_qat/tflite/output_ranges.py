@@ -55,14 +55,25 @@ def _twins(model):
     Those of the classes `graph.repeated_layers` knows (NASNet's ReLUs)
     were made one layer at the door; this finds the others (Lambdas).
     """
-    sources = functional.sources(model)
     groups = {}
-    for layer in model.layers:
-        producers = sources.get(layer.name, [])
-        if not layer.weights and len(producers) == 1:
-            config = {k: v for k, v in layer.get_config().items() if k != "name"}
-            key = (producers[0].name, type(layer), json.dumps(config, sort_keys=True, default=str))
-            groups.setdefault(key, []).append(layer.name)
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            inbound = list(node.iterate_inbound())
+            if node.layer.weights or len(inbound) != 1:
+                continue
+            # The producer's call, not its name: the calls of a layer called
+            # at several places are different tensors.
+            producer, index, _, _ = inbound[0]
+            config = {k: v for k, v in node.layer.get_config().items() if k != "name"}
+            key = (
+                producer.name,
+                index,
+                type(node.layer),
+                json.dumps(config, sort_keys=True, default=str),
+            )
+            names = groups.setdefault(key, [])
+            if node.layer.name not in names:
+                names.append(node.layer.name)
     return {name: names for names in groups.values() for name in names}
 
 
