@@ -27,6 +27,25 @@ def edges(model):
                 yield producer, node.layer
 
 
+def call_inputs(model):
+    """Yields each call of `model`'s own nodes: `(layer, inputs)`.
+
+    `inputs` lists `(producer, producer's call index)` per input of the
+    call: the index in `producer.inbound_nodes` tells apart the outputs of
+    a layer called at several places. Only this model's nodes, as `edges`.
+
+    Args:
+        model: A Functional model.
+
+    Yields:
+        Pairs of a layer and a list of pairs.
+    """
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            inputs = [(producer, index) for producer, index, _, _ in node.iterate_inbound()]
+            yield node.layer, inputs
+
+
 def sources(model):
     """Layer name -> the layers its inputs come from.
 

@@ -48,10 +48,10 @@ class ReaderGridLayer(RequantizingLayer):
         global average pooling), and one that is the one reader.
         """
         reads = reading_nodes(self, 0) if self.inbound_nodes else []
-        if len(reads) == 1 and isinstance(reads[0].outbound_layer, InputQuantizeLayer):
-            return reads[0].outbound_layer
         if len(reads) == 1:
             reader = reads[0].outbound_layer
+            if isinstance(reader, InputQuantizeLayer):
+                return reader
             return output_grid_holder(reader, reader.inbound_nodes.index(reads[0]))
         while reads:
             read = reads.pop(0)

@@ -56,24 +56,17 @@ def _twins(model):
     were made one layer at the door; this finds the others (Lambdas).
     """
     groups = {}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            inbound = list(node.iterate_inbound())
-            if node.layer.weights or len(inbound) != 1:
-                continue
-            # The producer's call, not its name: the calls of a layer called
-            # at several places are different tensors.
-            producer, index, _, _ = inbound[0]
-            config = {k: v for k, v in node.layer.get_config().items() if k != "name"}
-            key = (
-                producer.name,
-                index,
-                type(node.layer),
-                json.dumps(config, sort_keys=True, default=str),
-            )
-            names = groups.setdefault(key, [])
-            if node.layer.name not in names:
-                names.append(node.layer.name)
+    for layer, inputs in functional.call_inputs(model):
+        if layer.weights or len(inputs) != 1:
+            continue
+        # The producer's call, not its name: the calls of a layer called at
+        # several places are different tensors.
+        (producer, index), config = inputs[0], layer.get_config()
+        config = {k: v for k, v in config.items() if k != "name"}
+        config = json.dumps(config, sort_keys=True, default=str)
+        names = groups.setdefault((producer.name, index, type(layer), config), [])
+        if layer.name not in names:
+            names.append(layer.name)
     return {name: names for names in groups.values() for name in names}
 
 
@@ -84,13 +77,12 @@ def _call_consumers(model):
     """
     twins = _twins(model)
     consumers = {}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            for producer, index, _, _ in node.iterate_inbound():
-                for name in twins.get(producer.name, [producer.name]):
-                    users = consumers.setdefault((name, index), [])
-                    if all(user is not node.layer for user in users):
-                        users.append(node.layer)
+    for layer, inputs in functional.call_inputs(model):
+        for producer, index in inputs:
+            for name in twins.get(producer.name, [producer.name]):
+                users = consumers.setdefault((name, index), [])
+                if all(user is not layer for user in users):
+                    users.append(layer)
     return consumers
 
 
